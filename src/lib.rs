@@ -1,0 +1,1 @@
+//! choir: a voice SFU.
