@@ -1,1 +1,4 @@
 //! choir: a voice SFU.
+pub mod demux;
+pub mod ice;
+pub mod stun;

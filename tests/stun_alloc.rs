@@ -1,0 +1,133 @@
+//! The ICE-lite request path allocates nothing in steady state: 10,000 Binding request →
+//! success response handlings, plus the client-side parse of each response, under a counting
+//! global allocator.
+//!
+//! Also a rough timing (`cargo test --release --test stun_alloc -- --ignored --nocapture`).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use choir::ice::{IceLite, StunOutcome};
+use choir::stun::{parse_binding_success_with_key, write_binding_request, IntegrityKey};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        System.alloc(layout)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const UFRAG: &str = "choirlocalufrag1";
+const PWD: &str = "choir-local-password-0123456789ab";
+
+struct Setup {
+    ice: IceLite,
+    key: IntegrityKey,
+    requests: Vec<(Vec<u8>, SocketAddr)>,
+    t0: Instant,
+}
+
+fn setup() -> Setup {
+    let t0 = Instant::now();
+    let ice = IceLite::new(UFRAG, PWD, Duration::from_secs(30), t0);
+    let requests = (0..4u8)
+        .map(|i| {
+            let mut buf = [0u8; 256];
+            let len = write_binding_request(
+                &mut buf,
+                [i; 12],
+                "choirlocalufrag1:remoteufrag",
+                PWD,
+                0x6e00_01ff,
+                i % 2 == 0,
+                0x0102_0304_0506_0708,
+            );
+            let from: SocketAddr = if i < 2 {
+                "192.0.2.1:40000".parse().unwrap()
+            } else {
+                "[2001:db8::1]:40000".parse().unwrap()
+            };
+            (buf[..len].to_vec(), from)
+        })
+        .collect();
+    Setup {
+        ice,
+        key: IntegrityKey::new(PWD.as_bytes()),
+        requests,
+        t0,
+    }
+}
+
+fn round(s: &mut Setup, i: usize, out: &mut [u8]) {
+    let (req, from) = &s.requests[i % s.requests.len()];
+    let now = s.t0 + Duration::from_millis(i as u64);
+    match s.ice.handle_stun(req, *from, now, out) {
+        StunOutcome::Reply { len, .. } => {
+            let ok = parse_binding_success_with_key(&out[..len], &s.key).unwrap();
+            assert_eq!(ok.mapped, *from);
+        }
+        StunOutcome::Drop(d) => panic!("dropped: {}", d.as_str()),
+    }
+    assert!(!s.ice.handle_timeout(now));
+}
+
+#[test]
+fn no_allocation_per_request() {
+    let mut s = setup();
+    assert!(ALLOCATIONS.load(Ordering::Relaxed) > 0, "counter is live");
+    let mut out = [0u8; 1500];
+    for i in 0..100 {
+        round(&mut s, i, &mut out);
+    }
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for i in 0..10_000 {
+        round(&mut s, i, &mut out);
+    }
+    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    assert_eq!(after - before, 0, "allocations on the request path");
+}
+
+#[test]
+#[ignore = "timing; run with --release -- --ignored --nocapture"]
+fn timing() {
+    let mut s = setup();
+    let mut out = [0u8; 1500];
+    let n = 200_000;
+    let t = Instant::now();
+    for i in 0..n {
+        let (req, from) = &s.requests[i % 4];
+        let outcome = s.ice.handle_stun(req, *from, s.t0, &mut out);
+        std::hint::black_box(outcome);
+    }
+    let per = t.elapsed() / n as u32;
+    println!("IceLite::handle_stun (verify + success response): {per:?} per request");
+    let t = Instant::now();
+    let mut sent = 0usize;
+    for i in 0..n {
+        let (req, _) = &s.requests[i % 4];
+        let r = parse_binding_success_with_key(std::hint::black_box(req), &s.key);
+        sent += r.is_err() as usize;
+    }
+    let per = t.elapsed() / n as u32;
+    println!(
+        "Message::parse + fingerprint + integrity (client side): {per:?} per message ({sent})"
+    );
+}
