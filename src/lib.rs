@@ -1,1 +1,2 @@
 //! choir: a voice SFU.
+pub mod dtls;
