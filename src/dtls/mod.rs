@@ -157,7 +157,9 @@ pub struct DtlsTransport {
 
 impl DtlsTransport {
     /// A transport in `role`; the handshake must complete by `now + handshake_timeout`
-    /// (30 s in the daemon; the deadline counts from creation, whichever the role).
+    /// (30 s in the daemon). The deadline counts from creation in both roles, so create the
+    /// transport when the handshake is expected to start (connect-transport, or the first
+    /// DTLS datagram from the peer), not when a transport that may stay unused is set up.
     ///
     /// A client's ClientHello is ready at the first [`poll`](Self::poll).
     pub fn new(
