@@ -2,3 +2,4 @@
 pub mod demux;
 pub mod ice;
 pub mod stun;
+pub mod dtls;
