@@ -4,7 +4,7 @@
 //! one; id 15 ends processing of the block. The two-byte form (§4.3, profile 0x100X) has an
 //! 8-bit id (1..=255) and an 8-bit length. In both, a zero id byte is a single padding byte.
 
-use super::RtpError;
+use super::{ExtensionBlock, RtpError};
 
 /// Profile word of the one-byte form (RFC 8285 §4.2).
 pub const PROFILE_ONE_BYTE: u16 = 0xBEDE;
@@ -30,6 +30,35 @@ impl Form {
             None
         }
     }
+
+    /// The id in an element's first byte.
+    fn id(self, first: u8) -> u8 {
+        match self {
+            Self::OneByte => first >> 4,
+            Self::TwoByte => first,
+        }
+    }
+
+    /// Whether a block of this form can carry consumer id `to` (0 means dropped).
+    fn can_carry(self, to: u8) -> bool {
+        to != 0 && (self == Self::TwoByte || to <= MAX_ONE_BYTE_ID)
+    }
+
+    /// The first byte of an element given the id `to`, keeping a one-byte length nibble.
+    fn with_id(self, first: u8, to: u8) -> u8 {
+        match self {
+            Self::OneByte => (to << 4) | (first & 0x0f),
+            Self::TwoByte => to,
+        }
+    }
+
+    /// Bytes before an element's data: id and length.
+    fn element_header_len(self) -> usize {
+        match self {
+            Self::OneByte => 1,
+            Self::TwoByte => 2,
+        }
+    }
 }
 
 /// Position of one element inside its block.
@@ -38,8 +67,6 @@ struct Element {
     id: u8,
     /// Offset of the element's first header byte.
     start: usize,
-    /// Offset of its data.
-    data: usize,
     /// Offset one past its data.
     end: usize,
 }
@@ -51,45 +78,104 @@ fn next_element(block: &[u8], mut pos: usize, form: Form) -> Result<Option<Eleme
         let Some(&first) = block.get(pos) else {
             return Ok(None);
         };
-        let id = match form {
-            Form::OneByte => first >> 4,
-            Form::TwoByte => first,
-        };
+        let id = form.id(first);
         if id == 0 {
             pos += 1;
             continue;
         }
-        let (data, len) = match form {
+        let len = match form {
             Form::OneByte if id > MAX_ONE_BYTE_ID => return Ok(None),
-            Form::OneByte => (pos + 1, usize::from(first & 0x0f) + 1),
-            Form::TwoByte => {
-                let len = block.get(pos + 1).ok_or(RtpError::BadExtensionElement)?;
-                (pos + 2, usize::from(*len))
-            }
+            Form::OneByte => usize::from(first & 0x0f) + 1,
+            Form::TwoByte => usize::from(*block.get(pos + 1).ok_or(RtpError::BadExtensionElement)?),
         };
-        let end = data + len;
+        let end = pos + form.element_header_len() + len;
         if end > block.len() {
             return Err(RtpError::BadExtensionElement);
         }
         return Ok(Some(Element {
             id,
             start: pos,
-            data,
             end,
         }));
     }
 }
 
-/// Checks that every element of an RFC 8285 block lies within it. Other profiles are opaque.
-pub(super) fn validate(profile: u16, block: &[u8]) -> Result<(), RtpError> {
-    let Some(form) = Form::of(profile) else {
-        return Ok(());
+/// Most elements a [`Layout`] records; browsers send 3 to 5 on audio.
+const LAYOUT_CAPACITY: usize = 8;
+
+/// Where the elements of an RFC 8285 block start, found once by [`scan`] so that each
+/// consumer's [`rewrite`] goes straight to them. Ids and lengths are read from the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Layout {
+    /// Offset in the block of element `i` in byte `i` (little-endian), for `i < count`.
+    /// Packed in a register-sized word so that parsing builds it without memory traffic.
+    starts: u64,
+    count: u8,
+    /// False when the block did not fit (more than [`LAYOUT_CAPACITY`] elements, or offsets
+    /// above 255): [`rewrite`] then walks the bytes itself.
+    complete: bool,
+    /// True when everything after the last element is padding.
+    clean_tail: bool,
+}
+
+impl Layout {
+    const EMPTY: Self = Self {
+        starts: 0,
+        count: 0,
+        complete: true,
+        clean_tail: true,
     };
+
+    /// Offsets of the recorded elements, in block order.
+    fn starts(&self) -> Starts {
+        Starts {
+            packed: self.starts,
+            remaining: self.count,
+        }
+    }
+}
+
+/// Iterator over the offsets packed in [`Layout::starts`].
+struct Starts {
+    packed: u64,
+    remaining: u8,
+}
+
+impl Iterator for Starts {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        self.remaining = self.remaining.checked_sub(1)?;
+        let start = usize::from(self.packed as u8);
+        self.packed >>= 8;
+        Some(start)
+    }
+}
+
+/// Validates an RFC 8285 block (every element within it) and records its layout. Blocks of
+/// other profiles are opaque and accepted as they are.
+pub(super) fn scan(profile: u16, block: &[u8]) -> Result<Layout, RtpError> {
+    let Some(form) = Form::of(profile) else {
+        return Ok(Layout::EMPTY);
+    };
+    let mut layout = Layout::EMPTY;
     let mut pos = 0;
     while let Some(element) = next_element(block, pos, form)? {
         pos = element.end;
+        match u8::try_from(element.start) {
+            Ok(start) if usize::from(layout.count) < LAYOUT_CAPACITY => {
+                layout.starts |= u64::from(start) << (8 * layout.count);
+                layout.count += 1;
+            }
+            _ => layout.complete = false,
+        }
     }
-    Ok(())
+    // Anything but zeros after the last element (an id-15 element and what follows it) must
+    // be cleared by a rewrite.
+    layout.clean_tail = block
+        .get(pos..)
+        .is_some_and(|tail| tail.iter().all(|&b| b == 0));
+    Ok(layout)
 }
 
 /// Iterator over the RFC 8285 elements of a block as `(id, data)`; see
@@ -120,7 +206,8 @@ impl<'a> Iterator for Extensions<'a> {
         match next_element(self.block, self.pos, form) {
             Ok(Some(element)) => {
                 self.pos = element.end;
-                Some((element.id, self.block.get(element.data..element.end)?))
+                let data = element.start + form.element_header_len();
+                Some((element.id, self.block.get(data..element.end)?))
             }
             Ok(None) | Err(_) => {
                 self.form = None;
@@ -208,61 +295,130 @@ impl ExtensionMap {
     pub fn get(&self, from: u8) -> u8 {
         match self.low.get(usize::from(from)) {
             Some(&to) => to,
-            None => self
-                .high
-                .iter()
-                .take(usize::from(self.high_len))
-                .find(|&&(id, _)| id == from)
-                .map_or(0, |&(_, to)| to),
+            None => self.get_high(from),
         }
+    }
+
+    /// Ids above 14: rare, kept out of line.
+    #[cold]
+    fn get_high(&self, from: u8) -> u8 {
+        self.high
+            .iter()
+            .take(usize::from(self.high_len))
+            .find(|&&(id, _)| id == from)
+            .map_or(0, |&(_, to)| to)
     }
 }
 
-/// Rewrites the extension block `packet[start..end]` (profile word at `start - 4`) in place.
+/// Rewrites the extension block of `packet` in place: maps ids, and compacts away dropped
+/// elements, zero-filling the freed tail. Elements before the first dropped one are not
+/// moved, so in the common case only the id bytes that change are written.
 pub(super) fn rewrite(
     packet: &mut [u8],
-    profile: u16,
-    start: usize,
-    end: usize,
+    ext: &ExtensionBlock,
     map: &ExtensionMap,
 ) -> Result<(), RtpError> {
-    let Some(form) = Form::of(profile) else {
-        // Opaque RFC 3550 extension: it cannot have been negotiated, so blank it out as an
-        // all-padding one-byte block of the same length.
-        let profile_word = start
-            .checked_sub(4)
-            .and_then(|at| packet.get_mut(at..at + 2))
-            .ok_or(RtpError::HeaderMismatch)?;
-        profile_word.copy_from_slice(&PROFILE_ONE_BYTE.to_be_bytes());
-        packet
-            .get_mut(start..end)
-            .ok_or(RtpError::HeaderMismatch)?
-            .fill(0);
-        return Ok(());
+    let Some(form) = Form::of(ext.profile) else {
+        return blank(packet, ext);
     };
-    let block = packet.get_mut(start..end).ok_or(RtpError::HeaderMismatch)?;
+    let block = packet
+        .get_mut(ext.start..ext.end)
+        .ok_or(RtpError::HeaderMismatch)?;
+    let layout = &ext.layout;
+    if !(layout.complete && layout.clean_tail) {
+        return compact_walk(block, form, map);
+    }
+    let mut starts = layout.starts();
+    while let Some(start) = starts.next() {
+        let byte = block.get_mut(start).ok_or(RtpError::HeaderMismatch)?;
+        let id = form.id(*byte);
+        let to = map.get(id);
+        if !form.can_carry(to) {
+            return compact_recorded(block, form, map, starts, start);
+        }
+        if to != id {
+            *byte = form.with_id(*byte, to);
+        }
+    }
+    Ok(())
+}
 
-    let mut read = 0;
-    let mut write = 0;
+/// Compacts the recorded elements at `starts` down to `write`, where a dropped element
+/// started.
+fn compact_recorded(
+    block: &mut [u8],
+    form: Form,
+    map: &ExtensionMap,
+    starts: Starts,
+    mut write: usize,
+) -> Result<(), RtpError> {
+    for start in starts {
+        let element = next_element(block, start, form)?.ok_or(RtpError::HeaderMismatch)?;
+        let to = map.get(element.id);
+        if form.can_carry(to) {
+            write = move_down(block, form, element.start..element.end, to, write)?;
+        }
+    }
+    zero_from(block, write);
+    Ok(())
+}
+
+/// Compacts a block that has no complete layout, walking its bytes.
+fn compact_walk(block: &mut [u8], form: Form, map: &ExtensionMap) -> Result<(), RtpError> {
+    let (mut read, mut write) = (0, 0);
     while let Some(element) = next_element(block, read, form)? {
         read = element.end;
         let to = map.get(element.id);
-        if to == 0 || (form == Form::OneByte && to > MAX_ONE_BYTE_ID) {
-            continue;
+        if form.can_carry(to) {
+            write = move_down(block, form, element.start..element.end, to, write)?;
         }
-        if write != element.start {
-            block.copy_within(element.start..element.end, write);
-        }
-        if let Some(id_byte) = block.get_mut(write) {
-            *id_byte = match form {
-                Form::OneByte => (to << 4) | (*id_byte & 0x0f),
-                Form::TwoByte => to,
-            };
-        }
-        write += element.end - element.start;
     }
-    if let Some(tail) = block.get_mut(write..) {
+    zero_from(block, write);
+    Ok(())
+}
+
+/// Moves the kept element at `element` down to `write` (never up: elements are visited in
+/// order) and gives it id `to`; returns where the next kept element goes.
+#[inline(always)]
+fn move_down(
+    block: &mut [u8],
+    form: Form,
+    element: std::ops::Range<usize>,
+    to: u8,
+    write: usize,
+) -> Result<usize, RtpError> {
+    if element.end > block.len() || write > element.start {
+        return Err(RtpError::HeaderMismatch);
+    }
+    let len = element.len();
+    if write != element.start {
+        block.copy_within(element, write);
+    }
+    if let Some(byte) = block.get_mut(write) {
+        *byte = form.with_id(*byte, to);
+    }
+    Ok(write + len)
+}
+
+/// Zero bytes are padding (RFC 8285 §4.2, §4.3).
+fn zero_from(block: &mut [u8], at: usize) {
+    if let Some(tail) = block.get_mut(at..) {
         tail.fill(0);
     }
+}
+
+/// Blanks an opaque (non-RFC 8285) extension, which cannot have been negotiated: it becomes
+/// an all-padding one-byte block of the same length.
+fn blank(packet: &mut [u8], ext: &ExtensionBlock) -> Result<(), RtpError> {
+    let profile_word = ext
+        .start
+        .checked_sub(4)
+        .and_then(|at| packet.get_mut(at..at + 2))
+        .ok_or(RtpError::HeaderMismatch)?;
+    profile_word.copy_from_slice(&PROFILE_ONE_BYTE.to_be_bytes());
+    packet
+        .get_mut(ext.start..ext.end)
+        .ok_or(RtpError::HeaderMismatch)?
+        .fill(0);
     Ok(())
 }

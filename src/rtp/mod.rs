@@ -76,6 +76,8 @@ struct ExtensionBlock {
     start: usize,
     /// Offset one past the block's last byte (the end of the RTP header).
     end: usize,
+    /// Where the elements are, recorded once by [`parse`] for every consumer's [`rewrite`].
+    layout: extension::Layout,
 }
 
 /// A parsed RTP header (RFC 3550 §5.1). It borrows nothing: methods that need the bytes take
@@ -130,12 +132,13 @@ pub fn parse(packet: &[u8]) -> Result<RtpHeader, RtpError> {
         let end = start + 4 * usize::from(u16::from_be_bytes([l0, l1]));
         let block = packet.get(start..end).ok_or(RtpError::TruncatedExtension)?;
         let profile = u16::from_be_bytes([p0, p1]);
-        extension::validate(profile, block)?;
+        let layout = extension::scan(profile, block)?;
         header_len = end;
         Some(ExtensionBlock {
             profile,
             start,
             end,
+            layout,
         })
     } else {
         None
@@ -213,7 +216,9 @@ impl RtpHeader {
 /// mapped above 14 cannot be expressed and is dropped too. A block with any other profile is
 /// opaque and was not negotiated: it becomes an all-padding one-byte block.
 ///
-/// `header` must come from [`parse`] of the same bytes (`packet` may be a copy).
+/// `packet` must hold the bytes `header` was parsed from, normally a fresh copy per consumer:
+/// a buffer of another length is rejected with [`RtpError::HeaderMismatch`], and other bytes
+/// give a wrong (but memory-safe, panic-free) result.
 pub fn rewrite(
     packet: &mut [u8],
     header: &RtpHeader,
@@ -239,7 +244,7 @@ pub fn rewrite(
     fixed[8..12].copy_from_slice(&ssrc.to_be_bytes());
 
     if let Some(ext) = header.extension {
-        extension::rewrite(packet, ext.profile, ext.start, ext.end, extensions)?;
+        extension::rewrite(packet, &ext, extensions)?;
     }
     Ok(())
 }

@@ -353,6 +353,36 @@ fn rewrites_two_byte_extensions() {
 }
 
 #[test]
+fn rewrites_blocks_too_big_for_the_recorded_layout() {
+    // More elements than the layout records: rewrite walks the bytes instead.
+    let data: Vec<[u8; 2]> = (1..=12u8).map(|i| [i, i]).collect();
+    let elements: Vec<(u8, &[u8])> = (1..=12u8).zip(&data).map(|(i, d)| (i, &d[..])).collect();
+    let bytes = build(&rich_spec(one_byte(&elements)));
+    let mut map = ExtensionMap::new();
+    for id in (1..=12u8).filter(|id| id % 3 != 0) {
+        map.set(id, 13 - id);
+    }
+    let expected: Vec<(u8, &[u8])> = elements
+        .iter()
+        .filter(|(id, _)| id % 3 != 0)
+        .map(|&(id, d)| (13 - id, d))
+        .collect();
+    rewrite_and_check(&bytes, &map, &expected);
+
+    // Elements beyond offset 255.
+    let long = [[1u8; 200], [2; 200], [3; 200]];
+    let bytes = build(&rich_spec(two_byte(&[
+        (1, &long[0][..]),
+        (2, &long[1][..]),
+        (3, &long[2][..]),
+    ])));
+    let mut map = ExtensionMap::new();
+    map.set(1, 40);
+    map.set(3, 30);
+    rewrite_and_check(&bytes, &map, &[(40, &long[0][..]), (30, &long[2][..])]);
+}
+
+#[test]
 fn blanks_unknown_extension_profiles() {
     let bytes = build(&rich_spec((0xABCD, vec![1, 2, 3, 4, 5, 6, 7, 8])));
     let h = parse(&bytes).unwrap();
@@ -444,6 +474,7 @@ fn truncations_and_garbage_never_panic() {
         ]))),
         build(&rich_spec(two_byte(&[(20, MID), (1, AUDIO_LEVEL)]))),
         build(&rich_spec((0x0001, vec![0; 8]))),
+        build(&rich_spec(one_byte(&[(1, TWCC); 10]))),
     ];
     for bytes in &valid {
         let header_len = parse(bytes).unwrap().header_len;
@@ -469,5 +500,11 @@ fn truncations_and_garbage_never_panic() {
             *first = 0x80 | (*first & 0x3f); // get past the version check
         }
         exercise(&noise, &map);
+
+        // A header applied to other bytes of the same length (a caller bug) must not panic.
+        let source = &valid[round % valid.len()];
+        let header = parse(source).unwrap();
+        let mut other: Vec<u8> = (0..source.len()).map(|_| rng.next() as u8).collect();
+        let _ = rewrite(&mut other, &header, 1, 2, 3, 4, &map);
     }
 }
