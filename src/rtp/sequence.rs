@@ -281,4 +281,34 @@ mod tests {
             Some((20_004, 3 * FRAME + 1920))
         );
     }
+
+    #[test]
+    fn arbitrary_input_never_panics() {
+        let t0 = Instant::now() + Duration::from_secs(1_000);
+        let mut state = 0x0bad_5eed_dead_beefu64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for clock_rate in [0, 48_000, u32::MAX] {
+            let mut m = SequenceMapper::new(clock_rate);
+            let mut forwarded = 0;
+            for i in 0..50_000u64 {
+                let r = next();
+                if r % 101 == 0 {
+                    m.resync();
+                }
+                let at = match r % 4 {
+                    0 => t0 - Duration::from_nanos(r % 1_000_000_000_000),
+                    1 => t0 + Duration::from_secs(r % 1_000_000_000),
+                    _ => t0 + Duration::from_millis(20 * i),
+                };
+                let seq = if r % 7 == 0 { r as u16 } else { i as u16 };
+                forwarded += usize::from(m.map(seq, (r >> 8) as u32, at).is_some());
+            }
+            assert!(forwarded > 40_000, "{forwarded}");
+        }
+    }
 }
