@@ -1,3 +1,4 @@
 //! choir: a voice SFU.
 
+pub mod rtcp;
 pub mod rtp;
