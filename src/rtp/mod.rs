@@ -16,7 +16,9 @@ mod tests;
 
 use std::fmt;
 
-pub use extension::{ExtensionMap, Extensions};
+pub use extension::{
+    ExtensionMap, Extensions, EXTENSION_MAP_HIGH_CAPACITY, PROFILE_ONE_BYTE, PROFILE_TWO_BYTE,
+};
 pub use sequence::SequenceMapper;
 
 /// Length of the fixed RTP header (RFC 3550 §5.1).
