@@ -3,3 +3,6 @@ pub mod demux;
 pub mod ice;
 pub mod stun;
 pub mod dtls;
+
+pub mod rtcp;
+pub mod rtp;
