@@ -1,1 +1,3 @@
 //! choir: a voice SFU.
+
+pub mod srtp;
