@@ -2,6 +2,7 @@
 //! adversarial input. Unit tests of the parts (RFC 3711 B.2, B.3, replay, headers) sit next to
 //! the code they test.
 
+mod adversarial;
 mod cross;
 mod vectors;
 
@@ -45,6 +46,15 @@ pub(crate) fn master(profile: SrtpProfile, seed: u8) -> (Vec<u8>, Vec<u8>) {
         .map(|i| seed.wrapping_add(0x5a).wrapping_add(i as u8 * 13))
         .collect();
     (key, salt)
+}
+
+/// A sender and a receiver session on the same master key.
+pub(crate) fn pair(profile: SrtpProfile) -> (SrtpSession, SrtpSession) {
+    let (key, salt) = master(profile, 1);
+    (
+        SrtpSession::new(profile, &key, &salt).unwrap(),
+        SrtpSession::new(profile, &key, &salt).unwrap(),
+    )
 }
 
 /// An RTP packet: 12-octet header, optional CSRCs and RFC 8285 one-byte extension, payload.
