@@ -6,3 +6,5 @@ pub mod dtls;
 
 pub mod rtcp;
 pub mod rtp;
+
+pub mod srtp;
