@@ -127,7 +127,7 @@ fn per_packet_paths_do_not_allocate() {
         black_box(header.extension(&packet, 5));
 
         // Egress, per consumer: map, copy, rewrite.
-        if i % 500 == 0 {
+        if i.is_multiple_of(500) {
             mapper.resync();
         }
         let (out_seq, out_ts) = mapper.map(header.sequence, header.timestamp, now).unwrap();
@@ -137,7 +137,7 @@ fn per_packet_paths_do_not_allocate() {
         black_box(&out);
 
         // RTCP: build a compound report and parse it and a browser's packets.
-        if i % 50 == 0 {
+        if i.is_multiple_of(50) {
             stats.on_sender_report(rtcp::ntp_timestamp(SystemTime::now()), now);
         }
         let block = stats.report_block(now).unwrap();

@@ -2,7 +2,6 @@
 //! success response handlings, plus the client-side parse of each response, under a counting
 //! global allocator.
 //!
-//! Also a rough timing (`cargo test --release --test stun_alloc -- --ignored --nocapture`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
@@ -10,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use choir::ice::{IceLite, StunOutcome};
-use choir::stun::{parse_binding_success_with_key, write_binding_request, IntegrityKey, Message};
+use choir::stun::{parse_binding_success_with_key, write_binding_request, IntegrityKey};
 
 struct Counting;
 
@@ -103,33 +102,4 @@ fn no_allocation_per_request() {
     }
     let after = ALLOCATIONS.load(Ordering::Relaxed);
     assert_eq!(after - before, 0, "allocations on the request path");
-}
-
-#[test]
-#[ignore = "timing; run with --release -- --ignored --nocapture"]
-fn timing() {
-    let mut s = setup();
-    let mut out = [0u8; 1500];
-    let n = 200_000;
-    let t = Instant::now();
-    for i in 0..n {
-        let (req, from) = &s.requests[i % 4];
-        let outcome = s.ice.handle_stun(req, *from, s.t0, &mut out);
-        std::hint::black_box(outcome);
-    }
-    let per = t.elapsed() / n as u32;
-    println!("IceLite::handle_stun (verify + success response): {per:?} per request");
-    let t = Instant::now();
-    let mut failed = 0usize;
-    for i in 0..n {
-        let (req, _) = &s.requests[i % 4];
-        let verified = Message::parse(std::hint::black_box(req)).and_then(|m| {
-            m.check_fingerprint()?;
-            m.check_integrity(&s.key)
-        });
-        failed += verified.is_err() as usize;
-    }
-    assert_eq!(failed, 0);
-    let per = t.elapsed() / n as u32;
-    println!("request check alone (parse + FINGERPRINT + MESSAGE-INTEGRITY): {per:?}");
 }

@@ -43,7 +43,7 @@ impl<'a> MessageWriter<'a> {
     /// Continues a message whose first `len` bytes (header and whole attributes) are already in
     /// `buf`; the header's length field is rewritten to match `len`.
     pub fn resume(buf: &'a mut [u8], len: usize) -> Result<Self, StunError> {
-        if len < HEADER_LEN || len % 4 != 0 || len > buf.len() {
+        if len < HEADER_LEN || !len.is_multiple_of(4) || len > buf.len() {
             return Err(StunError::BadLength);
         }
         let transaction_id = buf

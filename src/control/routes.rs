@@ -1,0 +1,489 @@
+//! The voice API's routes (`/api/voice/...`): parse, validate, send the command to the room's
+//! shard, shape the reply. No media state is touched here.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::sse::Hub;
+use super::Body;
+use crate::api::{
+    ApiError, ConnectTransportRequest, ConsumeRequest, Counts, CreateTransportRequest,
+    ParticipantRequest, ProduceRequest, ProducerRequest,
+};
+use crate::ortc;
+use crate::shard::{shard_for, Command, Reply, ShardHandle};
+
+/// Request bodies above this are refused with 413.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Most bytes of a refused body read (and discarded) before replying 413.
+const DRAIN_LIMIT: usize = 1 << 20;
+/// Longest channelId / userId accepted.
+const MAX_ID_LEN: usize = 256;
+
+/// What the routes share (one per control server).
+pub struct Ctx {
+    pub shards: Vec<ShardHandle>,
+    pub hub: RefCell<Hub>,
+    pub cors_origin: Option<HeaderValue>,
+    pub shutting_down: std::cell::Cell<bool>,
+    pub started: std::time::Instant,
+}
+
+impl Ctx {
+    fn shard(&self, channel_id: &str) -> &ShardHandle {
+        &self.shards[shard_for(channel_id, self.shards.len())]
+    }
+
+    async fn call(&self, channel_id: &str, command: Command) -> Result<Reply, ApiError> {
+        if self.shutting_down.get() {
+            return Err(ApiError::unavailable("choir is shutting down"));
+        }
+        self.shard(channel_id).call(command).await
+    }
+
+    async fn counts(&self) -> Result<Counts, ApiError> {
+        let mut total = Counts::default();
+        for shard in &self.shards {
+            match shard.call(Command::Counts).await? {
+                Reply::Counts(c) => total += c,
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(total)
+    }
+}
+
+fn unexpected(reply: Reply) -> ApiError {
+    tracing::error!(?reply, "unexpected shard reply");
+    ApiError::new(500, "internal error: unexpected shard reply")
+}
+
+/// Handles one request; never fails (errors are JSON replies).
+pub async fn handle(
+    req: Request<Incoming>,
+    ctx: Rc<Ctx>,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let mut response = match route(req, &ctx).await {
+        Ok(r) => r,
+        Err(e) => {
+            if e.status >= 500 {
+                tracing::warn!(%method, %path, status = e.status, "{}", e.message);
+            } else {
+                tracing::debug!(%method, %path, status = e.status, "{}", e.message);
+            }
+            json_response(
+                StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                &json!({"error": e.message}),
+            )
+        }
+    };
+    if let Some(origin) = &ctx.cors_origin {
+        let h = response.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("Content-Type, Authorization"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+    }
+    Ok(response)
+}
+
+async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, ApiError> {
+    let path = req.uri().path().to_string();
+    let Some(rest) = path.strip_prefix("/api/voice/") else {
+        return Err(ApiError::not_found(format!("no route {path}")));
+    };
+    let segments: Vec<String> = rest
+        .split('/')
+        .map(percent_decode)
+        .collect::<Result<_, _>>()?;
+    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let method = req.method().clone();
+    if method == Method::OPTIONS {
+        return Ok(Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .body(empty())
+            .expect("static response"));
+    }
+    let allowed = match segs.as_slice() {
+        ["health"]
+        | ["stats"]
+        | ["rtp-capabilities", _]
+        | ["producers", _, _]
+        | ["events", _, _] => Method::GET,
+        ["create-transport"]
+        | ["connect-transport"]
+        | ["produce"]
+        | ["consume"]
+        | ["leave"]
+        | ["pause-producer"]
+        | ["resume-producer"] => Method::POST,
+        _ => return Err(ApiError::not_found(format!("no route {path}"))),
+    };
+    if method != allowed {
+        return Err(ApiError::new(
+            405,
+            format!("{path} takes {allowed}, not {method}"),
+        ));
+    }
+    match segs.as_slice() {
+        ["health"] => health(ctx).await,
+        ["stats"] => stats(ctx).await,
+        ["rtp-capabilities", channel_id] => {
+            check_id("channelId", channel_id)?;
+            ctx.call(
+                channel_id,
+                Command::OpenRoom {
+                    channel_id: channel_id.to_string(),
+                },
+            )
+            .await?;
+            Ok(ok(&json!({"rtpCapabilities": ortc::router_capabilities()})))
+        }
+        ["producers", channel_id, user_id] => {
+            check_id("channelId", channel_id)?;
+            check_id("userId", user_id)?;
+            let command = Command::Producers {
+                channel_id: channel_id.to_string(),
+                user_id: user_id.to_string(),
+            };
+            match ctx.call(channel_id, command).await? {
+                Reply::Producers(list) => Ok(ok(&json!({ "producers": list }))),
+                other => Err(unexpected(other)),
+            }
+        }
+        ["events", channel_id, user_id] => {
+            check_id("channelId", channel_id)?;
+            check_id("userId", user_id)?;
+            if ctx.shutting_down.get() {
+                return Err(ApiError::unavailable("choir is shutting down"));
+            }
+            Ok(events(ctx, channel_id, user_id))
+        }
+        ["create-transport"] => {
+            let body: CreateTransportRequest = read_json(req).await?;
+            check_ids(&body.channel_id, &body.user_id)?;
+            match ctx
+                .call(&body.channel_id.clone(), Command::CreateTransport(body))
+                .await?
+            {
+                Reply::Transport(t) => Ok(ok(&t)),
+                other => Err(unexpected(other)),
+            }
+        }
+        ["connect-transport"] => {
+            let body: ConnectTransportRequest = read_json(req).await?;
+            check_ids(&body.channel_id, &body.user_id)?;
+            ctx.call(&body.channel_id.clone(), Command::ConnectTransport(body))
+                .await?;
+            Ok(ok(&json!({"success": true})))
+        }
+        ["produce"] => {
+            let body: ProduceRequest = read_json(req).await?;
+            check_ids(&body.channel_id, &body.user_id)?;
+            match ctx
+                .call(&body.channel_id.clone(), Command::Produce(body))
+                .await?
+            {
+                Reply::Producer(id) => Ok(ok(&json!({ "producerId": id }))),
+                other => Err(unexpected(other)),
+            }
+        }
+        ["consume"] => {
+            let body: ConsumeRequest = read_json(req).await?;
+            check_ids(&body.channel_id, &body.user_id)?;
+            match ctx
+                .call(&body.channel_id.clone(), Command::Consume(body))
+                .await?
+            {
+                Reply::Consumer(c) => Ok(ok(&c)),
+                other => Err(unexpected(other)),
+            }
+        }
+        ["pause-producer"] | ["resume-producer"] => {
+            let pause = segs[0] == "pause-producer";
+            let body: ProducerRequest = read_json(req).await?;
+            check_ids(&body.channel_id, &body.user_id)?;
+            let command = if pause {
+                Command::PauseProducer(body.clone())
+            } else {
+                Command::ResumeProducer(body.clone())
+            };
+            ctx.call(&body.channel_id, command).await?;
+            Ok(ok(&json!({"success": true})))
+        }
+        ["leave"] => {
+            let body: ParticipantRequest = read_json(req).await?;
+            check_ids(&body.channel_id, &body.user_id)?;
+            ctx.call(&body.channel_id.clone(), Command::Leave(body))
+                .await?;
+            Ok(ok(&json!({"success": true})))
+        }
+        _ => Err(ApiError::not_found(format!("no route {path}"))),
+    }
+}
+
+async fn health(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
+    if ctx.shutting_down.get() {
+        return Ok(json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "shutting down"}),
+        ));
+    }
+    let counts = ctx.counts().await?;
+    Ok(ok(&json!({
+        "status": "ok",
+        "shards": ctx.shards.len(),
+        "rooms": counts.rooms,
+        "participants": counts.participants,
+        "transports": counts.transports,
+        "producers": counts.producers,
+        "consumers": counts.consumers,
+        "boundPorts": counts.bound_ports,
+        "subscribers": ctx.hub.borrow().subscribers(),
+        "uptimeSeconds": ctx.started.elapsed().as_secs(),
+    })))
+}
+
+async fn stats(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
+    let mut shards = Vec::new();
+    for shard in &ctx.shards {
+        match shard.call(Command::Stats).await? {
+            Reply::Stats(s) => shards.push(s),
+            other => return Err(unexpected(other)),
+        }
+    }
+    let mut total = crate::sfu::Counters::default();
+    for s in &shards {
+        total.merge(&s.counters);
+    }
+    let hub = ctx.hub.borrow();
+    Ok(ok(&json!({
+        "total": total,
+        "shards": shards,
+        "events": {"subscribers": hub.subscribers(), "delivered": hub.delivered, "overflows": hub.overflows},
+    })))
+}
+
+fn events(ctx: &Ctx, channel_id: &str, user_id: &str) -> Response<Body> {
+    let rx = ctx.hub.borrow_mut().subscribe(channel_id, user_id);
+    let stream = futures_lite::StreamExt::map(rx.into_stream(), |b| {
+        Ok::<_, std::convert::Infallible>(Frame::data(b))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(BodyExt::boxed_unsync(StreamBody::new(stream)))
+        .expect("static response")
+}
+
+fn check_id(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.is_empty() {
+        return Err(ApiError::bad_request(format!("{field} must not be empty")));
+    }
+    if value.len() > MAX_ID_LEN {
+        return Err(ApiError::bad_request(format!(
+            "{field} is longer than {MAX_ID_LEN} bytes"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "{field} contains control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn check_ids(channel_id: &str, user_id: &str) -> Result<(), ApiError> {
+    check_id("channelId", channel_id)?;
+    check_id("userId", user_id)
+}
+
+/// Reads a JSON body of at most [`MAX_BODY`] bytes; errors name the offending field.
+async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
+    let too_large = || ApiError::new(413, format!("request body is larger than {MAX_BODY} bytes"));
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut body = req.into_body();
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        drain(&mut body).await;
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::bad_request(format!("cannot read request body: {e}")))?;
+        if let Some(data) = frame.data_ref() {
+            if bytes.len() + data.len() > MAX_BODY {
+                drain(&mut body).await;
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(data);
+        }
+    }
+    parse_json(&bytes)
+}
+
+/// Reads and discards up to [`DRAIN_LIMIT`] bytes of a refused body, so that the client (still
+/// sending) reads the 413 instead of a reset connection. Past that, the connection is dropped.
+async fn drain(body: &mut Incoming) {
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        seen += frame.data_ref().map_or(0, |d| d.len());
+        if seen > DRAIN_LIMIT {
+            break;
+        }
+    }
+}
+
+/// Parses a JSON body into `T`; errors say whether the JSON is malformed or which field is
+/// missing or mistyped (`rtpParameters.codecs[0].payloadType: invalid type: ...`).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let inner = e.inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::bad_request(format!("malformed JSON body: {inner}"))
+        } else if e.path().to_string() == "." {
+            ApiError::bad_request(format!(
+                "invalid body: {}",
+                strip_position(&inner.to_string())
+            ))
+        } else {
+            ApiError::bad_request(format!(
+                "invalid field {}: {}",
+                e.path(),
+                strip_position(&inner.to_string())
+            ))
+        }
+    })?;
+    de.end()
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
+    Ok(value)
+}
+
+/// serde_json appends " at line L column C"; the field path says more.
+fn strip_position(msg: &str) -> &str {
+    msg.find(" at line ").map_or(msg, |i| &msg[..i])
+}
+
+fn percent_decode(segment: &str) -> Result<String, ApiError> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match hex {
+                Some(b) => out.push(b),
+                None => {
+                    return Err(ApiError::bad_request(format!(
+                        "bad percent-encoding in path segment {segment:?}"
+                    )))
+                }
+            }
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out)
+        .map_err(|_| ApiError::bad_request(format!("path segment {segment:?} is not UTF-8")))
+}
+
+fn empty() -> Body {
+    BodyExt::boxed_unsync(Full::new(Bytes::new()))
+}
+
+fn ok<T: serde::Serialize>(value: &T) -> Response<Body> {
+    json_response(StatusCode::OK, value)
+}
+
+fn json_response<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let body = serde_json::to_vec(value)
+        .unwrap_or_else(|_| b"{\"error\":\"serialization failed\"}".to_vec());
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(BodyExt::boxed_unsync(Full::new(Bytes::from(body))))
+        .expect("static response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_errors_name_the_field() {
+        let e = parse_json::<CreateTransportRequest>(br#"{"channelId":"c","direction":"send"}"#)
+            .unwrap_err();
+        assert_eq!(e.message, "invalid body: missing field `userId`");
+        let e = parse_json::<CreateTransportRequest>(
+            br#"{"channelId":"c","userId":"u","direction":"sideways"}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.message
+                .starts_with("invalid field direction: unknown variant `sideways`"),
+            "{}",
+            e.message
+        );
+        let e = parse_json::<ProduceRequest>(
+            br#"{"channelId":"c","userId":"u","kind":"audio","rtpParameters":{"codecs":[{"mimeType":"audio/opus","payloadType":"x","clockRate":48000}]}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.message
+                .starts_with("invalid field rtpParameters.codecs[0].payloadType: invalid type"),
+            "{}",
+            e.message
+        );
+        let e = parse_json::<CreateTransportRequest>(b"{nope").unwrap_err();
+        assert!(
+            e.message.starts_with("malformed JSON body"),
+            "{}",
+            e.message
+        );
+        let e = parse_json::<CreateTransportRequest>(
+            br#"{"channelId":"c","userId":"u","direction":"send"} x"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.message.starts_with("malformed JSON body"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b").unwrap(), "a b");
+        assert!(percent_decode("a%2").is_err());
+        assert!(percent_decode("%ff").is_err());
+    }
+}

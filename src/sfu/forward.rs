@@ -1,0 +1,176 @@
+//! The media path: a datagram from a socket → its transport (ICE / DTLS / SRTP) → the producer
+//! its SSRC names → for every consumer: header rewrite, SRTP, send. The packet is decrypted once;
+//! each consumer works on a copy in the shard's scratch buffer. Nothing here allocates.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::transport::{Io, Received};
+use super::{Egress, Sfu, TransportKey};
+use crate::ortc::OPUS_PAYLOAD_TYPE;
+use crate::rtcp::{self, RtcpPacket};
+use crate::rtp;
+
+impl Sfu {
+    /// Handles one datagram received on transport `key`'s socket. `buf[..len]` holds it and
+    /// `buf` has room for [`super::BUFFER_SIZE`] bytes.
+    pub fn handle_datagram(
+        &mut self,
+        key: TransportKey,
+        from: SocketAddr,
+        buf: &mut [u8],
+        len: usize,
+        now: Instant,
+        out: &mut impl Egress,
+    ) {
+        self.counters.datagrams_in += 1;
+        self.counters.bytes_in += len as u64;
+        let Some(t) = self.transports.get_mut(key) else {
+            self.counters.drop("transport_closed");
+            return;
+        };
+        let mut io = Io {
+            key,
+            now,
+            settings: &self.settings,
+            scratch: &mut self.scratch[..],
+            out,
+            counters: &mut self.counters,
+        };
+        let received = t.handle_datagram(from, buf, len, &mut io);
+        match received {
+            Received::Nothing => {}
+            Received::Rtp(n) => self.forward_rtp(key, &buf[..n], now, out),
+            Received::Rtcp(n) => self.receive_rtcp(key, &buf[..n], now),
+            Received::Failed(reason) => self.transport_failed(key, reason),
+        }
+    }
+
+    /// Finds the producer of a decrypted RTP packet and fans it out to its consumers.
+    fn forward_rtp(
+        &mut self,
+        key: TransportKey,
+        packet: &[u8],
+        now: Instant,
+        out: &mut impl Egress,
+    ) {
+        self.counters.rtp_received += 1;
+        let header = match rtp::parse(packet) {
+            Ok(h) => h,
+            Err(e) => return self.counters.drop(e.as_str()),
+        };
+        let Some(pk) = self.find_producer(key, packet, &header) else {
+            return self.counters.drop("rtp_unknown_ssrc");
+        };
+        let producer = &mut self.producers[pk];
+        if header.payload_type != producer.rtp.payload_type {
+            return self.counters.drop("rtp_unknown_payload_type");
+        }
+        let stats = producer.stats.get_or_insert_with(|| {
+            crate::rtcp::ReceiveStats::new(header.ssrc, crate::ortc::OPUS_CLOCK_RATE)
+        });
+        stats.on_packet(header.sequence, header.timestamp, now);
+        if producer.paused {
+            return self.counters.drop("producer_paused");
+        }
+        let len = packet.len();
+        let payload_len = header.payload_len as u32;
+        for &ck in &producer.consumers {
+            let c = &mut self.consumers[ck];
+            let Some((sequence, timestamp)) =
+                c.sequence.map(header.sequence, header.timestamp, now)
+            else {
+                self.counters.drop("rtp_too_old");
+                continue;
+            };
+            let scratch = &mut self.scratch[..];
+            scratch[..len].copy_from_slice(packet);
+            if let Err(e) = rtp::rewrite(
+                &mut scratch[..len],
+                &header,
+                c.ssrc,
+                OPUS_PAYLOAD_TYPE,
+                sequence,
+                timestamp,
+                &c.extensions,
+            ) {
+                self.counters.drop(e.as_str());
+                continue;
+            }
+            let Some(t) = self.transports.get_mut(c.transport) else {
+                continue;
+            };
+            if t.send_rtp(c.transport, scratch, len, out, &mut self.counters) {
+                c.packets = c.packets.wrapping_add(1);
+                c.octets = c.octets.wrapping_add(payload_len);
+                c.last_sent_at = Some(now);
+                self.counters.rtp_forwarded += 1;
+            }
+        }
+    }
+
+    /// The producer on transport `key` that sent this packet: by SSRC, else by the MID header
+    /// extension (then its SSRC is learnt, and consumers start a new sequence run).
+    fn find_producer(
+        &mut self,
+        key: TransportKey,
+        packet: &[u8],
+        header: &rtp::RtpHeader,
+    ) -> Option<usize> {
+        let t = &self.transports[key];
+        if let Some(&pk) = t
+            .producers
+            .iter()
+            .find(|&&pk| self.producers[pk].ssrc == Some(header.ssrc))
+        {
+            return Some(pk);
+        }
+        let pk = t.producers.iter().copied().find(|&pk| {
+            let p = &self.producers[pk];
+            match (p.rtp.mid_extension_id, &p.rtp.mid) {
+                (Some(id), Some(mid)) => {
+                    p.rtp.ssrc.is_none() && header.extension(packet, id) == Some(mid.as_bytes())
+                }
+                _ => false,
+            }
+        })?;
+        let p = &mut self.producers[pk];
+        tracing::debug!(producer = %p.id, ssrc = header.ssrc, "producer SSRC learnt from MID");
+        p.ssrc = Some(header.ssrc);
+        p.stats = None;
+        for &ck in &p.consumers {
+            self.consumers[ck].sequence.resync();
+        }
+        Some(pk)
+    }
+
+    /// Inbound compound RTCP: Sender Reports feed the receive statistics of our Receiver
+    /// Reports; everything else is accepted and counted.
+    fn receive_rtcp(&mut self, key: TransportKey, compound: &[u8], now: Instant) {
+        self.counters.rtcp_received += 1;
+        for packet in rtcp::packets(compound) {
+            match packet {
+                Ok(RtcpPacket::SenderReport(sr)) => {
+                    let t = &self.transports[key];
+                    let producer = t
+                        .producers
+                        .iter()
+                        .find(|&&pk| self.producers[pk].ssrc == Some(sr.ssrc));
+                    match producer.and_then(|&pk| self.producers[pk].stats.as_mut()) {
+                        Some(stats) => stats.on_sender_report(sr.ntp, now),
+                        None => self.counters.drop("rtcp_sr_unknown_ssrc"),
+                    }
+                }
+                Ok(RtcpPacket::ReceiverReport(_)) => self.counters.rtcp_receiver_reports += 1,
+                Ok(RtcpPacket::Sdes(..)) | Ok(RtcpPacket::Bye(..)) => {}
+                Ok(RtcpPacket::Nack { .. }) => self.counters.drop("rtcp_nack_ignored"),
+                Ok(RtcpPacket::Pli { .. }) => self.counters.drop("rtcp_pli_ignored"),
+                Ok(RtcpPacket::Other { .. }) => self.counters.drop("rtcp_other_ignored"),
+                Err(e) => {
+                    self.counters.drop(e.as_str());
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! The shard's sans-IO core: rooms, participants, transports, producers and consumers.
+//!
+//! [`Sfu`] is a plain struct. The glommio shell (`crate::shard`) feeds it commands from the
+//! control server, datagrams from its sockets and timer ticks, each with an explicit `now`;
+//! what must be sent goes out through an [`Egress`], what the control server must hear comes out
+//! of [`Sfu::take_events`], and the transports it closed (whose sockets the shell must release)
+//! come out of [`Sfu::take_closed`].
+
+mod commands;
+pub mod counters;
+mod forward;
+mod rtcp_reports;
+pub mod transport;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use slab::Slab;
+
+use crate::api::{Audience, Event, RoomEvent};
+use crate::dtls::DtlsIdentity;
+use crate::ortc::ProducerRtp;
+use crate::rtcp::ReceiveStats;
+use crate::rtp::{ExtensionMap, SequenceMapper};
+
+pub use counters::Counters;
+pub use transport::Transport;
+
+/// Index of a transport in its shard (stable while the transport lives).
+pub type TransportKey = usize;
+type ProducerKey = usize;
+type ConsumerKey = usize;
+
+/// Where the core's datagrams go: the shell sends `datagram` from the socket of transport
+/// `from` to `to`. Implementations must not block; a full socket buffer is a counted drop.
+pub trait Egress {
+    fn send(&mut self, from: TransportKey, to: SocketAddr, datagram: &[u8]);
+}
+
+/// Settings of a shard's core.
+#[derive(Clone)]
+pub struct Settings {
+    pub announced_ip: IpAddr,
+    pub consent_timeout: Duration,
+    pub dtls_timeout: Duration,
+    pub dtls_config: Arc<dimpl::Config>,
+    pub identity: DtlsIdentity,
+}
+
+/// Largest datagram the core handles; buffers handed to it must have this much room.
+pub const MAX_DATAGRAM: usize = 1500;
+/// Room a buffer needs beyond a datagram for SRTP/SRTCP tags.
+pub const BUFFER_SIZE: usize = 2048;
+
+struct Room {
+    participants: HashMap<String, Participant>,
+}
+
+#[derive(Default)]
+struct Participant {
+    send: Option<TransportKey>,
+    recv: Option<TransportKey>,
+    producer: Option<ProducerKey>,
+}
+
+struct Producer {
+    id: String,
+    channel_id: String,
+    user_id: String,
+    transport: TransportKey,
+    rtp: ProducerRtp,
+    /// The SSRC packets arrive with (signalled, or learnt from the MID extension).
+    ssrc: Option<u32>,
+    paused: bool,
+    stats: Option<ReceiveStats>,
+    consumers: Vec<ConsumerKey>,
+}
+
+struct Consumer {
+    producer: ProducerKey,
+    transport: TransportKey,
+    ssrc: u32,
+    cname: String,
+    extensions: ExtensionMap,
+    sequence: SequenceMapper,
+    packets: u32,
+    octets: u32,
+    last_sent_at: Option<Instant>,
+}
+
+/// One shard's media core.
+pub struct Sfu {
+    settings: Settings,
+    rooms: HashMap<String, Room>,
+    transports: Slab<Transport>,
+    producers: Slab<Producer>,
+    consumers: Slab<Consumer>,
+    /// Producer id → key, for the API (ids are unique per shard).
+    producer_ids: HashMap<String, ProducerKey>,
+    events: Vec<RoomEvent>,
+    closed: Vec<(TransportKey, u16)>,
+    counters: Counters,
+    /// Per-consumer copy of the packet being fanned out.
+    scratch: Box<[u8; BUFFER_SIZE]>,
+    next_rtcp: Option<Instant>,
+    /// A wall-clock reading and the `Instant` it was taken at, for NTP times in reports.
+    epoch: (Instant, SystemTime),
+}
+
+impl Sfu {
+    pub fn new(settings: Settings, now: Instant) -> Self {
+        Sfu {
+            settings,
+            rooms: HashMap::new(),
+            transports: Slab::new(),
+            producers: Slab::new(),
+            consumers: Slab::new(),
+            producer_ids: HashMap::new(),
+            events: Vec::new(),
+            closed: Vec::new(),
+            counters: Counters::default(),
+            scratch: Box::new([0; BUFFER_SIZE]),
+            next_rtcp: None,
+            epoch: (now, SystemTime::now()),
+        }
+    }
+
+    fn wall_clock(&self, now: Instant) -> SystemTime {
+        self.epoch.1 + now.saturating_duration_since(self.epoch.0)
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn counters_mut(&mut self) -> &mut Counters {
+        &mut self.counters
+    }
+
+    /// Events for the control server's subscribers since the last call.
+    pub fn take_events(&mut self) -> Vec<RoomEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Transports closed since the last call, with their local ports: the shell closes their
+    /// sockets and releases the ports.
+    pub fn take_closed(&mut self) -> Vec<(TransportKey, u16)> {
+        std::mem::take(&mut self.closed)
+    }
+
+    pub fn has_closed(&self) -> bool {
+        !self.closed.is_empty()
+    }
+
+    pub fn is_open(&self, key: TransportKey) -> bool {
+        self.transports.contains(key)
+    }
+
+    /// The earliest instant [`Sfu::handle_timeout`] has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let transports = self.transports.iter().filter_map(|(_, t)| t.poll_timeout());
+        transports.chain(self.next_rtcp).min()
+    }
+
+    /// Runs timers: ICE consent, DTLS retransmission and handshake deadlines, RTCP reports.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut impl Egress) {
+        let mut failed = Vec::new();
+        for (key, t) in self.transports.iter_mut() {
+            if t.poll_timeout().is_some_and(|at| at <= now) {
+                let mut io = transport::Io {
+                    key,
+                    now,
+                    settings: &self.settings,
+                    scratch: &mut self.scratch[..],
+                    out: &mut *out,
+                    counters: &mut self.counters,
+                };
+                if let Some(reason) = t.handle_timeout(&mut io) {
+                    failed.push((key, reason));
+                }
+            }
+        }
+        for (key, reason) in failed {
+            self.transport_failed(key, reason);
+        }
+        if self.next_rtcp.is_none_or(|at| at <= now) {
+            self.next_rtcp = Some(now + RTCP_INTERVAL);
+            self.send_reports(now, out);
+        }
+    }
+
+    /// A transport failed (DTLS) or lost consent: close it, and on consent loss remove its
+    /// participant (the browser is gone).
+    fn transport_failed(&mut self, key: TransportKey, reason: transport::CloseReason) {
+        let Some(t) = self.transports.get(key) else {
+            return;
+        };
+        let (channel_id, user_id) = (t.channel_id.clone(), t.user_id.clone());
+        tracing::info!(channel = %channel_id, user = %user_id, transport = %t.id, reason = reason.as_str(), "transport closed");
+        match reason {
+            transport::CloseReason::ConsentExpired => {
+                self.counters.consent_timeouts += 1;
+                self.remove_participant(&channel_id, &user_id, "consent expired");
+            }
+            _ => {
+                self.counters.dtls_failures += 1;
+                let transport_id = t.id.clone();
+                self.close_transport(key);
+                self.events.push(RoomEvent {
+                    channel_id,
+                    audience: Audience::Only(user_id),
+                    event: Event::TransportClosed {
+                        transport_id,
+                        reason: reason.as_str().into(),
+                    },
+                });
+            }
+        }
+    }
+}
+
+const RTCP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Random bytes from the OS RNG (aws-lc).
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    // The system RNG does not fail on Linux; a failure would leave zeros, which only weakens
+    // uniqueness, so it is logged rather than unwrapped.
+    if aws_lc_rs::rand::fill(&mut b).is_err() {
+        tracing::error!("system RNG failed");
+    }
+    b
+}
+
+fn random_u32() -> u32 {
+    u32::from_be_bytes(random_bytes::<4>())
+}
+
+/// `len` random characters from [A-Za-z0-9] (ICE ufrag/password alphabet, RFC 8445 §5.3).
+fn random_token(len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let bytes = random_bytes::<64>();
+    bytes
+        .iter()
+        .take(len)
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}

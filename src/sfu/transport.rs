@@ -1,0 +1,393 @@
+//! A WebRTC transport (one UDP 5-tuple to one browser): RFC 7983 demultiplexing, ICE-lite,
+//! DTLS-SRTP and the SRTP contexts of both directions.
+//!
+//! Life of a transport: created by `create-transport` (ICE credentials, no DTLS yet) →
+//! ICE selects the browser's address on its first valid Binding request → DTLS starts once ICE
+//! has an address and `connect-transport` has told the role and fingerprints (or, if a
+//! ClientHello arrives first, as DTLS server) → the handshake exports SRTP keys → media.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::counters::Counters;
+use super::{random_token, random_u32, ConsumerKey, Egress, ProducerKey, Settings, TransportKey};
+use crate::api::{self, ApiError, Direction, DtlsParameters, TransportOptions};
+use crate::demux::{self, PacketKind};
+use crate::dtls::{self, DtlsEvent, DtlsFailure, DtlsRole, DtlsTransport};
+use crate::ice::{IceLite, IceState, StunOutcome};
+use crate::srtp::{SrtpProfile, SrtpSession};
+
+/// mediasoup's priority for a UDP host candidate.
+const UDP_HOST_PRIORITY: u32 = 1_076_302_079;
+
+pub struct TransportParams {
+    pub channel_id: String,
+    pub user_id: String,
+    pub direction: Direction,
+    /// The announced address: what the browser sends to.
+    pub local: SocketAddr,
+}
+
+/// Why a transport closed itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    ConsentExpired,
+    Dtls(DtlsFailure),
+}
+
+impl CloseReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CloseReason::ConsentExpired => "ice consent expired",
+            CloseReason::Dtls(f) => f.as_str(),
+        }
+    }
+}
+
+/// What a datagram turned out to be, once the transport has handled its own part.
+pub enum Received {
+    /// Handled (STUN, DTLS) or dropped (and counted).
+    Nothing,
+    /// An RTP packet, decrypted in place: the first `len` bytes of the buffer.
+    Rtp(usize),
+    /// A compound RTCP packet, decrypted in place.
+    Rtcp(usize),
+    /// The transport failed and must be closed.
+    Failed(CloseReason),
+}
+
+/// What a transport borrows from its shard for one call.
+pub struct Io<'a, E: Egress> {
+    pub key: TransportKey,
+    pub now: Instant,
+    pub settings: &'a Settings,
+    /// Room for one outgoing datagram (STUN reply, DTLS flight).
+    pub scratch: &'a mut [u8],
+    pub out: &'a mut E,
+    pub counters: &'a mut Counters,
+}
+
+pub struct Transport {
+    pub id: String,
+    pub channel_id: String,
+    pub user_id: String,
+    pub direction: Direction,
+    pub local: SocketAddr,
+    ice: IceLite,
+    /// Role and fingerprints from `connect-transport`.
+    remote: Option<(DtlsRole, Vec<dtls::Fingerprint>)>,
+    dtls: Option<DtlsTransport>,
+    /// (inbound, outbound) once DTLS has exported keys.
+    srtp: Option<(SrtpSession, SrtpSession)>,
+    pub producers: Vec<ProducerKey>,
+    pub consumers: Vec<ConsumerKey>,
+    /// Next consumer `mid` on this transport.
+    pub next_mid: u32,
+    /// Our SSRC as an RTCP reporter (Receiver Reports on a send transport).
+    pub rtcp_ssrc: u32,
+}
+
+impl Transport {
+    pub fn new(params: TransportParams, settings: &Settings, now: Instant) -> Self {
+        let ufrag = random_token(16);
+        let pwd = random_token(32);
+        Transport {
+            id: super::new_id(),
+            channel_id: params.channel_id,
+            user_id: params.user_id,
+            direction: params.direction,
+            local: params.local,
+            ice: IceLite::new(&ufrag, &pwd, settings.consent_timeout, now),
+            remote: None,
+            dtls: None,
+            srtp: None,
+            producers: Vec::new(),
+            consumers: Vec::new(),
+            next_mid: 0,
+            rtcp_ssrc: random_u32(),
+        }
+    }
+
+    /// The reply of `create-transport`.
+    pub fn options(&self, settings: &Settings) -> TransportOptions {
+        let ip = self.local.ip().to_string();
+        TransportOptions {
+            id: self.id.clone(),
+            ice_parameters: api::IceParameters {
+                username_fragment: self.ice.local_ufrag().to_string(),
+                password: self.ice.local_pwd().to_string(),
+                ice_lite: true,
+            },
+            ice_candidates: vec![api::IceCandidate {
+                foundation: "udpcandidate".into(),
+                priority: UDP_HOST_PRIORITY,
+                ip: ip.clone(),
+                address: ip,
+                protocol: "udp".into(),
+                port: self.local.port(),
+                kind: "host".into(),
+                tcp_type: None,
+            }],
+            dtls_parameters: api::TransportDtlsParameters {
+                role: api::DtlsRole::Auto,
+                fingerprints: vec![api::Fingerprint {
+                    algorithm: "sha-256".into(),
+                    value: settings.identity.fingerprint_sha256().to_string(),
+                }],
+            },
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.srtp.is_some()
+    }
+
+    /// The browser's address (ICE's selected candidate), once known.
+    pub fn remote(&self) -> Option<SocketAddr> {
+        self.ice.selected()
+    }
+
+    /// `connect-transport`. The peer's role decides ours: `client` → we are the DTLS server,
+    /// `server` or `auto` → we are the client.
+    pub fn connect<E: Egress>(
+        &mut self,
+        params: &DtlsParameters,
+        io: &mut Io<'_, E>,
+    ) -> Result<Option<CloseReason>, ApiError> {
+        if self.remote.is_some() {
+            return Err(ApiError::conflict(format!(
+                "transport {:?} is already connected",
+                self.id
+            )));
+        }
+        let role = match params.role {
+            Some(api::DtlsRole::Client) => DtlsRole::Server,
+            Some(api::DtlsRole::Server) | Some(api::DtlsRole::Auto) | None => DtlsRole::Client,
+        };
+        let fingerprints: Vec<dtls::Fingerprint> = params
+            .fingerprints
+            .iter()
+            .map(|f| dtls::Fingerprint {
+                algorithm: f.algorithm.clone(),
+                value: f.value.clone(),
+            })
+            .collect();
+        if let Some(d) = &mut self.dtls {
+            // A ClientHello arrived before connect-transport: we already are the server.
+            if role != d.role() {
+                return Err(ApiError::conflict(format!(
+                    "transport {:?}: DTLS already started as server, the peer cannot be server too",
+                    self.id
+                )));
+            }
+            d.set_remote_fingerprints(fingerprints.clone());
+        }
+        self.remote = Some((role, fingerprints));
+        if self.dtls.is_none() && self.ice.selected().is_some() {
+            self.start_dtls(role, io.settings, io.now);
+        }
+        Ok(self.drain_dtls(io))
+    }
+
+    fn start_dtls(&mut self, role: DtlsRole, settings: &Settings, now: Instant) {
+        let mut d = DtlsTransport::new(
+            settings.dtls_config.clone(),
+            &settings.identity,
+            role,
+            settings.dtls_timeout,
+            now,
+        );
+        if let Some((_, fps)) = &self.remote {
+            d.set_remote_fingerprints(fps.clone());
+        }
+        self.dtls = Some(d);
+    }
+
+    /// Handles one datagram from `from`, in place in `buf[..len]`.
+    pub fn handle_datagram<E: Egress>(
+        &mut self,
+        from: SocketAddr,
+        buf: &mut [u8],
+        len: usize,
+        io: &mut Io<'_, E>,
+    ) -> Received {
+        let Some(datagram) = buf.get_mut(..len) else {
+            io.counters.drop("datagram_too_long");
+            return Received::Nothing;
+        };
+        match demux::classify(datagram) {
+            PacketKind::Stun => {
+                match self.ice.handle_stun(datagram, from, io.now, io.scratch) {
+                    StunOutcome::Reply {
+                        len,
+                        selected_changed,
+                    } => {
+                        io.counters.stun_replies += 1;
+                        io.out.send(io.key, from, &io.scratch[..len]);
+                        if selected_changed && self.dtls.is_none() {
+                            if let Some((role, _)) = self.remote {
+                                self.start_dtls(role, io.settings, io.now);
+                                if let Some(reason) = self.drain_dtls(io) {
+                                    return Received::Failed(reason);
+                                }
+                            }
+                        }
+                    }
+                    StunOutcome::Drop(reason) => io.counters.drop(reason.as_str()),
+                }
+                Received::Nothing
+            }
+            PacketKind::Dtls => {
+                if self.ice.selected() != Some(from) {
+                    io.counters.drop("dtls_from_unselected_address");
+                    return Received::Nothing;
+                }
+                if self.dtls.is_none() {
+                    // Undecided when ICE completed: the peer is the client, we are the server.
+                    self.start_dtls(DtlsRole::Server, io.settings, io.now);
+                }
+                if let Some(d) = &mut self.dtls {
+                    d.handle_packet(datagram, io.now);
+                }
+                match self.drain_dtls(io) {
+                    Some(reason) => Received::Failed(reason),
+                    None => Received::Nothing,
+                }
+            }
+            kind @ (PacketKind::Rtp | PacketKind::Rtcp) => {
+                if self.ice.selected() != Some(from) {
+                    io.counters.drop("media_from_unselected_address");
+                    return Received::Nothing;
+                }
+                let Some((inbound, _)) = &mut self.srtp else {
+                    io.counters.drop("media_before_dtls");
+                    return Received::Nothing;
+                };
+                let result = if kind == PacketKind::Rtp {
+                    inbound.unprotect_rtp(datagram).map(Received::Rtp)
+                } else {
+                    inbound.unprotect_rtcp(datagram).map(Received::Rtcp)
+                };
+                result.unwrap_or_else(|e| {
+                    io.counters.drop(e.as_str());
+                    Received::Nothing
+                })
+            }
+            PacketKind::Unknown => {
+                io.counters.drop("not_webrtc");
+                Received::Nothing
+            }
+        }
+    }
+
+    /// Sends what DTLS has to send; installs SRTP when it connects.
+    fn drain_dtls<E: Egress>(&mut self, io: &mut Io<'_, E>) -> Option<CloseReason> {
+        let d = self.dtls.as_mut()?;
+        loop {
+            match d.poll(io.scratch) {
+                DtlsEvent::Transmit(bytes) => match self.ice.selected() {
+                    Some(to) => io.out.send(io.key, to, bytes),
+                    None => io.counters.drop("dtls_without_address"),
+                },
+                DtlsEvent::Connected(keys) => {
+                    let profile = srtp_profile(keys.profile);
+                    let sessions = SrtpSession::new(profile, &keys.remote_key, &keys.remote_salt)
+                        .and_then(|i| {
+                            SrtpSession::new(profile, &keys.local_key, &keys.local_salt)
+                                .map(|o| (i, o))
+                        });
+                    match sessions {
+                        Ok(s) => {
+                            io.counters.dtls_connected += 1;
+                            tracing::debug!(transport = %self.id, ?profile, "DTLS connected");
+                            self.srtp = Some(s);
+                        }
+                        Err(e) => {
+                            tracing::warn!(transport = %self.id, error = e.as_str(), "bad SRTP keys");
+                            return Some(CloseReason::Dtls(DtlsFailure::Protocol));
+                        }
+                    }
+                }
+                DtlsEvent::Failed(f) => return Some(CloseReason::Dtls(f)),
+                DtlsEvent::Idle => return None,
+            }
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        // Consent runs from the first valid request: a transport mediasoup-client has not
+        // connected yet (a recv transport before its first consumer) waits indefinitely.
+        let consent = (self.ice.state() != IceState::New)
+            .then(|| self.ice.poll_timeout())
+            .flatten();
+        let dtls = self.dtls.as_ref().and_then(|d| d.poll_timeout());
+        consent.into_iter().chain(dtls).min()
+    }
+
+    pub fn handle_timeout<E: Egress>(&mut self, io: &mut Io<'_, E>) -> Option<CloseReason> {
+        if self.ice.state() != IceState::New && self.ice.handle_timeout(io.now) {
+            return Some(CloseReason::ConsentExpired);
+        }
+        if let Some(d) = &mut self.dtls {
+            if d.poll_timeout().is_some_and(|at| at <= io.now) {
+                d.handle_timeout(io.now);
+                return self.drain_dtls(io);
+            }
+        }
+        None
+    }
+
+    /// Encrypts the RTP packet `buf[..len]` in place and sends it to the browser.
+    pub fn send_rtp(
+        &mut self,
+        key: TransportKey,
+        buf: &mut [u8],
+        len: usize,
+        out: &mut impl Egress,
+        counters: &mut Counters,
+    ) -> bool {
+        let (Some((_, outbound)), Some(to)) = (&mut self.srtp, self.ice.selected()) else {
+            counters.drop("consumer_not_connected");
+            return false;
+        };
+        match outbound.protect_rtp(buf, len) {
+            Ok(n) => {
+                out.send(key, to, &buf[..n]);
+                true
+            }
+            Err(e) => {
+                counters.drop(e.as_str());
+                false
+            }
+        }
+    }
+
+    /// Encrypts the compound RTCP packet `buf[..len]` in place and sends it.
+    pub fn send_rtcp(
+        &mut self,
+        key: TransportKey,
+        buf: &mut [u8],
+        len: usize,
+        out: &mut impl Egress,
+        counters: &mut Counters,
+    ) {
+        let (Some((_, outbound)), Some(to)) = (&mut self.srtp, self.ice.selected()) else {
+            return;
+        };
+        match outbound.protect_rtcp(buf, len) {
+            Ok(n) => {
+                counters.rtcp_sent += 1;
+                out.send(key, to, &buf[..n]);
+            }
+            Err(e) => counters.drop(e.as_str()),
+        }
+    }
+}
+
+fn srtp_profile(p: dtls::SrtpProfile) -> SrtpProfile {
+    match p {
+        dtls::SrtpProfile::AEAD_AES_256_GCM => SrtpProfile::AeadAes256Gcm,
+        dtls::SrtpProfile::AEAD_AES_128_GCM => SrtpProfile::AeadAes128Gcm,
+        dtls::SrtpProfile::AES128_CM_HMAC_SHA1_80 => SrtpProfile::Aes128CmHmacSha1_80,
+    }
+}

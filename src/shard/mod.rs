@@ -1,0 +1,131 @@
+//! The glommio shell around a shard's sans-IO core ([`crate::sfu::Sfu`]).
+//!
+//! A shard is one glommio executor (one thread, pinned to one core where possible). It owns
+//! every room whose channelId hashes to it ([`shard_for`]) and one slice of the RTC port range.
+//! The control server talks to it only through typed [`Command`]s on a channel and awaits the
+//! reply; nothing of a shard's state is shared with other threads or locked.
+
+mod ports;
+mod run;
+
+use crate::api::{
+    ApiError, ConnectTransportRequest, ConsumeRequest, ConsumerOptions, Counts,
+    CreateTransportRequest, ParticipantRequest, ProduceRequest, ProducerInfo, ProducerRequest,
+    TransportOptions,
+};
+use crate::sfu::Counters;
+
+pub use run::{spawn, ShardSetup};
+
+/// What the control server asks of a shard.
+#[derive(Debug)]
+pub enum Command {
+    /// Make sure the room exists (`rtp-capabilities`).
+    OpenRoom {
+        channel_id: String,
+    },
+    CreateTransport(CreateTransportRequest),
+    ConnectTransport(ConnectTransportRequest),
+    Produce(ProduceRequest),
+    Consume(ConsumeRequest),
+    Producers {
+        channel_id: String,
+        user_id: String,
+    },
+    PauseProducer(ProducerRequest),
+    ResumeProducer(ProducerRequest),
+    Leave(ParticipantRequest),
+    /// Room/participant counts, for `health`.
+    Counts,
+    /// Counts and counters, for `stats`.
+    Stats,
+    /// Close everything and stop the executor.
+    Shutdown,
+}
+
+/// A shard's answer.
+#[derive(Debug)]
+pub enum Reply {
+    Done,
+    Transport(TransportOptions),
+    Producer(String),
+    Consumer(ConsumerOptions),
+    Producers(Vec<ProducerInfo>),
+    Counts(Counts),
+    Stats(Box<ShardStats>),
+}
+
+/// A shard's counts and counters.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardStats {
+    pub shard: usize,
+    pub ports: (u16, u16),
+    pub counts: Counts,
+    pub counters: Counters,
+    /// How late the shard's timer tick ran last (event-loop lag), in microseconds.
+    pub loop_lag_us: u64,
+}
+
+pub(crate) struct Envelope {
+    pub command: Command,
+    pub reply: flume::Sender<Result<Reply, ApiError>>,
+}
+
+/// The control server's handle on a shard.
+#[derive(Clone)]
+pub struct ShardHandle {
+    pub index: usize,
+    pub ports: (u16, u16),
+    tx: flume::Sender<Envelope>,
+}
+
+impl ShardHandle {
+    /// Sends a command and awaits the reply (runtime-agnostic: works from any executor).
+    pub async fn call(&self, command: Command) -> Result<Reply, ApiError> {
+        let (reply, rx) = flume::bounded(1);
+        let envelope = Envelope { command, reply };
+        if self.tx.send_async(envelope).await.is_err() {
+            return Err(ApiError::unavailable(format!(
+                "shard {} is not running",
+                self.index
+            )));
+        }
+        rx.recv_async().await.unwrap_or_else(|_| {
+            Err(ApiError::unavailable(format!(
+                "shard {} stopped before replying",
+                self.index
+            )))
+        })
+    }
+}
+
+/// The shard owning `channel_id`: FNV-1a (64-bit) of its UTF-8 bytes, modulo the shard count.
+/// Stable across runs and builds, so a room always lands on the same shard for a given count.
+pub fn shard_for(channel_id: &str, shards: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in channel_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % shards.max(1) as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shard_for;
+
+    #[test]
+    fn hash_is_stable_and_spreads() {
+        // FNV-1a test vector: "a" → 0xaf63dc4c8601ec8c.
+        assert_eq!(
+            shard_for("a", usize::MAX),
+            (0xaf63_dc4c_8601_ec8c_u64 % usize::MAX as u64) as usize
+        );
+        let on_zero = (0..100)
+            .filter(|i| shard_for(&format!("room-{i}"), 2) == 0)
+            .count();
+        assert!((30..=70).contains(&on_zero), "{on_zero}");
+        assert_eq!(shard_for("x", 1), 0);
+    }
+}

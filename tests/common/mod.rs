@@ -1,0 +1,280 @@
+//! Test harness: starts the real `choir` binary on loopback and talks HTTP to it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A distinct RTC port range of `n` ports for each daemon a test process starts.
+pub fn port_range(n: u16) -> (u16, u16) {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let slot = NEXT.fetch_add(1, Ordering::Relaxed);
+    // Spread processes by pid so parallel test binaries rarely overlap (choir skips ports in use).
+    let base = 20_000 + ((std::process::id() as u16 % 40) * 1000 + slot * n) % 40_000;
+    (base, base + n - 1)
+}
+
+pub struct Daemon {
+    child: Option<Child>,
+    pub base: String,
+    pub rtc: (u16, u16),
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    /// Starts choir with 2 shards on 127.0.0.1 and a fresh port range, plus `extra` flags.
+    pub fn start(extra: &[&str]) -> Daemon {
+        Self::start_with(extra, &[])
+    }
+
+    pub fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let rtc = port_range(100);
+        let (min, max) = (rtc.0.to_string(), rtc.1.to_string());
+        let defaults = [
+            "--listen",
+            "127.0.0.1:0",
+            "--announced-ip",
+            "127.0.0.1",
+            "--rtc-listen-ip",
+            "127.0.0.1",
+            "--rtc-min-port",
+            &min,
+            "--rtc-max-port",
+            &max,
+            "--shards",
+            "2",
+            "--pin",
+            "false",
+            "--log",
+            "choir=debug",
+        ];
+        // Defaults (flag, value pairs) unless `extra` sets the same flag.
+        let mut args: Vec<&str> = Vec::new();
+        for pair in defaults.chunks(2) {
+            if !extra.contains(&pair[0]) {
+                args.extend_from_slice(pair);
+            }
+        }
+        args.extend_from_slice(extra);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_choir"));
+        cmd.args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start choir");
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let (etx, erx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("CHOIR_TEST_LOG").is_some() {
+                    eprintln!("[choir] {line}");
+                }
+                let _ = etx.send(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("choir did not report its address within 20 s");
+        let base = line
+            .strip_prefix("choir listening on ")
+            .expect("address line")
+            .to_string();
+        Daemon {
+            child: Some(child),
+            base,
+            rtc,
+            stderr: erx,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/api/voice/{}", self.base, path.trim_start_matches('/'))
+    }
+
+    /// GET → (status, JSON body).
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        response(
+            ureq::get(&self.url(path))
+                .timeout(Duration::from_secs(10))
+                .call(),
+        )
+    }
+
+    /// POST JSON → (status, JSON body).
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        response(
+            ureq::post(&self.url(path))
+                .timeout(Duration::from_secs(10))
+                .send_json(body),
+        )
+    }
+
+    /// POST raw bytes with a content type → (status, JSON body).
+    pub fn post_raw(&self, path: &str, body: &[u8]) -> (u16, Value) {
+        response(
+            ureq::post(&self.url(path))
+                .timeout(Duration::from_secs(10))
+                .set("Content-Type", "application/json")
+                .send_bytes(body),
+        )
+    }
+
+    /// POST expecting 200; returns the body.
+    pub fn ok(&self, path: &str, body: &Value) -> Value {
+        let (status, v) = self.post(path, body);
+        assert_eq!(status, 200, "POST {path} {body} → {status} {v}");
+        v
+    }
+
+    pub fn health(&self) -> Value {
+        let (status, v) = self.get("health");
+        assert_eq!(status, 200, "{v}");
+        v
+    }
+
+    pub fn stats(&self) -> Value {
+        let (status, v) = self.get("stats");
+        assert_eq!(status, 200, "{v}");
+        v
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Lines choir logged so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.stderr.try_iter().collect()
+    }
+
+    /// Waits up to `timeout` for `check` to hold, polling every 20 ms.
+    pub fn wait_for(&self, timeout: Duration, mut check: impl FnMut(&Daemon) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if check(self) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        check(self)
+    }
+
+    /// SIGTERM, then wait (at most `timeout`) for the exit status.
+    pub fn terminate(mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: plain kill(2) on our child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn response(r: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
+    let resp = match r {
+        Ok(resp) => resp,
+        Err(ureq::Error::Status(_, resp)) => resp,
+        Err(e) => panic!("HTTP request failed: {e}"),
+    };
+    let status = resp.status();
+    let mut body = String::new();
+    resp.into_reader()
+        .take(1 << 20)
+        .read_to_string(&mut body)
+        .unwrap();
+    let v = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    (status, v)
+}
+
+/// Number of open file descriptors of a process, not counting TCP sockets (the test's own HTTP
+/// keep-alive connections come and go with the client's connection pool).
+pub fn open_fds(pid: u32) -> usize {
+    let tcp: std::collections::HashSet<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(t).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|l| l.split_whitespace().nth(9).map(String::from))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|l| {
+                    let l = l.to_string_lossy();
+                    let inode = l.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']'));
+                    !inode.is_some_and(|i| tcp.contains(i))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// UDP ports bound by a process, from /proc/net/udp{,6} and its fds' socket inodes.
+pub fn bound_udp_ports(pid: u32) -> Vec<u16> {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|l| {
+                    l.to_string_lossy()
+                        .strip_prefix("socket:[")?
+                        .strip_suffix(']')
+                        .map(String::from)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut ports = Vec::new();
+    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() > 9 && inodes.contains(cols[9]) {
+                if let Some(port) = cols[1]
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+                {
+                    ports.push(port);
+                }
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports
+}
