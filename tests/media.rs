@@ -161,6 +161,29 @@ fn two_users_hear_each_other_in_both_dtls_roles() {
 }
 
 #[test]
+fn a_producer_without_signalled_ssrc_is_found_by_its_mid() {
+    let d = Daemon::start(&[]);
+    let mut peers = vec![
+        Peer::join(
+            &d,
+            "mid",
+            "alice",
+            1,
+            JoinOptions {
+                signal_ssrc: false,
+                ..Default::default()
+            },
+        ),
+        Peer::join(&d, "mid", "bob", 2, JoinOptions::default()),
+    ];
+    for p in &mut peers {
+        p.consume_existing(&d);
+    }
+    settle(&mut peers);
+    assert_everyone_hears_everyone(&d, &mut peers, Duration::from_secs(2), 0.95);
+}
+
+#[test]
 fn five_and_ten_users_hear_everyone() {
     let d = Daemon::start(&[]);
     let mut peers = room(&d, "five", 5, 10);

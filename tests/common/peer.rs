@@ -209,6 +209,9 @@ pub struct JoinOptions {
     pub wrong_fingerprint: bool,
     /// Produce (else listen only).
     pub produce: bool,
+    /// Signal the producer's SSRC (else only its mid: choir learns the SSRC from the MID
+    /// header extension).
+    pub signal_ssrc: bool,
 }
 
 impl Default for JoinOptions {
@@ -217,6 +220,7 @@ impl Default for JoinOptions {
             dtls_client: true,
             wrong_fingerprint: false,
             produce: true,
+            signal_ssrc: true,
         }
     }
 }
@@ -277,7 +281,8 @@ impl Peer {
                 "headerExtensions":[
                   {"uri":"urn:ietf:params:rtp-hdrext:ssrc-audio-level","id":SEND_EXT_AUDIO_LEVEL,"encrypt":false,"parameters":{}},
                   {"uri":"urn:ietf:params:rtp-hdrext:sdes:mid","id":SEND_EXT_MID,"encrypt":false,"parameters":{}}],
-                "encodings":[{"ssrc":ssrc}],"rtcp":{"cname":format!("cname-{user}"),"reducedSize":true}});
+                "encodings":[if opts.signal_ssrc { json!({"ssrc":ssrc}) } else { json!({}) }],
+                "rtcp":{"cname":format!("cname-{user}"),"reducedSize":true}});
             let v = d.ok("produce", &json!({"channelId":channel,"userId":user,"kind":"audio","rtpParameters":rtp}));
             v["producerId"].as_str().unwrap().to_string()
         });
