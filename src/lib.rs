@@ -14,6 +14,8 @@ pub mod control;
 pub mod daemon;
 pub mod demux;
 pub mod dtls;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ice;
 pub mod logging;
 pub mod ortc;

@@ -1,0 +1,324 @@
+//! Fuzz entry points, shared by the `fuzz/` cargo-fuzz targets and `tests/fuzz_corpus.rs`
+//! (which replays the saved corpora as regular tests). Not part of choir's API.
+//!
+//! Each function takes arbitrary bytes and drives one input surface the way the daemon does;
+//! none may panic. Where random bytes cannot get past a cryptographic check (STUN
+//! `MESSAGE-INTEGRITY`, SRTP tags, the DTLS handshake), a mode byte lets the fuzzer ask for the
+//! input to be made valid first (signed, protected, or a real handshake whose datagrams it then
+//! tampers with), so that the code behind the check is reached too.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::api::{
+    ConnectTransportRequest, ConsumeRequest, CreateTransportRequest, ParticipantRequest,
+    ProduceRequest, ProducerRequest,
+};
+use crate::control::parse_json;
+use crate::demux::{classify, PacketKind};
+use crate::dtls::{DtlsEvent, DtlsIdentity, DtlsRole, DtlsTransport, Fingerprint};
+use crate::ice::{IceLite, StunOutcome};
+use crate::ortc::{self, RtpCapabilities};
+use crate::rtcp::{self, RtcpPacket};
+use crate::rtp::{self, ExtensionMap};
+use crate::srtp::{SrtpProfile, SrtpSession};
+use crate::stun::{IntegrityKey, MessageWriter};
+
+/// The ICE credentials of the fuzzed agent (seed inputs use them).
+pub const ICE_UFRAG: &str = "fuzzfuzzfuzzfuzz";
+pub const ICE_PWD: &str = "fuzzfuzzfuzzfuzzfuzzfuzzfuzzfuzz";
+
+/// Demux + ICE-lite STUN handling. `data[0]` bit 0: sign the rest (header and whole
+/// attributes) with the agent's `MESSAGE-INTEGRITY` and a `FINGERPRINT` before handling it;
+/// bit 1: feed it twice (consent refresh, role checks on a known address).
+pub fn stun(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let t0 = Instant::now();
+    let mut ice = IceLite::new(ICE_UFRAG, ICE_PWD, Duration::from_secs(30), t0);
+    let from = SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), 5000));
+    let mut packet = [0u8; 2048];
+    let len = if mode & 1 == 1 {
+        sign(rest, &mut packet)
+    } else {
+        None
+    };
+    let packet: &[u8] = match len {
+        Some(n) => packet.get(..n).unwrap_or_default(),
+        None => rest,
+    };
+    let mut out = [0u8; 1500];
+    let rounds = if mode & 2 == 2 { 2 } else { 1 };
+    for i in 0..rounds {
+        if classify(packet) != PacketKind::Stun && mode & 4 == 0 {
+            continue;
+        }
+        let now = t0 + Duration::from_millis(10 * i);
+        if let StunOutcome::Reply { len, .. } = ice.handle_stun(packet, from, now, &mut out) {
+            assert!(len <= out.len());
+        }
+    }
+    let _ = ice.handle_timeout(t0 + Duration::from_secs(31));
+}
+
+/// Appends MESSAGE-INTEGRITY (the agent's password) and FINGERPRINT to `msg`.
+fn sign(msg: &[u8], buf: &mut [u8]) -> Option<usize> {
+    let len = msg.len().min(1400) & !3;
+    buf.get_mut(..len)?.copy_from_slice(msg.get(..len)?);
+    let mut w = MessageWriter::resume(buf, len).ok()?;
+    w.message_integrity(&IntegrityKey::new(ICE_PWD.as_bytes()))
+        .ok()?;
+    w.fingerprint().ok()?;
+    Some(w.finish())
+}
+
+/// RTP parse, extension walk and per-consumer rewrite. `data[0..2]` seed the extension map and
+/// the rewrite's fields; the rest is the packet.
+pub fn rtp(data: &[u8]) {
+    let [a, b, packet @ ..] = data else {
+        return;
+    };
+    let Ok(header) = rtp::parse(packet) else {
+        return;
+    };
+    let _ = header.payload(packet);
+    for (id, value) in header.extensions(packet) {
+        let _ = (id, value.len());
+    }
+    let _ = header.extension(packet, a & 0x0f);
+    let mut map = ExtensionMap::new();
+    for id in 1..=16u8 {
+        // A deterministic mix of mapped, dropped and high (two-byte only) ids.
+        let to = a.wrapping_mul(id).wrapping_add(*b) % 24;
+        map.set(id, to);
+    }
+    map.set(200, b % 3);
+    let mut copy = [0u8; 2048];
+    let Some(dst) = copy.get_mut(..packet.len()) else {
+        return;
+    };
+    dst.copy_from_slice(packet);
+    let pt = b & 0x7f;
+    if rtp::rewrite(dst, &header, 0x1234_5678, pt, 7, 90_000, &map).is_ok() {
+        // The rewritten packet keeps its length and still parses, with the new fields.
+        let again = rtp::parse(dst).expect("a rewritten packet parses");
+        assert_eq!((again.ssrc, again.sequence), (0x1234_5678, 7));
+    }
+    // A buffer of another length is refused, never written out of bounds.
+    let short = packet.len().saturating_sub(1);
+    let _ = rtp::rewrite(&mut copy[..short], &header, 1, pt, 1, 1, &map);
+}
+
+/// RTCP compound iteration, every item of every packet.
+pub fn rtcp(data: &[u8]) {
+    for packet in rtcp::packets(data) {
+        let Ok(packet) = packet else {
+            break;
+        };
+        match packet {
+            RtcpPacket::SenderReport(sr) => {
+                let _ = sr.reports.iter().count();
+            }
+            RtcpPacket::ReceiverReport(rr) => {
+                let _ = rr.reports.iter().count();
+            }
+            RtcpPacket::Sdes(sdes) => {
+                for chunk in sdes.chunks() {
+                    let _ = chunk.cname();
+                    let _ = chunk.items.count();
+                }
+            }
+            RtcpPacket::Bye(bye) => {
+                let _ = (bye.sources.iter().count(), bye.reason);
+            }
+            RtcpPacket::Nack { items, .. } => {
+                let _ = items.iter().count();
+                let _ = items.lost().count();
+            }
+            _ => {}
+        }
+    }
+}
+
+fn identity() -> &'static (DtlsIdentity, Arc<dimpl::Config>) {
+    static IDENTITY: OnceLock<(DtlsIdentity, Arc<dimpl::Config>)> = OnceLock::new();
+    IDENTITY.get_or_init(|| {
+        (
+            DtlsIdentity::generate().expect("certificate"),
+            crate::dtls::dtls_config(),
+        )
+    })
+}
+
+/// Drains a transport's output; returns the datagrams it sent.
+fn drain(t: &mut DtlsTransport, buf: &mut [u8]) -> Vec<Vec<u8>> {
+    let mut sent = Vec::new();
+    for _ in 0..64 {
+        match t.poll(buf) {
+            DtlsEvent::Transmit(d) => sent.push(d.to_vec()),
+            DtlsEvent::Idle => break,
+            DtlsEvent::Connected(_) | DtlsEvent::Failed(_) => {}
+        }
+    }
+    sent
+}
+
+/// DTLS record input. `data[0]` bit 0: role (client/server); bit 1: run a real handshake
+/// against a second transport and let the rest of `data` tamper with its datagrams (byte pairs
+/// `offset, xor` per datagram; an `xor` of 0 drops it); otherwise the rest is records fed
+/// straight to the transport, split at each 0xff 0xff pair.
+pub fn dtls(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let (identity, config) = identity();
+    let t0 = Instant::now();
+    let role = if mode & 1 == 0 {
+        DtlsRole::Server
+    } else {
+        DtlsRole::Client
+    };
+    let peer_role = match role {
+        DtlsRole::Server => DtlsRole::Client,
+        DtlsRole::Client => DtlsRole::Server,
+    };
+    let timeout = Duration::from_secs(30);
+    let mut a = DtlsTransport::new(config.clone(), identity, role, timeout, t0);
+    let fingerprint = Fingerprint::new("sha-256", identity.fingerprint_sha256());
+    a.set_remote_fingerprints(vec![fingerprint.clone()]);
+    let mut buf = vec![0u8; 4096];
+    if mode & 2 == 0 {
+        for (i, record) in rest.split(|&b| b == 0xff).enumerate() {
+            a.handle_packet(record, t0 + Duration::from_millis(i as u64));
+            drain(&mut a, &mut buf);
+        }
+        a.handle_timeout(t0 + Duration::from_secs(31));
+        drain(&mut a, &mut buf);
+        return;
+    }
+    let mut b = DtlsTransport::new(config.clone(), identity, peer_role, timeout, t0);
+    b.set_remote_fingerprints(vec![fingerprint]);
+    let mut tamper = rest.chunks_exact(2);
+    let mut now = t0;
+    for _ in 0..12 {
+        now += Duration::from_millis(5);
+        relay(&mut a, &mut b, &mut tamper, &mut buf, now);
+        relay(&mut b, &mut a, &mut tamper, &mut buf, now);
+        a.handle_timeout(now);
+        b.handle_timeout(now);
+    }
+}
+
+/// Hands `from`'s datagrams to `to`, each altered as the next tamper pair says.
+fn relay(
+    from: &mut DtlsTransport,
+    to: &mut DtlsTransport,
+    tamper: &mut std::slice::ChunksExact<'_, u8>,
+    buf: &mut [u8],
+    now: Instant,
+) {
+    for mut datagram in drain(from, buf) {
+        if let Some(&[offset, xor]) = tamper.next() {
+            if xor == 0 {
+                continue;
+            }
+            let at = usize::from(offset) % datagram.len().max(1);
+            if let Some(byte) = datagram.get_mut(at) {
+                *byte ^= xor;
+            }
+        }
+        to.handle_packet(&datagram, now);
+    }
+}
+
+/// SRTP/SRTCP unprotect. `data[0]`: profile (bits 0-1), then packets prefixed by a flags byte
+/// and a length byte. Flags bit 0: RTCP; bit 1: protect with the sender first (a valid packet);
+/// bit 2: then flip one bit of it (tampered); bit 3: unprotect it twice (replay).
+pub fn srtp(data: &[u8]) {
+    let Some((&mode, mut rest)) = data.split_first() else {
+        return;
+    };
+    let profile = match mode % 3 {
+        0 => SrtpProfile::Aes128CmHmacSha1_80,
+        1 => SrtpProfile::AeadAes128Gcm,
+        _ => SrtpProfile::AeadAes256Gcm,
+    };
+    let key = [0x5au8; 32];
+    let salt = [0xa5u8; 14];
+    let key = key.get(..profile.master_key_len()).unwrap_or_default();
+    let salt = salt.get(..profile.master_salt_len()).unwrap_or_default();
+    let (Ok(mut tx), Ok(mut rx)) = (
+        SrtpSession::new(profile, key, salt),
+        SrtpSession::new(profile, key, salt),
+    ) else {
+        panic!("session with valid key lengths");
+    };
+    let mut buf = [0u8; 2048];
+    while let [flags, len, tail @ ..] = rest {
+        let n = usize::from(*len).min(tail.len());
+        let (packet, next) = tail.split_at(n);
+        rest = next;
+        let rtcp = flags & 1 == 1;
+        let mut len = packet.len();
+        buf[..len].copy_from_slice(packet);
+        if flags & 2 == 2 {
+            let protected = if rtcp {
+                tx.protect_rtcp(&mut buf, len)
+            } else {
+                tx.protect_rtp(&mut buf, len)
+            };
+            match protected {
+                Ok(n) => len = n,
+                Err(_) => continue,
+            }
+            if flags & 4 == 4 && len > 0 {
+                let at = usize::from(flags >> 4) * 7 % len;
+                buf[at] ^= 1 << (flags >> 5);
+            }
+        }
+        let copy = buf;
+        for _ in 0..if flags & 8 == 8 { 2 } else { 1 } {
+            buf = copy;
+            let _ = if rtcp {
+                rx.unprotect_rtcp(&mut buf[..len])
+            } else {
+                rx.unprotect_rtp(&mut buf[..len])
+            };
+        }
+    }
+}
+
+/// The API's JSON bodies: each request type, then ORTC validation of what parsed.
+pub fn api_json(data: &[u8]) {
+    let _ = parse_json::<CreateTransportRequest>(data);
+    let _ = parse_json::<ConnectTransportRequest>(data);
+    let _ = parse_json::<ParticipantRequest>(data);
+    let _ = parse_json::<ProducerRequest>(data);
+    if let Ok(req) = parse_json::<ProduceRequest>(data) {
+        if let Ok(producer) = ortc::validate_producer(&req.kind, &req.rtp_parameters) {
+            let caps = ortc::router_capabilities();
+            let _ = ortc::consumer_parameters(&producer, &caps, 1, "0".into());
+        }
+    }
+    if let Ok(req) = parse_json::<ConsumeRequest>(data) {
+        let producer = default_producer();
+        let _ = ortc::consumer_parameters(&producer, &req.rtp_capabilities, 1, "0".into());
+    }
+    if let Ok(caps) = parse_json::<RtpCapabilities>(data) {
+        let _ = ortc::consumer_parameters(&default_producer(), &caps, 1, "0".into());
+    }
+}
+
+fn default_producer() -> ortc::ProducerRtp {
+    ortc::ProducerRtp {
+        payload_type: 111,
+        extensions: vec![(1, 10), (4, 1)],
+        mid_extension_id: Some(4),
+        ssrc: Some(1),
+        mid: Some("0".into()),
+        cname: "fuzz".into(),
+        codec_parameters: Default::default(),
+    }
+}
