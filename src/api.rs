@@ -10,6 +10,8 @@ use crate::ortc::{RtpCapabilities, RtpParameters};
 pub struct ApiError {
     pub status: u16,
     pub message: String,
+    /// The limit that refused the request, if one did (counted by the control server).
+    pub limit: Option<crate::control::limits::Limit>,
 }
 
 impl ApiError {
@@ -17,6 +19,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            limit: None,
         }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {

@@ -97,6 +97,93 @@ pub struct Cli {
     /// Print the effective configuration as JSON and exit (checks env and flags).
     #[arg(long)]
     pub print_config: bool,
+
+    /// Secret for API tokens (JWT HS256, at least 32 bytes; `openssl rand -hex 32`). When set,
+    /// every voice API route needs `Authorization: Bearer <token>`. Prefer the environment or
+    /// --auth-secret-file: a flag's value is visible in the process list.
+    #[arg(
+        long,
+        env = "CHOIR_AUTH_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub auth_secret: Option<String>,
+
+    /// File holding the token secret (surrounding whitespace ignored).
+    #[arg(long, env = "CHOIR_AUTH_SECRET_FILE", value_name = "PATH")]
+    pub auth_secret_file: Option<String>,
+
+    /// Bearer token required on GET /metrics and /api/voice/stats ("" = open).
+    #[arg(
+        long,
+        env = "CHOIR_METRICS_TOKEN",
+        value_name = "TOKEN",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub metrics_token: String,
+
+    /// Most rooms per process (0 = no limit); each shard takes its share, rounded up.
+    #[arg(
+        long,
+        env = "CHOIR_MAX_ROOMS",
+        value_name = "N",
+        default_value = "1000"
+    )]
+    pub max_rooms: String,
+
+    /// Most participants per room (0 = no limit).
+    #[arg(
+        long,
+        env = "CHOIR_MAX_ROOM_PARTICIPANTS",
+        value_name = "N",
+        default_value = "100"
+    )]
+    pub max_room_participants: String,
+
+    /// API requests per second per client IP (token bucket; 0 = no limit).
+    #[arg(long, env = "CHOIR_RATE_LIMIT", value_name = "N", default_value = "50")]
+    pub rate_limit: String,
+
+    /// Burst of the per-IP token bucket (requests).
+    #[arg(
+        long,
+        env = "CHOIR_RATE_BURST",
+        value_name = "N",
+        default_value = "100"
+    )]
+    pub rate_burst: String,
+
+    /// Most open event streams (SSE) per userId (0 = no limit).
+    #[arg(
+        long,
+        env = "CHOIR_MAX_EVENT_STREAMS_PER_USER",
+        value_name = "N",
+        default_value = "4"
+    )]
+    pub max_event_streams_per_user: String,
+
+    /// Log format: "text" (one line per event) or "json" (one object per line).
+    #[arg(
+        long,
+        env = "CHOIR_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: String,
+
+    /// Test only: enables POST /api/voice/test/panic-shard/:n (fault tests). Never in production.
+    #[arg(
+        long,
+        env = "CHOIR_TEST_FAULTS",
+        value_name = "BOOL",
+        default_value = "false",
+        hide = true
+    )]
+    pub test_faults: String,
+
+    #[command(subcommand)]
+    pub command: Option<crate::auth::Subcommand>,
 }
 
 /// Validated configuration.
@@ -118,6 +205,19 @@ pub struct Config {
     pub log: String,
     #[serde(skip)]
     pub print_config: bool,
+    /// Token secret; `None` leaves the API open (a warning at start).
+    #[serde(serialize_with = "is_set", rename = "authEnabled")]
+    pub auth: Option<crate::auth::Secret>,
+    #[serde(serialize_with = "is_set", rename = "metricsTokenSet")]
+    pub metrics_token: Option<String>,
+    pub limits: crate::control::limits::Limits,
+    pub log_format: crate::logging::LogFormat,
+    #[serde(skip)]
+    pub test_faults: bool,
+}
+
+fn is_set<T, S: serde::Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bool(v.is_some())
 }
 
 /// A configuration error: one line, naming the bad value.
@@ -293,6 +393,7 @@ impl Config {
         })?;
         tracing_subscriber::EnvFilter::try_new(&cli.log)
             .map_err(|e| bad("log", "--log", "CHOIR_LOG", &cli.log, &e.to_string()))?;
+        let hardening = crate::control::limits::parse_hardening(cli, &bad)?;
         Ok(Config {
             announced_ip,
             rtc_listen_ip,
@@ -306,6 +407,11 @@ impl Config {
             dtls_timeout,
             log: cli.log.clone(),
             print_config: cli.print_config,
+            auth: hardening.auth,
+            metrics_token: hardening.metrics_token,
+            limits: hardening.limits,
+            log_format: hardening.log_format,
+            test_faults: hardening.test_faults,
         })
     }
 

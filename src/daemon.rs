@@ -10,6 +10,17 @@ use crate::{control, dtls};
 
 /// Runs choir until SIGTERM/SIGINT. Returns an error line for start-up failures.
 pub fn run(config: Config) -> Result<(), String> {
+    crate::faults::log_panics();
+    if config.auth.is_none() {
+        tracing::warn!(
+            "NO AUTH: the voice API is open: anyone who reaches {} can act as any user in any room. Set CHOIR_AUTH_SECRET (or --auth-secret-file) in production",
+            config.listen
+        );
+    }
+    let room_limits = crate::sfu::RoomLimits {
+        max_rooms: config.limits.rooms_per_shard(config.shards),
+        max_room_participants: config.limits.max_room_participants,
+    };
     let cpus = allowed_cpus();
     let dtls_config = dtls::dtls_config();
     let (events_tx, events_rx) = flume::unbounded();
@@ -31,6 +42,7 @@ pub fn run(config: Config) -> Result<(), String> {
             dtls_timeout: config.dtls_timeout,
             dtls_config: dtls_config.clone(),
             events: events_tx.clone(),
+            limits: room_limits,
         };
         let (handle, thread) = shard::spawn(setup).map_err(|e| e.to_string())?;
         shards.push(handle);
@@ -40,6 +52,14 @@ pub fn run(config: Config) -> Result<(), String> {
 
     // SIGTERM / SIGINT → stop the control server, which shuts the shards down.
     let (stop_tx, stop_rx) = flume::bounded::<()>(1);
+    let stopping = crate::faults::Stopping::default();
+    let shard_failed = crate::faults::Failed::default();
+    let threads = crate::faults::watch_shards(
+        threads,
+        stop_tx.clone(),
+        stopping.clone(),
+        shard_failed.clone(),
+    )?;
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
@@ -50,6 +70,7 @@ pub fn run(config: Config) -> Result<(), String> {
         .name("choir-signals".into())
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
+                stopping.set();
                 tracing::info!(signal = sig, "stopping");
                 let _ = stop_tx.send(());
             }
@@ -70,7 +91,13 @@ pub fn run(config: Config) -> Result<(), String> {
         // A plain line for scripts and tests that start choir on port 0.
         println!("choir listening on http://{local}");
         sd_notify("READY=1");
-        control::serve(listener, shards, cors, events_rx, stop_rx).await;
+        let guard = control::guard::Guard::new(
+            config.auth.clone(),
+            config.metrics_token.clone(),
+            config.limits,
+            config.test_faults,
+        );
+        control::serve(listener, shards, cors, events_rx, stop_rx, guard).await;
         sd_notify("STOPPING=1");
         Ok::<(), String>(())
     });
@@ -78,7 +105,8 @@ pub fn run(config: Config) -> Result<(), String> {
     for t in threads {
         let _ = t.join();
     }
-    result
+    result?;
+    crate::faults::exit_status(&shard_failed)
 }
 
 /// The CPUs this process may run on (sched_getaffinity), in order.

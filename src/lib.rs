@@ -8,16 +8,19 @@
 //! ([`control`], [`api`], [`ortc`]) drives the shards with commands.
 
 pub mod api;
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod demux;
 pub mod dtls;
+pub mod faults;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ice;
 pub mod logging;
+pub mod metrics;
 pub mod ortc;
 pub mod rtcp;
 pub mod rtp;

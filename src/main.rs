@@ -3,6 +3,9 @@ use std::process::ExitCode;
 use choir::config::Config;
 
 fn main() -> ExitCode {
+    if let Some(code) = subcommand() {
+        return code;
+    }
     let config = match Config::from_args(std::env::args_os()) {
         Ok(c) => c,
         Err(e) => {
@@ -17,12 +20,31 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    choir::logging::init(&config.log);
+    choir::logging::init_with(&config.log, config.log_format);
     match choir::daemon::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("choir: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `choir token ...` (and any later subcommand); `None` runs the daemon.
+fn subcommand() -> Option<ExitCode> {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = choir::config::Cli::command().get_matches();
+    let cli = choir::config::Cli::from_arg_matches(&matches).ok()?;
+    match cli.command? {
+        choir::auth::Subcommand::Token(args) => match choir::auth::token_command(&args) {
+            Ok(token) => {
+                println!("{token}");
+                Some(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("choir token: {e}");
+                Some(ExitCode::from(2))
+            }
+        },
     }
 }

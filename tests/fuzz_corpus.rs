@@ -43,7 +43,10 @@ fn inputs(target: &str) -> Vec<PathBuf> {
 
 fn replay(target: &str, run: Target) {
     let files = inputs(target);
-    assert!(!files.is_empty(), "no saved inputs for fuzz target {target}");
+    assert!(
+        !files.is_empty(),
+        "no saved inputs for fuzz target {target}"
+    );
     for file in &files {
         let data = std::fs::read(file).unwrap();
         run(&data);
@@ -84,7 +87,10 @@ fn api_json_corpus() {
 #[test]
 fn every_target_is_replayed() {
     for (name, _) in TARGETS {
-        assert!(fuzz_dir().join("fuzz_targets").join(format!("{name}.rs")).exists());
+        assert!(fuzz_dir()
+            .join("fuzz_targets")
+            .join(format!("{name}.rs"))
+            .exists());
     }
 }
 
@@ -133,24 +139,28 @@ fn write_seeds() {
 
     // RTP: one-byte extensions (audio level, MID), two-byte extensions, CSRC + padding.
     let one_byte = [
-        0x90, 111, 0x12, 0x34, 0, 0, 0x10, 0, 0xde, 0xad, 0xbe, 0xef, 0xbe, 0xde, 0, 2, 0x10,
-        0x85, 0x40, b'0', 0, 0, 1, 2, 3, 4, 5,
+        0x90, 111, 0x12, 0x34, 0, 0, 0x10, 0, 0xde, 0xad, 0xbe, 0xef, 0xbe, 0xde, 0, 2, 0x10, 0x85,
+        0x40, b'0', 0, 0, 1, 2, 3, 4, 5,
     ];
     seeds.push(("rtp", "one_byte_ext", [&[3u8, 9][..], &one_byte].concat()));
     let two_byte = [
-        0x90, 111, 0, 1, 0, 0, 0, 160, 0, 0, 0, 1, 0x10, 0x00, 0, 2, 1, 1, 0x7f, 20, 2, b'a',
-        b'b', 0, 9, 9,
+        0x90, 111, 0, 1, 0, 0, 0, 160, 0, 0, 0, 1, 0x10, 0x00, 0, 2, 1, 1, 0x7f, 20, 2, b'a', b'b',
+        0, 9, 9,
     ];
     seeds.push(("rtp", "two_byte_ext", [&[5u8, 1][..], &two_byte].concat()));
     let csrc_padding = [
         0xa1, 0xe4, 0xff, 0xff, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 1, 2, 3, 0, 0, 3,
     ];
-    seeds.push(("rtp", "csrc_padding", [&[0u8, 0][..], &csrc_padding].concat()));
+    seeds.push((
+        "rtp",
+        "csrc_padding",
+        [&[0u8, 0][..], &csrc_padding].concat(),
+    ));
 
     // RTCP: SR + SDES compound, RR, NACK, PLI, BYE, APP.
     let mut sr = [0u8; 256];
-    let n = choir::rtcp::write_sender_report(&mut sr, 1, 0x1234_5678_9abc_def0, 960, 10, 1000)
-        .unwrap();
+    let n =
+        choir::rtcp::write_sender_report(&mut sr, 1, 0x1234_5678_9abc_def0, 960, 10, 1000).unwrap();
     let m = choir::rtcp::write_sdes_cname(&mut sr[n..], 1, "cname").unwrap();
     seeds.push(("rtcp", "sr_sdes", sr[..n + m].to_vec()));
     let block = choir::rtcp::ReportBlock {
@@ -180,7 +190,11 @@ fn write_seeds() {
     seeds.push(("dtls", "handshake_server", vec![2]));
     seeds.push(("dtls", "handshake_client", vec![3]));
     seeds.push(("dtls", "handshake_tampered", vec![2, 0, 0, 13, 1, 40, 4]));
-    seeds.push(("dtls", "client_hello", [&[0u8][..], &client_hello()].concat()));
+    seeds.push((
+        "dtls",
+        "client_hello",
+        [&[0u8][..], &client_hello()].concat(),
+    ));
 
     // SRTP: valid RTP and RTCP (protected first) for each profile, a replay, a tampered one.
     let rtp_packet = [0x80, 111, 0, 1, 0, 0, 0, 160, 0, 0, 0, 1, 1, 2, 3, 4];

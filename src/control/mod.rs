@@ -2,7 +2,9 @@
 //! voice API and its push channel. It holds no media state: every operation is a command to the
 //! room's shard.
 
+pub mod guard;
 mod io;
+pub mod limits;
 pub mod routes;
 mod sse;
 
@@ -38,8 +40,10 @@ pub async fn serve(
     cors_origin: Option<String>,
     events: flume::Receiver<RoomEvent>,
     stop: flume::Receiver<()>,
+    guard: guard::Guard,
 ) {
     let ctx = Rc::new(Ctx {
+        guard,
         shards,
         hub: Default::default(),
         cors_origin: cors_origin.and_then(|o| HeaderValue::from_str(&o).ok()),
@@ -127,7 +131,11 @@ async fn serve_connection(
     ctx: Rc<Ctx>,
     closing: flume::Receiver<()>,
 ) {
-    let svc = service_fn(move |req| routes::handle(req, ctx.clone()));
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let svc = service_fn(move |req| routes::handle(req, ctx.clone(), peer));
     let mut conn = pin!(http1::Builder::new()
         .keep_alive(true)
         .serve_connection(io::HyperIo(stream), svc));

@@ -12,6 +12,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use super::guard::Guard;
+use super::limits::Limit;
 use super::sse::Hub;
 use super::Body;
 use crate::api::{
@@ -35,6 +37,7 @@ pub struct Ctx {
     pub cors_origin: Option<HeaderValue>,
     pub shutting_down: std::cell::Cell<bool>,
     pub started: std::time::Instant,
+    pub guard: Guard,
 }
 
 impl Ctx {
@@ -70,23 +73,47 @@ fn unexpected(reply: Reply) -> ApiError {
 pub async fn handle(
     req: Request<Incoming>,
     ctx: Rc<Ctx>,
+    peer: std::net::IpAddr,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let mut response = match route(req, &ctx).await {
+    let label = route_label(&path);
+    // Health checks and scrapes are not rate limited (they come from the operator's tools).
+    let limited = !matches!(label, "health" | "metrics") && method != Method::OPTIONS;
+    let result = match limited {
+        true => match ctx.guard.check_rate(peer) {
+            Ok(()) => route(req, &ctx).await,
+            Err(e) => Err(e),
+        },
+        false => route(req, &ctx).await,
+    };
+    let mut response = match result {
         Ok(r) => r,
         Err(e) => {
+            if let Some(limit) = e.limit {
+                ctx.guard.counters.borrow_mut().refused(limit);
+                tracing::info!(%method, %path, %peer, limit = limit.as_str(), "{}", e.message);
+            }
             if e.status >= 500 {
                 tracing::warn!(%method, %path, status = e.status, "{}", e.message);
             } else {
                 tracing::debug!(%method, %path, status = e.status, "{}", e.message);
             }
-            json_response(
+            let mut r = json_response(
                 StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
                 &json!({"error": e.message}),
-            )
+            );
+            if e.status == 401 {
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            r
         }
     };
+    ctx.guard
+        .counters
+        .borrow_mut()
+        .request(label, response.status().as_u16());
     if let Some(origin) = &ctx.cors_origin {
         let h = response.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
@@ -106,8 +133,46 @@ pub async fn handle(
     Ok(response)
 }
 
+/// The route's name for metrics: one of a fixed set (never the client's text).
+fn route_label(path: &str) -> &'static str {
+    if path == "/metrics" {
+        return "metrics";
+    }
+    let first = path
+        .strip_prefix("/api/voice/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("");
+    const ROUTES: [&str; 14] = [
+        "health",
+        "stats",
+        "rtp-capabilities",
+        "producers",
+        "events",
+        "create-transport",
+        "connect-transport",
+        "produce",
+        "consume",
+        "leave",
+        "pause-producer",
+        "resume-producer",
+        "test",
+        "metrics",
+    ];
+    ROUTES
+        .into_iter()
+        .find(|r| *r == first)
+        .unwrap_or("unknown")
+}
+
 async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_string();
+    if path == "/metrics" {
+        if req.method() != Method::GET {
+            return Err(ApiError::new(405, "/metrics takes GET"));
+        }
+        ctx.guard.check_metrics_token(req.headers())?;
+        return Ok(metrics(ctx).await);
+    }
     let Some(rest) = path.strip_prefix("/api/voice/") else {
         return Err(ApiError::not_found(format!("no route {path}")));
     };
@@ -136,6 +201,7 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, ApiE
         | ["leave"]
         | ["pause-producer"]
         | ["resume-producer"] => Method::POST,
+        ["test", "panic-shard", _] if ctx.guard.test_faults => Method::POST,
         _ => return Err(ApiError::not_found(format!("no route {path}"))),
     };
     if method != allowed {
@@ -144,11 +210,24 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, ApiE
             format!("{path} takes {allowed}, not {method}"),
         ));
     }
+    let claims = match segs.as_slice() {
+        ["health"] | ["test", ..] => None,
+        ["stats"] => {
+            ctx.guard.check_metrics_token(req.headers())?;
+            None
+        }
+        // EventSource cannot set headers: the event stream also takes `?token=`.
+        ["events", ..] => ctx.guard.authenticate(req.headers(), req.uri().query())?,
+        _ => ctx.guard.authenticate(req.headers(), None)?,
+    };
+    let guard = &ctx.guard;
     match segs.as_slice() {
         ["health"] => health(ctx).await,
         ["stats"] => stats(ctx).await,
+        ["test", "panic-shard", n] => test_panic(ctx, n).await,
         ["rtp-capabilities", channel_id] => {
             check_id("channelId", channel_id)?;
+            guard.authorize(&claims, channel_id, None)?;
             ctx.call(
                 channel_id,
                 Command::OpenRoom {
@@ -161,6 +240,7 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, ApiE
         ["producers", channel_id, user_id] => {
             check_id("channelId", channel_id)?;
             check_id("userId", user_id)?;
+            guard.authorize(&claims, channel_id, Some(user_id))?;
             let command = Command::Producers {
                 channel_id: channel_id.to_string(),
                 user_id: user_id.to_string(),
@@ -173,14 +253,22 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, ApiE
         ["events", channel_id, user_id] => {
             check_id("channelId", channel_id)?;
             check_id("userId", user_id)?;
+            guard.authorize(&claims, channel_id, Some(user_id))?;
             if ctx.shutting_down.get() {
                 return Err(ApiError::unavailable("choir is shutting down"));
+            }
+            let max = guard.limits.max_event_streams_per_user;
+            if max > 0 && ctx.hub.borrow().streams_of(user_id) >= max as usize {
+                return Err(Limit::EventStreams.refuse(format!(
+                    "user {user_id:?} already has {max} open event streams"
+                )));
             }
             Ok(events(ctx, channel_id, user_id))
         }
         ["create-transport"] => {
             let body: CreateTransportRequest = read_json(req).await?;
             check_ids(&body.channel_id, &body.user_id)?;
+            guard.authorize(&claims, &body.channel_id, Some(&body.user_id))?;
             match ctx
                 .call(&body.channel_id.clone(), Command::CreateTransport(body))
                 .await?
@@ -192,6 +280,7 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, ApiE
         ["connect-transport"] => {
             let body: ConnectTransportRequest = read_json(req).await?;
             check_ids(&body.channel_id, &body.user_id)?;
+            guard.authorize(&claims, &body.channel_id, Some(&body.user_id))?;
             ctx.call(&body.channel_id.clone(), Command::ConnectTransport(body))
                 .await?;
             Ok(ok(&json!({"success": true})))
@@ -199,6 +288,7 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, ApiE
         ["produce"] => {
             let body: ProduceRequest = read_json(req).await?;
             check_ids(&body.channel_id, &body.user_id)?;
+            guard.authorize(&claims, &body.channel_id, Some(&body.user_id))?;
             match ctx
                 .call(&body.channel_id.clone(), Command::Produce(body))
                 .await?
@@ -210,6 +300,7 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, ApiE
         ["consume"] => {
             let body: ConsumeRequest = read_json(req).await?;
             check_ids(&body.channel_id, &body.user_id)?;
+            guard.authorize(&claims, &body.channel_id, Some(&body.user_id))?;
             match ctx
                 .call(&body.channel_id.clone(), Command::Consume(body))
                 .await?
@@ -222,6 +313,7 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, ApiE
             let pause = segs[0] == "pause-producer";
             let body: ProducerRequest = read_json(req).await?;
             check_ids(&body.channel_id, &body.user_id)?;
+            guard.authorize(&claims, &body.channel_id, Some(&body.user_id))?;
             let command = if pause {
                 Command::PauseProducer(body.clone())
             } else {
@@ -233,6 +325,7 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, ApiE
         ["leave"] => {
             let body: ParticipantRequest = read_json(req).await?;
             check_ids(&body.channel_id, &body.user_id)?;
+            guard.authorize(&claims, &body.channel_id, Some(&body.user_id))?;
             ctx.call(&body.channel_id.clone(), Command::Leave(body))
                 .await?;
             Ok(ok(&json!({"success": true})))
@@ -242,6 +335,18 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, ApiE
 }
 
 async fn health(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
+    let failed: Vec<usize> = ctx
+        .shards
+        .iter()
+        .filter(|s| !s.is_alive())
+        .map(|s| s.index)
+        .collect();
+    if !failed.is_empty() {
+        return Ok(json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "unhealthy", "failedShards": failed}),
+        ));
+    }
     if ctx.shutting_down.get() {
         return Ok(json_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -281,6 +386,44 @@ async fn stats(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
         "shards": shards,
         "events": {"subscribers": hub.subscribers(), "delivered": hub.delivered, "overflows": hub.overflows},
     })))
+}
+
+/// `GET /metrics`: a `Stats` snapshot of every shard plus the control plane's counters.
+async fn metrics(ctx: &Ctx) -> Response<Body> {
+    let mut snapshot = crate::metrics::Snapshot::default();
+    for shard in &ctx.shards {
+        match shard.call(Command::Stats).await {
+            Ok(Reply::Stats(s)) => snapshot.shards.push(*s),
+            _ => snapshot.failed_shards.push(shard.index),
+        }
+    }
+    {
+        let hub = ctx.hub.borrow();
+        snapshot.event_streams = hub.subscribers() as u64;
+        snapshot.events_delivered = hub.delivered;
+        snapshot.event_overflows = hub.overflows;
+    }
+    snapshot.control = ctx.guard.counters.borrow().clone();
+    snapshot.rate_limited_clients = ctx.guard.rate_limited_clients() as u64;
+    snapshot.uptime_seconds = ctx.started.elapsed().as_secs();
+    Response::builder()
+        .header(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)
+        .body(BodyExt::boxed_unsync(Full::new(Bytes::from(
+            crate::metrics::render(snapshot),
+        ))))
+        .expect("static response")
+}
+
+/// Test only (`--test-faults`): makes shard `n` panic.
+async fn test_panic(ctx: &Ctx, n: &str) -> Result<Response<Body>, ApiError> {
+    let shard = n
+        .parse::<usize>()
+        .ok()
+        .and_then(|i| ctx.shards.get(i))
+        .ok_or_else(|| ApiError::not_found(format!("no shard {n:?}")))?;
+    tracing::warn!(shard = shard.index, "test fault: making the shard panic");
+    shard.call(Command::TestPanic).await?;
+    Ok(ok(&json!({"success": true})))
 }
 
 fn events(ctx: &Ctx, channel_id: &str, user_id: &str) -> Response<Body> {
@@ -388,7 +531,7 @@ fn strip_position(msg: &str) -> &str {
     msg.find(" at line ").map_or(msg, |i| &msg[..i])
 }
 
-fn percent_decode(segment: &str) -> Result<String, ApiError> {
+pub(super) fn percent_decode(segment: &str) -> Result<String, ApiError> {
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -42,6 +42,15 @@ impl Hub {
         rx
     }
 
+    /// Open streams of `user_id`, in any room.
+    pub fn streams_of(&self, user_id: &str) -> usize {
+        self.rooms
+            .values()
+            .flatten()
+            .filter(|s| s.user_id == user_id && !s.tx.is_disconnected())
+            .count()
+    }
+
     pub fn subscribers(&self) -> usize {
         self.rooms.values().map(Vec::len).sum()
     }

@@ -10,12 +10,23 @@ use crate::api::{
     CreateTransportRequest, Direction, Event, ParticipantRequest, ProduceRequest, ProducerInfo,
     ProducerRequest, RoomEvent, TransportOptions,
 };
+use crate::control::limits::Limit;
 use crate::ortc;
 use crate::rtp::{ExtensionMap, SequenceMapper};
 
 impl Sfu {
     /// `GET /rtp-capabilities/:channelId`: creates the room if absent.
     pub fn open_room(&mut self, channel_id: &str) {
+        let _ = self.try_open_room(channel_id);
+    }
+
+    /// [`Sfu::open_room`], refused when the shard holds its limit of rooms.
+    pub fn try_open_room(&mut self, channel_id: &str) -> Result<(), ApiError> {
+        let max = self.limits.max_rooms;
+        if max > 0 && !self.rooms.contains_key(channel_id) && self.rooms.len() >= max as usize {
+            tracing::warn!(channel = %channel_id, max, "room refused: room limit reached");
+            return Err(Limit::Rooms.refuse("room limit reached: try again later"));
+        }
         if !self.rooms.contains_key(channel_id) {
             tracing::info!(channel = %channel_id, "room created");
             self.rooms.insert(
@@ -25,6 +36,7 @@ impl Sfu {
                 },
             );
         }
+        Ok(())
     }
 
     fn room(&self, channel_id: &str) -> Result<&Room, ApiError> {
@@ -58,6 +70,17 @@ impl Sfu {
     /// Checks that `create-transport` can succeed, before the shell binds a socket for it.
     pub fn check_create_transport(&self, req: &CreateTransportRequest) -> Result<(), ApiError> {
         let room = self.room(&req.channel_id)?;
+        let max = self.limits.max_room_participants;
+        if max > 0
+            && !room.participants.contains_key(&req.user_id)
+            && room.participants.len() >= max as usize
+        {
+            tracing::warn!(channel = %req.channel_id, user = %req.user_id, max, "participant refused: room is full");
+            return Err(Limit::RoomParticipants.refuse(format!(
+                "room {:?} is full ({max} participants)",
+                req.channel_id
+            )));
+        }
         if let Some(p) = room.participants.get(&req.user_id) {
             let slot = match req.direction {
                 Direction::Send => p.send,

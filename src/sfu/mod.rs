@@ -9,6 +9,7 @@
 mod commands;
 pub mod counters;
 mod forward;
+mod limits;
 mod rtcp_reports;
 pub mod transport;
 
@@ -26,6 +27,7 @@ use crate::rtcp::ReceiveStats;
 use crate::rtp::{ExtensionMap, SequenceMapper};
 
 pub use counters::Counters;
+pub use limits::{RoomLimits, TransportStates};
 pub use transport::Transport;
 
 /// Index of a transport in its shard (stable while the transport lives).
@@ -107,6 +109,7 @@ pub struct Sfu {
     next_rtcp: Option<Instant>,
     /// A wall-clock reading and the `Instant` it was taken at, for NTP times in reports.
     epoch: (Instant, SystemTime),
+    limits: RoomLimits,
 }
 
 impl Sfu {
@@ -124,6 +127,7 @@ impl Sfu {
             scratch: Box::new([0; BUFFER_SIZE]),
             next_rtcp: None,
             epoch: (now, SystemTime::now()),
+            limits: RoomLimits::default(),
         }
     }
 

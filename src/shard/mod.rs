@@ -41,6 +41,8 @@ pub enum Command {
     Stats,
     /// Close everything and stop the executor.
     Shutdown,
+    /// Test only (`--test-faults`): panic on the shard's thread.
+    TestPanic,
 }
 
 /// A shard's answer.
@@ -65,6 +67,7 @@ pub struct ShardStats {
     pub counters: Counters,
     /// How late the shard's timer tick ran last (event-loop lag), in microseconds.
     pub loop_lag_us: u64,
+    pub transport_states: crate::sfu::TransportStates,
 }
 
 pub(crate) struct Envelope {
@@ -81,6 +84,11 @@ pub struct ShardHandle {
 }
 
 impl ShardHandle {
+    /// False once the shard's command loop is gone (it stopped, or its thread panicked).
+    pub fn is_alive(&self) -> bool {
+        !self.tx.is_disconnected()
+    }
+
     /// Sends a command and awaits the reply (runtime-agnostic: works from any executor).
     pub async fn call(&self, command: Command) -> Result<Reply, ApiError> {
         let (reply, rx) = flume::bounded(1);

@@ -38,6 +38,7 @@ pub struct ShardSetup {
     pub dtls_config: Arc<dimpl::Config>,
     /// Where room events go (the control server's SSE hub).
     pub events: flume::Sender<RoomEvent>,
+    pub limits: crate::sfu::RoomLimits,
 }
 
 /// Starts a shard on its own thread. Returns once the shard is ready (its certificate made),
@@ -147,9 +148,11 @@ impl Shard {
             dtls_config: setup.dtls_config.clone(),
             identity,
         };
+        let mut sfu = Sfu::new(settings, Instant::now());
+        sfu.set_limits(setup.limits);
         Ok(Rc::new(Shard {
             index: setup.index,
-            sfu: RefCell::new(Sfu::new(settings, Instant::now())),
+            sfu: RefCell::new(sfu),
             sockets: RefCell::new(HashMap::new()),
             ports: RefCell::new(Ports::new(setup.listen_ip, setup.ports)),
             loop_lag_us: Cell::new(0),
@@ -219,7 +222,7 @@ impl Shard {
         let now = Instant::now();
         match command {
             Command::OpenRoom { channel_id } => {
-                self.sfu.borrow_mut().open_room(&channel_id);
+                self.sfu.borrow_mut().try_open_room(&channel_id)?;
                 Ok(Reply::Done)
             }
             Command::CreateTransport(req) => {
@@ -283,11 +286,13 @@ impl Shard {
                 counts: self.counts(),
                 counters: self.sfu.borrow().counters().clone(),
                 loop_lag_us: self.loop_lag_us.get(),
+                transport_states: self.sfu.borrow().transport_states(),
             }))),
             Command::Shutdown => {
                 self.with_core(|sfu, _| sfu.close_all());
                 Ok(Reply::Done)
             }
+            Command::TestPanic => panic!("test fault: shard {} panics on request", self.index),
         }
     }
 

@@ -56,6 +56,9 @@ impl Daemon {
             "false",
             "--log",
             "choir=debug",
+            // Tests make many requests from one address; tests/hardening.rs sets its own limit.
+            "--rate-limit",
+            "0",
         ];
         // Defaults (flag, value pairs) unless `extra` sets the same flag.
         let mut args: Vec<&str> = Vec::new();
@@ -175,6 +178,23 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         check(self)
+    }
+
+    /// Waits (at most `timeout`) for the process to exit on its own; kills it past that.
+    pub fn wait_exit(mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// SIGTERM, then wait (at most `timeout`) for the exit status.

@@ -1,0 +1,184 @@
+//! What the control server checks before a route runs: the client's request rate, its token
+//! (and that the request stays within the token's channel and user), the metrics token; and
+//! the counters of what it refused.
+
+use std::cell::RefCell;
+use std::net::IpAddr;
+use std::time::{Instant, SystemTime};
+
+use hyper::{header, HeaderMap};
+
+use super::limits::{Limit, Limits, RateLimiter};
+use crate::api::ApiError;
+use crate::auth::{Claims, Secret, TokenError};
+use crate::metrics::ControlCounters;
+
+/// The control server's guard (one per server, on its thread).
+pub struct Guard {
+    pub auth: Option<Secret>,
+    pub metrics_token: Option<String>,
+    pub limits: Limits,
+    pub test_faults: bool,
+    rate: RefCell<RateLimiter>,
+    pub counters: RefCell<ControlCounters>,
+}
+
+impl Guard {
+    pub fn new(
+        auth: Option<Secret>,
+        metrics_token: Option<String>,
+        limits: Limits,
+        test_faults: bool,
+    ) -> Guard {
+        Guard {
+            auth,
+            metrics_token,
+            rate: RefCell::new(RateLimiter::new(&limits)),
+            limits,
+            test_faults,
+            counters: Default::default(),
+        }
+    }
+
+    /// No auth, no metrics token, no limits (tests of the routes themselves).
+    pub fn open() -> Guard {
+        let limits = Limits {
+            max_rooms: 0,
+            max_room_participants: 0,
+            rate_limit: 0,
+            rate_burst: 1,
+            max_event_streams_per_user: 0,
+        };
+        Guard::new(None, None, limits, false)
+    }
+
+    /// Takes one request from `ip`'s bucket, or refuses with 429.
+    pub fn check_rate(&self, ip: IpAddr) -> Result<(), ApiError> {
+        if self.rate.borrow_mut().allow(ip, Instant::now()) {
+            Ok(())
+        } else {
+            Err(Limit::RequestRate.refuse(format!(
+                "too many requests: at most {} per second (burst {}) per client address",
+                self.limits.rate_limit, self.limits.rate_burst
+            )))
+        }
+    }
+
+    pub fn rate_limited_clients(&self) -> usize {
+        self.rate.borrow().tracked()
+    }
+
+    /// Checks the request's token when auth is on: `None` when it is off, the claims when the
+    /// token is valid, 401 otherwise. `allow_query` accepts `?token=` (event streams).
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Option<Claims>, ApiError> {
+        let Some(secret) = &self.auth else {
+            return Ok(None);
+        };
+        let token = bearer(headers).or_else(|| query_param(query?, "token"));
+        let result = match token {
+            None => Err(TokenError::Missing),
+            Some(t) => secret.verify(&t, SystemTime::now()),
+        };
+        result.map(Some).map_err(|e| {
+            self.counters.borrow_mut().auth_refused(e.as_str());
+            tracing::debug!(reason = e.as_str(), "token refused");
+            ApiError::new(401, e.message())
+        })
+    }
+
+    /// 403 unless the token (if any) is for `channel_id` and, when given, `user_id`.
+    pub fn authorize(
+        &self,
+        claims: &Option<Claims>,
+        channel_id: &str,
+        user_id: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let Some(c) = claims else {
+            return Ok(());
+        };
+        let refuse = |what: &str| {
+            self.counters.borrow_mut().auth_refused("forbidden");
+            tracing::info!(channel = %channel_id, user = ?user_id, token_channel = %c.channel_id, token_user = %c.user_id, "request outside its token refused");
+            Err(ApiError::new(
+                403,
+                format!("the token does not grant this {what}"),
+            ))
+        };
+        if c.channel_id != channel_id {
+            return refuse("channelId");
+        }
+        if user_id.is_some_and(|u| u != c.user_id) {
+            return refuse("userId");
+        }
+        Ok(())
+    }
+
+    /// The metrics token check (`/metrics`, `/stats`): 401 unless it is off or matches.
+    pub fn check_metrics_token(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(expected) = &self.metrics_token else {
+            return Ok(());
+        };
+        let given = bearer(headers).unwrap_or_default();
+        let ok = aws_lc_rs::constant_time::verify_slices_are_equal(
+            given.as_bytes(),
+            expected.as_bytes(),
+        )
+        .is_ok();
+        if ok {
+            Ok(())
+        } else {
+            self.counters.borrow_mut().auth_refused("metrics_token");
+            Err(ApiError::new(401, "metrics token required"))
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+}
+
+/// The value of `name` in a query string (`+` and percent-escapes decoded).
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == name).then(|| super::routes::percent_decode(&v.replace('+', " ")).ok())?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_token() {
+        assert_eq!(
+            query_param("a=1&token=x.y%2Dz", "token").as_deref(),
+            Some("x.y-z")
+        );
+        assert_eq!(query_param("tokens=1", "token"), None);
+        assert_eq!(query_param("", "token"), None);
+    }
+
+    #[test]
+    fn bearer_header() {
+        let req = hyper::Request::builder()
+            .header("Authorization", "Bearer  abc ")
+            .body(())
+            .unwrap();
+        assert_eq!(bearer(req.headers()).as_deref(), Some("abc"));
+        let req = hyper::Request::builder()
+            .header("Authorization", "Basic abc")
+            .body(())
+            .unwrap();
+        assert_eq!(bearer(req.headers()), None);
+    }
+}

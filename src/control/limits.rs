@@ -1,0 +1,335 @@
+//! Limits on what clients may ask of choir, and their configuration.
+//!
+//! - **Requests per second per client IP**: a token bucket per address on the control thread
+//!   (the address of the TCP peer: behind a reverse proxy that is the proxy, so raise or
+//!   disable the limit there and limit at the proxy). 429.
+//! - **Event streams per user**: open `events` streams with the same userId. 429.
+//! - **Rooms per process**: rooms live on shards, so each shard enforces its share,
+//!   `ceil(max_rooms / shards)`; a room's shard is fixed by its channelId's hash, so a new room
+//!   may be refused slightly before the process-wide total is reached. 503.
+//! - **Participants per room**: enforced by the room's shard when a new user's first transport
+//!   is created. 503.
+//!
+//! Each refusal is a JSON error and counts in `choir_limit_refusals_total{limit}`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use crate::api::ApiError;
+use crate::auth::Secret;
+use crate::config::{Cli, ConfigError};
+use crate::logging::LogFormat;
+
+/// Which limit refused a request (the `limit` label of the refusal counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Limit {
+    RequestRate,
+    EventStreams,
+    Rooms,
+    RoomParticipants,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 4] = [
+        Limit::RequestRate,
+        Limit::EventStreams,
+        Limit::Rooms,
+        Limit::RoomParticipants,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Limit::RequestRate => "request_rate",
+            Limit::EventStreams => "event_streams",
+            Limit::Rooms => "rooms",
+            Limit::RoomParticipants => "room_participants",
+        }
+    }
+
+    /// The refusal: 429 for a client's own excess, 503 when the server is full.
+    pub fn refuse(self, message: impl Into<String>) -> ApiError {
+        let status = match self {
+            Limit::RequestRate | Limit::EventStreams => 429,
+            Limit::Rooms | Limit::RoomParticipants => 503,
+        };
+        let mut e = ApiError::new(status, message);
+        e.limit = Some(self);
+        e
+    }
+}
+
+/// Configured limits; 0 means no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    pub max_rooms: u32,
+    pub max_room_participants: u32,
+    pub rate_limit: u32,
+    pub rate_burst: u32,
+    pub max_event_streams_per_user: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_rooms: 1000,
+            max_room_participants: 100,
+            rate_limit: 50,
+            rate_burst: 100,
+            max_event_streams_per_user: 4,
+        }
+    }
+}
+
+impl Limits {
+    /// A shard's share of the room limit (0 = none).
+    pub fn rooms_per_shard(&self, shards: usize) -> u32 {
+        let shards = u32::try_from(shards.max(1)).unwrap_or(u32::MAX);
+        self.max_rooms.div_ceil(shards)
+    }
+}
+
+/// The hardening part of the configuration, validated.
+pub(crate) struct Hardening {
+    pub auth: Option<Secret>,
+    pub metrics_token: Option<String>,
+    pub limits: Limits,
+    pub log_format: LogFormat,
+    pub test_faults: bool,
+}
+
+type Bad<'a> = &'a dyn Fn(&str, &str, &str, &str, &str) -> ConfigError;
+
+pub(crate) fn parse_hardening(cli: &Cli, bad: Bad<'_>) -> Result<Hardening, ConfigError> {
+    let number = |id: &str, flag: &str, env: &str, v: &str| -> Result<u32, ConfigError> {
+        v.trim()
+            .parse::<u32>()
+            .map_err(|_| bad(id, flag, env, v, "not a count (0 = no limit)"))
+    };
+    let limits = Limits {
+        max_rooms: number(
+            "max_rooms",
+            "--max-rooms",
+            "CHOIR_MAX_ROOMS",
+            &cli.max_rooms,
+        )?,
+        max_room_participants: number(
+            "max_room_participants",
+            "--max-room-participants",
+            "CHOIR_MAX_ROOM_PARTICIPANTS",
+            &cli.max_room_participants,
+        )?,
+        rate_limit: number(
+            "rate_limit",
+            "--rate-limit",
+            "CHOIR_RATE_LIMIT",
+            &cli.rate_limit,
+        )?,
+        rate_burst: number(
+            "rate_burst",
+            "--rate-burst",
+            "CHOIR_RATE_BURST",
+            &cli.rate_burst,
+        )?,
+        max_event_streams_per_user: number(
+            "max_event_streams_per_user",
+            "--max-event-streams-per-user",
+            "CHOIR_MAX_EVENT_STREAMS_PER_USER",
+            &cli.max_event_streams_per_user,
+        )?,
+    };
+    if limits.rate_limit > 0 && limits.rate_burst == 0 {
+        return Err(bad(
+            "rate_burst",
+            "--rate-burst",
+            "CHOIR_RATE_BURST",
+            &cli.rate_burst,
+            "must be at least 1 when --rate-limit is set",
+        ));
+    }
+    let secret = match (&cli.auth_secret, &cli.auth_secret_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError(
+                "set only one of --auth-secret (CHOIR_AUTH_SECRET) and --auth-secret-file (CHOIR_AUTH_SECRET_FILE)".into(),
+            ))
+        }
+        (Some(s), None) => Some(("auth_secret", "--auth-secret", "CHOIR_AUTH_SECRET", s.clone())),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                bad(
+                    "auth_secret_file",
+                    "--auth-secret-file",
+                    "CHOIR_AUTH_SECRET_FILE",
+                    path,
+                    &format!("cannot read it: {e}"),
+                )
+            })?;
+            Some((
+                "auth_secret_file",
+                "--auth-secret-file",
+                "CHOIR_AUTH_SECRET_FILE",
+                text,
+            ))
+        }
+        (None, None) => None,
+    };
+    let auth = match secret {
+        None => None,
+        // An empty value (CHOIR_AUTH_SECRET= in an env file) means "not set".
+        Some((_, _, _, s)) if s.trim().is_empty() => None,
+        Some((id, flag, env, s)) => Some(
+            Secret::new(s.trim().as_bytes()).map_err(|why| bad(id, flag, env, "<hidden>", &why))?,
+        ),
+    };
+    let log_format = match cli.log_format.trim() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(bad(
+                "log_format",
+                "--log-format",
+                "CHOIR_LOG_FORMAT",
+                other,
+                "not a log format (text, json)",
+            ))
+        }
+    };
+    let test_faults = matches!(
+        cli.test_faults.trim().to_ascii_lowercase().as_str(),
+        "1" | "true" | "yes" | "on"
+    );
+    let metrics_token = Some(cli.metrics_token.trim().to_string()).filter(|t| !t.is_empty());
+    Ok(Hardening {
+        auth,
+        metrics_token,
+        limits,
+        log_format,
+        test_faults,
+    })
+}
+
+/// Per-IP token buckets (requests per second, with a burst).
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: HashMap<IpAddr, Bucket>,
+    last_prune: Option<Instant>,
+}
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Buckets kept before idle (full) ones are pruned.
+const PRUNE_ABOVE: usize = 4096;
+
+impl RateLimiter {
+    pub fn new(limits: &Limits) -> Self {
+        RateLimiter {
+            rate: f64::from(limits.rate_limit),
+            burst: f64::from(limits.rate_burst.max(1)),
+            buckets: HashMap::new(),
+            last_prune: None,
+        }
+    }
+
+    /// Takes one token for `ip` at `now`; false when its bucket is empty. Always true when
+    /// the limit is off.
+    pub fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        if self.buckets.len() > PRUNE_ABOVE
+            && self
+                .last_prune
+                .is_none_or(|t| now.saturating_duration_since(t).as_secs() >= 1)
+        {
+            self.prune(now);
+        }
+        let (rate, burst) = (self.rate, self.burst);
+        let bucket = self.buckets.entry(ip).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Forgets buckets that have refilled (their clients are idle).
+    fn prune(&mut self, now: Instant) {
+        let (rate, burst) = (self.rate, self.burst);
+        self.buckets.retain(|_, b| {
+            b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate < burst
+        });
+        self.last_prune = Some(now);
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn token_bucket() {
+        let limits = Limits {
+            rate_limit: 10,
+            rate_burst: 3,
+            ..Limits::default()
+        };
+        let mut r = RateLimiter::new(&limits);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let t0 = Instant::now();
+        assert!((0..3).all(|_| r.allow(a, t0)));
+        assert!(!r.allow(a, t0), "burst spent");
+        assert!(r.allow(b, t0), "another client has its own bucket");
+        assert!(!r.allow(a, t0 + Duration::from_millis(50)));
+        assert!(
+            r.allow(a, t0 + Duration::from_millis(100)),
+            "refilled at 10/s"
+        );
+        let off = RateLimiter::new(&Limits {
+            rate_limit: 0,
+            ..Limits::default()
+        });
+        assert_eq!(off.tracked(), 0);
+    }
+
+    #[test]
+    fn idle_buckets_are_pruned() {
+        let mut r = RateLimiter::new(&Limits::default());
+        let t0 = Instant::now();
+        for i in 0..=PRUNE_ABOVE as u32 {
+            r.allow(IpAddr::from(i.to_be_bytes()), t0);
+        }
+        assert!(r.tracked() > PRUNE_ABOVE);
+        r.allow("192.0.2.1".parse().unwrap(), t0 + Duration::from_secs(10));
+        assert_eq!(r.tracked(), 1);
+    }
+
+    #[test]
+    fn room_share_rounds_up() {
+        let l = Limits {
+            max_rooms: 5,
+            ..Limits::default()
+        };
+        assert_eq!(l.rooms_per_shard(2), 3);
+        assert_eq!(l.rooms_per_shard(1), 5);
+        assert_eq!(Limits { max_rooms: 0, ..l }.rooms_per_shard(4), 0);
+    }
+}
