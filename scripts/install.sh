@@ -14,7 +14,12 @@ cargo build --release --locked
 install -m 0755 target/release/choir /usr/local/bin/choir
 id -u choir >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin choir
 install -d -m 0755 /etc/choir
-[ -f /etc/choir/choir.env ] || install -m 0644 systemd/choir.env /etc/choir/choir.env
+[ -f /etc/choir/choir.env ] || install -m 0640 -g choir systemd/choir.env /etc/choir/choir.env
+# The API token secret (used once CHOIR_AUTH_SECRET_FILE is uncommented in choir.env).
+if [ ! -f /etc/choir/auth-secret ]; then
+  (umask 027; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >/etc/choir/auth-secret)
+  chgrp choir /etc/choir/auth-secret
+fi
 install -m 0644 systemd/choir.service /etc/systemd/system/choir.service
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload
