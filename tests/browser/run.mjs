@@ -3,8 +3,8 @@
 // choir it starts itself. See README.md.
 //
 //   node run.mjs --choir ../../target/release/choir [--only a,b] [--headed] [--list]
-//                [--chromium /usr/bin/chromium] [--choir-log FILTER] [--verbose] [--keep]
-import { existsSync } from 'node:fs';
+//                [--chromium /usr/bin/chromium] [--choir-log FILTER] [--chrome-log] [--verbose] [--keep]
+import { createWriteStream, existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -25,6 +25,8 @@ const USAGE = `usage: node run.mjs [options]
   --headed           show the browser windows (needs a display: a desktop, or xvfb-run)
   --slow-mo MS       with --headed: pause this long before each scenario ends, to look around
   --choir-log FILTER choir's --log filter (default "choir=debug")
+  --chrome-log       also log Chromium's WebRTC internals (RTP demuxing, receive streams) to
+                     <logs>/<scenario>/chromium.log, and print its warnings on failure
   --verbose          print every page's console and choir's log as they come
   --keep             keep the run's logs directory even when everything passed`;
 
@@ -37,6 +39,7 @@ const { values: opts } = parseArgs({
     headed: { type: 'boolean', default: false },
     'slow-mo': { type: 'string', default: '0' },
     'choir-log': { type: 'string', default: 'choir=debug' },
+    'chrome-log': { type: 'boolean', default: false },
     verbose: { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
@@ -122,13 +125,17 @@ async function runScenario(scenario) {
       logFilter: opts['choir-log'],
       consentTimeout: '5s',
     });
+    const chromiumLog = createWriteStream(path.join(dir, 'chromium.log'));
     browser = await launchBrowser({
       executablePath: opts.chromium,
       headed: opts.headed,
       pageUrl: site.url,
       fakeAudioFile: fakeMic,
       onLog,
+      browserLog: (line) => chromiumLog.write(`${line}\n`),
+      webrtcLog: opts['chrome-log'],
     });
+    browser.logStream = chromiumLog;
     if (results.length === 0) console.log(`   Chromium ${browser.version}, choir at ${choir.url}, RTC ports ${choir.rtcPorts.join('-')}`);
     const t = {
       choir,
@@ -152,7 +159,10 @@ async function runScenario(scenario) {
     if (!(e instanceof CheckFailed)) console.log(e.stack);
     await diagnose(dir, browser, choir);
   } finally {
-    if (browser) await browser.close();
+    if (browser) {
+      await browser.close();
+      browser.logStream.end();
+    }
     if (choir) {
       const exit = await choir.stop();
       if (exit.code !== 0 && result.ok) {
@@ -199,8 +209,23 @@ async function diagnose(dir, browser, choir) {
         console.log(`     ${dir}: transport ${JSON.stringify(s.transport[0])} pair ${JSON.stringify(pair)}`);
       }
       for (const c of u.stats.consumers) console.log(`     consumer of ${c.userId}: ${JSON.stringify(c.inbound[0])}`);
+      for (const r of u.state?.remotes ?? []) {
+        const c = u.stats.consumers.find((x) => x.producerId === r.producerId);
+        if (c && !c.inbound.length) {
+          console.log(`     ! consumer of ${r.userId} (ssrc ${r.ssrc}, mid ${r.mid}, via ${r.source}): no inbound-rtp in getStats, Chromium matched no packet to it`);
+        }
+      }
       if (u.stats.producer) console.log(`     producer: ${JSON.stringify(u.stats.producer.outbound[0])}`);
     }
+  }
+  if (opts['chrome-log']) {
+    const { readFile } = await import('node:fs/promises');
+    const text = await readFile(path.join(dir, 'chromium.log'), 'utf8').catch(() => '');
+    const lines = text.split('\n').map((l) => l.replace(/^.*?:(INFO|ERROR|WARNING|VERBOSE\d):\S+\] /, '$1 '));
+    const conflicts = lines.filter((l) => /conflict|Unable to add sink|could not be added/i.test(l));
+    const unsignaled = lines.filter((l) => /Creating unsignaled receive stream/.test(l));
+    console.log(`   Chromium WebRTC log: ${unsignaled.length} "Creating unsignaled receive stream", ${conflicts.length} demuxer conflicts; first ones:`);
+    for (const line of conflicts.slice(0, 9)) console.log(`     ${line}`);
   }
   if (choir) {
     console.log('   choir log (tail):');

@@ -78,4 +78,70 @@ export const scenarios = [
       await expectEmpty(t);
     },
   },
+  {
+    name: 'fake-mic',
+    description: "B publishes getUserMedia's microphone (Chromium's fake capture: a WAV tone), as the plan's rtcService does",
+    timeoutMs: 60000,
+    async run(t) {
+      const hz = t.options.fakeMicHz;
+      const a = await t.user('A');
+      await a.join({ api: t.choir.api, channelId: t.channel, userId: 'A', tone: toneOf(0) });
+      const b = await t.user('B');
+      await b.join({ api: t.choir.api, channelId: t.channel, userId: 'B', mic: true });
+      await waitHearing(a, ['B']);
+      await waitHearing(b, ['A']);
+      // The fake device loops a 1 kHz WAV; a wrong path would give a live track of zeros.
+      await expectHears(a, { B: hz }, 1500);
+      await expectHears(b, { A: toneOf(0) }, 1500);
+      await expectReceiving(a, ['B']);
+      await leaveAll([a, b]);
+      await expectEmpty(t);
+    },
+  },
+  {
+    name: 'five-users',
+    description: 'five users join one after the other: each hears the four others, told apart by frequency',
+    timeoutMs: 90000,
+    async run(t) {
+      await manyUsers(t, 5, { concurrent: false });
+    },
+  },
+  {
+    name: 'ten-users',
+    description: 'ten users join at once: each hears the nine others, told apart by frequency',
+    timeoutMs: 150000,
+    async run(t) {
+      await manyUsers(t, 10, { concurrent: true });
+    },
+  },
 ];
+
+/** `n` users in one room; every one must hear every other one at its frequency. */
+async function manyUsers(t, n, { concurrent }) {
+  const names = Array.from({ length: n }, (_, i) => `U${i}`);
+  const tones = Object.fromEntries(names.map((name, i) => [name, toneOf(i)]));
+  let users;
+  if (concurrent) {
+    users = [];
+    for (const name of names) users.push(await t.user(name));
+    const started = Date.now();
+    await Promise.all(users.map((u) => u.join({ api: t.choir.api, channelId: t.channel, userId: u.name, tone: tones[u.name] }, 40000)));
+    t.note(`${n} concurrent joins took ${Date.now() - started} ms`);
+  } else {
+    users = await joinInOrder(t, names, tones);
+  }
+  await Promise.all(users.map((u) => waitHearing(u, names.filter((x) => x !== u.name), 20000)));
+  await Promise.all(users.map((u) => expectHears(u, othersOf(names, u.name, tones), 2000)));
+  const snaps = await Promise.all(users.map((u) => expectReceiving(u, names.filter((x) => x !== u.name))));
+  const q = receiveQuality(snaps);
+  t.measure(
+    `${n}-user receive (${q.streams} streams)`,
+    `jitter median ${fmt(median(q.jitterMs))} ms, max ${fmt(Math.max(...q.jitterMs))} ms; lost ${q.lost} of ${q.lost + q.received} (${fmt(q.lossPct, 2)}%)`,
+  );
+  for (const u of users) {
+    const s = await u.state();
+    check(!s.errors.length, `${u.name} logged errors: ${s.errors.join('; ')}`);
+  }
+  await leaveAll(users);
+  await expectEmpty(t);
+}

@@ -1,13 +1,27 @@
-// Debian's Chromium through playwright-core (no browser download): a fresh profile per launch,
-// loopback ICE and fake media allowed, autoplay without a gesture. Each user is one tab.
+// Debian's Chromium, started here (no browser download) with a fresh --user-data-dir, loopback
+// ICE and fake media allowed and autoplay without a gesture, then driven over CDP by
+// playwright-core. One browser process per scenario; each user gets its own browser context (like
+// its own browser: own cookies, own connection pool, so ten users' push channels do not use up
+// Chromium's 6 connections per host) and one tab in it.
+import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { withTimeout } from './util.mjs';
+import { CheckFailed, withTimeout } from './util.mjs';
 
-export function chromiumArgs({ fakeAudioFile } = {}) {
+/** With --chrome-log: WebRTC's own log (RTP demuxing, voice engine streams) on Chromium's stderr. */
+const WEBRTC_LOG = [
+  '--enable-logging=stderr',
+  '--v=0',
+  '--vmodule=rtp_demuxer=2,webrtc_voice_engine=1,rtp_transport=2,channel=1,dtls_transport=1,p2p_transport_channel=1',
+];
+
+export function chromiumArgs({ headed = false, userDataDir, fakeAudioFile, webrtcLog = false } = {}) {
   const args = [
+    ...(headed ? [] : ['--headless', '--mute-audio']),
+    `--user-data-dir=${userDataDir}`,
+    '--remote-debugging-port=0',
     '--allow-loopback-in-peer-connection',
     '--use-fake-ui-for-media-stream',
     '--use-fake-device-for-media-stream',
@@ -17,6 +31,9 @@ export function chromiumArgs({ fakeAudioFile } = {}) {
     '--disable-background-networking',
     '--disable-component-update',
     '--no-first-run',
+    '--no-default-browser-check',
+    '--disable-sync',
+    '--password-store=basic',
     // Several tabs of one browser are all "in the foreground": no timer or audio throttling.
     '--disable-background-timer-throttling',
     '--disable-renderer-backgrounding',
@@ -24,28 +41,59 @@ export function chromiumArgs({ fakeAudioFile } = {}) {
     '--disable-dev-shm-usage',
   ];
   if (fakeAudioFile) args.push(`--use-file-for-fake-audio-capture=${fakeAudioFile}`);
+  if (webrtcLog) args.push(...WEBRTC_LOG);
+  args.push('about:blank');
   return args;
 }
 
-export async function launchBrowser({ executablePath, headed, pageUrl, fakeAudioFile, onLog }) {
+/**
+ * Starts Chromium and connects to it. `browserLog(text)`, if given, gets Chromium's stderr (with
+ * WebRTC's log when `webrtcLog`).
+ */
+export async function launchBrowser({ executablePath, headed, pageUrl, fakeAudioFile, onLog, browserLog, webrtcLog }) {
   const userDataDir = await mkdtemp(path.join(os.tmpdir(), 'choir-chromium-'));
-  const context = await withTimeout(
-    chromium.launchPersistentContext(userDataDir, {
-      executablePath,
-      headless: !headed,
-      args: chromiumArgs({ fakeAudioFile }),
-      timeout: 30000,
-      viewport: { width: 640, height: 360 },
-    }),
-    40000,
-    `launching ${executablePath}`,
-  );
-  const version = context.browser()?.version() ?? '?';
+  const args = chromiumArgs({ headed, userDataDir, fakeAudioFile, webrtcLog });
+  const child = spawn(executablePath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  browserLog?.(`$ ${executablePath} ${args.join(' ')}\n`);
+  let exited = null;
+  const exit = new Promise((resolve) => {
+    child.on('exit', (code, signal) => resolve((exited = { code, signal })));
+    child.on('error', (error) => resolve((exited = { code: null, signal: null, error: String(error) })));
+  });
+  const endpoint = new Promise((resolve, reject) => {
+    let err = '';
+    child.stderr.on('data', (chunk) => {
+      browserLog?.(chunk.toString());
+      if (err.length < 100000) err += chunk;
+      const m = err.match(/DevTools listening on (ws:\/\/\S+)/);
+      if (m) resolve(m[1]);
+    });
+    child.stdout.on('data', (chunk) => browserLog?.(chunk.toString()));
+    exit.then((e) => reject(new CheckFailed(`Chromium exited at start: ${JSON.stringify(e)}\n${err.slice(-2000)}`)));
+  });
+
+  async function kill() {
+    if (!exited) {
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10000);
+      await exit;
+      clearTimeout(timer);
+    }
+    await rm(userDataDir, { recursive: true, force: true }).catch(() => {});
+  }
+
+  let browser;
+  try {
+    const ws = await withTimeout(endpoint, 30000, `starting ${executablePath}`);
+    browser = await withTimeout(chromium.connectOverCDP(ws, { timeout: 20000 }), 25000, 'connecting to Chromium');
+  } catch (e) {
+    await kill();
+    throw e;
+  }
   const users = [];
-  // The persistent context opens with one blank tab; close it so that each user is one tab.
-  for (const p of context.pages()) await p.close().catch(() => {});
 
   async function openUser(name) {
+    const context = await browser.newContext({ viewport: { width: 640, height: 360 } });
     const page = await context.newPage();
     const user = new User(name, page, onLog);
     users.push(user);
@@ -54,12 +102,15 @@ export async function launchBrowser({ executablePath, headed, pageUrl, fakeAudio
     return user;
   }
 
+  /** Closes the tabs, then ends Chromium (SIGTERM, SIGKILL after 10 s); resolves to its exit. */
   async function close() {
-    await withTimeout(context.close(), 20000, 'closing Chromium').catch(() => {});
-    await rm(userDataDir, { recursive: true, force: true }).catch(() => {});
+    for (const user of users) if (!user.closed) await user.page.context().close().catch(() => {});
+    await withTimeout(browser.close(), 10000, 'disconnecting from Chromium').catch(() => {});
+    await kill();
+    return exited;
   }
 
-  return { version, openUser, users, close };
+  return { version: browser.version(), openUser, users, close };
 }
 
 /** One browser tab running the test page. */
@@ -110,5 +161,6 @@ export class User {
   async closeTab() {
     this.closed = true;
     await withTimeout(this.page.close({ runBeforeUnload: false }), 10000, `${this.name}: closing the tab`);
+    await this.page.context().close().catch(() => {});
   }
 }

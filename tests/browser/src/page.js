@@ -48,6 +48,9 @@ function remoteState(remote, now) {
     userId: remote.userId,
     producerId: remote.producerId,
     consumerId: remote.consumerId,
+    ssrc: remote.ssrc,
+    mid: remote.mid,
+    headerExtensions: remote.headerExtensions,
     source: remote.source,
     level: round(remote.level ?? 0, 4),
     firstHeardMs: remote.firstHeardAt === null ? null : round(remote.firstHeardAt - t0),
@@ -131,6 +134,9 @@ window.choir = {
   state() {
     const now = performance.now();
     return {
+      recvHeaderExtensions: sfu?.device?.loaded
+        ? sfu.device.recvRtpCapabilities.headerExtensions.filter((e) => e.kind === 'audio').map((e) => `${e.preferredId} ${e.uri}`)
+        : null,
       userId: sfu?.userId,
       producerId: sfu?.audioProducer?.id,
       producerPaused: sfu?.audioProducer?.paused,

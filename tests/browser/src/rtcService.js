@@ -101,6 +101,11 @@ export class RTCService {
       userId,
       producerId,
       consumerId: this.sfu.consumers.get(producerId)?.consumer.id,
+      ssrc: this.sfu.consumers.get(producerId)?.consumer.rtpParameters.encodings?.[0]?.ssrc,
+      mid: this.sfu.consumers.get(producerId)?.consumer.rtpParameters.mid,
+      headerExtensions: this.sfu.consumers
+        .get(producerId)
+        ?.consumer.rtpParameters.headerExtensions?.map((e) => `${e.id} ${e.uri}`),
       source,
       audio,
       analyser: new TrackAnalyser(currentAudioContext(), track),
