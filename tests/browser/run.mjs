@@ -245,4 +245,6 @@ function printSummary() {
     console.log('\nmeasurements:');
     for (const m of measurements) console.log(`  ${m.name}: ${m.text}`);
   }
+  const passed = results.filter((r) => r.ok).length;
+  console.log(`\nbrowser: ${passed} passed, ${results.length - passed} failed`);
 }

@@ -40,6 +40,15 @@ async function expectEmpty(t) {
   });
 }
 
+/** The longest silence allowed between two users who keep talking. */
+const MAX_GAP_MS = 500;
+/** choir's --consent-timeout in this suite (run.mjs). */
+const CONSENT_TIMEOUT_MS = 5000;
+
+function inboundFrom(stats, userId) {
+  return stats.consumers.find((c) => c.userId === userId)?.inbound[0] ?? { packetsReceived: 0 };
+}
+
 function events(state, type, userId) {
   return state.events.filter((e) => e.type === type && (userId === undefined || e.userId === userId));
 }
@@ -112,6 +121,176 @@ export const scenarios = [
     timeoutMs: 150000,
     async run(t) {
       await manyUsers(t, 10, { concurrent: true });
+    },
+  },
+  {
+    name: 'rejoin',
+    description: 'C leaves and rejoins 10 times while A and B keep talking; A and B never lose each other',
+    timeoutMs: 180000,
+    async run(t) {
+      const tones = { A: toneOf(0), B: toneOf(1), C: toneOf(2) };
+      const [a, b] = await joinInOrder(t, ['A', 'B'], tones);
+      await waitHearing(a, ['B']);
+      await waitHearing(b, ['A']);
+      await Promise.all([a.resetGaps(), b.resetGaps()]);
+      const c = await t.user('C');
+      const rounds = 10;
+      const heardAfter = [];
+      for (let i = 1; i <= rounds; i++) {
+        await c.join({ api: t.choir.api, channelId: t.channel, userId: 'C', tone: tones.C });
+        await waitHearing(c, ['A', 'B']);
+        for (const u of [a, b]) {
+          const s = await waitHearing(u, ['C']);
+          heardAfter.push(s.remotes.find((r) => r.userId === 'C').heardAfterAddMs);
+        }
+        await expectHears(c, { A: tones.A, B: tones.B }, 500);
+        await c.leave();
+        for (const u of [a, b]) {
+          await eventually(`${u.name} dropping C's consumer after C left (round ${i})`, 5000, async () => {
+            const s = await u.state();
+            check(!s.remotes.some((r) => r.userId === 'C'), 'still consuming C');
+          });
+        }
+        const h = await t.choir.health();
+        check(h.participants === 2, `round ${i}: GET /health says ${h.participants} participants after C left`, h);
+      }
+      for (const [u, other] of [[a, 'B'], [b, 'A']]) {
+        const s = await u.state();
+        const r = s.remotes.find((x) => x.userId === other);
+        check(r, `${u.name} lost its consumer of ${other}`, s);
+        const gap = Math.max(r.maxGapMs, r.silentForMs ?? Infinity);
+        check(gap < MAX_GAP_MS, `${u.name} lost ${other} for ${gap} ms while C came and went`, r);
+        const cs = s.closed.filter((x) => x.userId === 'C');
+        check(cs.length === rounds, `${u.name} consumed C ${cs.length} times, expected ${rounds}`, s.closed);
+        check(!s.errors.length, `${u.name} logged errors: ${s.errors.join('; ')}`);
+        t.note(`${u.name} -> ${other}: longest silence ${r.maxGapMs} ms over ${rounds} rounds`);
+      }
+      t.measure('rejoin', `A/B heard the rejoining C ${fmt(median(heardAfter), 0)} ms (median) after consuming it`);
+      await expectHears(a, { B: tones.B });
+      await expectHears(b, { A: tones.A });
+      await leaveAll([a, b]);
+      await expectEmpty(t);
+    },
+  },
+  {
+    name: 'pause-resume',
+    description: "POST /pause-producer and /resume-producer: the receivers' audio of A stops and comes back",
+    timeoutMs: 90000,
+    async run(t) {
+      const names = ['A', 'B', 'C'];
+      const tones = { A: toneOf(0), B: toneOf(1), C: toneOf(2) };
+      const [a, b, c] = await joinInOrder(t, names, tones);
+      for (const u of [a, b, c]) await waitHearing(u, names.filter((n) => n !== u.name));
+      const { producerId } = await a.state();
+      const body = { channelId: t.channel, userId: 'A', producerId };
+      const timings = { silent: [], back: [] };
+      for (let round = 1; round <= 2; round++) {
+        // Pause: B and C stop hearing A (and only A); A's browser keeps sending.
+        let waits = [b, c].map((u) => u.waitLevel('A', false, { timeoutMs: 5000, holdMs: 200 }));
+        await t.choir.post('/pause-producer', body);
+        timings.silent.push(...(await Promise.all(waits)));
+        for (const u of [b, c]) {
+          await eventually(`${u.name} getting producerPaused`, 3000, async () => {
+            const n = events(await u.state(), 'producerPaused', 'A').length;
+            check(n === round, `${n} producerPaused events for A`);
+          });
+        }
+        const before = await Promise.all([a.stats(), b.stats(), c.stats()]);
+        const heard = await Promise.all([b.listen(1000), c.listen(1000)]);
+        const after = await Promise.all([a.stats(), b.stats(), c.stats()]);
+        for (const [i, u] of [[0, b], [1, c]]) {
+          const h = heard[i].find((x) => x.userId === 'A');
+          check(h && h.heardFraction === 0, `${u.name} still hears the paused A (level up to ${h?.maxLevel})`, heard[i]);
+          const other = u === b ? 'C' : 'B';
+          const o = heard[i].find((x) => x.userId === other);
+          check(o?.heardFraction >= 0.9 && Math.abs(o.peakHz - tones[other]) <= 15, `${u.name} stopped hearing ${other} while A is paused`, heard[i]);
+          const rise = inboundFrom(after[i + 1], 'A').packetsReceived - inboundFrom(before[i + 1], 'A').packetsReceived;
+          check(rise <= 2, `${u.name} received ${rise} packets from the paused A`);
+        }
+        const sent = after[0].producer.outbound[0].packetsSent - before[0].producer.outbound[0].packetsSent;
+        check(sent >= 40, `A's browser sent only ${sent} packets while paused: the pause must be choir's`);
+
+        // Resume: A is back, at its frequency.
+        waits = [b, c].map((u) => u.waitLevel('A', true, { timeoutMs: 5000, holdMs: 100 }));
+        await t.choir.post('/resume-producer', body);
+        timings.back.push(...(await Promise.all(waits)));
+        for (const u of [b, c]) {
+          await eventually(`${u.name} getting producerResumed`, 3000, async () => {
+            const n = events(await u.state(), 'producerResumed', 'A').length;
+            check(n === round, `${n} producerResumed events for A`);
+          });
+        }
+        await expectHears(b, { A: tones.A, C: tones.C });
+        await expectHears(c, { A: tones.A, B: tones.B });
+        await expectReceiving(b, ['A']);
+      }
+      t.measure('pause-resume', `silent ${timings.silent.map((x) => fmt(x, 0)).join('/')} ms after pause, audio back ${timings.back.map((x) => fmt(x, 0)).join('/')} ms after resume`);
+      await leaveAll([a, b, c]);
+      await expectEmpty(t);
+    },
+  },
+  {
+    name: 'tab-close',
+    description: 'C closes its tab without leaving: choir drops C after the consent timeout, the others get participantLeft',
+    timeoutMs: 60000,
+    async run(t) {
+      const names = ['A', 'B', 'C'];
+      const tones = { A: toneOf(0), B: toneOf(1), C: toneOf(2) };
+      const [a, b, c] = await joinInOrder(t, names, tones);
+      for (const u of [a, b, c]) await waitHearing(u, names.filter((n) => n !== u.name));
+      const h0 = await t.choir.health();
+      check(h0.participants === 3 && h0.subscribers === 3, 'GET /health before the tab closes', h0);
+      const closedAt = Date.now();
+      await c.closeTab();
+      const seen = [];
+      for (const u of [a, b]) {
+        const ev = await eventually(`${u.name} getting participantLeft for C`, CONSENT_TIMEOUT_MS + 10000, async () => {
+          const e = events(await u.state(), 'participantLeft', 'C');
+          check(e.length === 1, `${e.length} participantLeft events for C`);
+          return e[0];
+        }, 100);
+        seen.push({ user: u.name, ms: Date.now() - closedAt, reason: ev.reason });
+        const s = await u.state();
+        check(!s.remotes.some((r) => r.userId === 'C'), `${u.name} still consumes C`);
+      }
+      const h = await eventually('choir dropping C', 3000, async () => {
+        const x = await t.choir.health();
+        check(x.participants === 2 && x.transports === 4 && x.consumers === 2 && x.subscribers === 2, 'GET /health after C was dropped', x);
+        return x;
+      });
+      t.measure('tab-close', `participantLeft ${seen.map((x) => `at ${x.user} after ${fmt(x.ms / 1000, 1)} s (reason "${x.reason}")`).join(', ')}; consent timeout ${CONSENT_TIMEOUT_MS / 1000} s`);
+      t.note(`health after: ${JSON.stringify(h)}`);
+      await expectHears(a, { B: tones.B });
+      await expectHears(b, { A: tones.A });
+      await leaveAll([a, b]);
+      await expectEmpty(t);
+    },
+  },
+  {
+    name: 'first-audio',
+    description: 'time from the first API call to the first audio at the receiver, 10 joins (median)',
+    timeoutMs: 120000,
+    async run(t) {
+      const a = await t.user('A');
+      const b = await t.user('B');
+      const firstAudio = [];
+      const joins = [];
+      for (let i = 0; i < 10; i++) {
+        const channelId = `${t.channel}-${i}`;
+        await a.join({ api: t.choir.api, channelId, userId: 'A', tone: toneOf(0) });
+        const j = await b.join({ api: t.choir.api, channelId, userId: 'B', tone: toneOf(1) });
+        const s = await waitHearing(b, ['A']);
+        firstAudio.push(s.remotes[0].firstHeardMs);
+        joins.push(j.joinMs);
+        await waitHearing(a, ['B']);
+        await b.leave();
+        await a.leave();
+      }
+      t.measure(
+        'first audio (B joins, hears A)',
+        `median ${fmt(median(firstAudio), 0)} ms, min ${fmt(Math.min(...firstAudio), 0)}, max ${fmt(Math.max(...firstAudio), 0)} (join flow alone: median ${fmt(median(joins), 0)} ms)`,
+      );
+      await expectEmpty(t);
     },
   },
 ];

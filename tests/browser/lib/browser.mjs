@@ -151,6 +151,10 @@ export class User {
   listen(ms = 1000) {
     return this.call((t) => window.choir.listen(t), ms, ms + 5000, `listen(${ms})`);
   }
+  waitLevel(userId, heard, opts = {}) {
+    const ms = (opts.timeoutMs ?? 5000) + 5000;
+    return this.call(([u, h, o]) => window.choir.waitLevel(u, h, o), [userId, heard, opts], ms, `waitLevel(${userId}, ${heard})`);
+  }
   resetGaps() {
     return this.call(() => window.choir.resetGaps(), null, 5000, 'resetGaps()');
   }

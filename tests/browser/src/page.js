@@ -191,6 +191,27 @@ window.choir = {
     }));
   },
 
+  /**
+   * Waits until the track from `userId` is heard (`heard` true) or silent (false) for `holdMs` in a
+   * row; resolves to the ms from this call to the moment the state began.
+   */
+  async waitLevel(userId, heard, { timeoutMs = 5000, holdMs = 100 } = {}) {
+    const start = performance.now();
+    let since = null;
+    while (performance.now() - start < timeoutMs) {
+      const remote = [...rtc.remotes.values()].find((r) => r.userId === userId);
+      const now = performance.now();
+      if (remote && (remote.analyser.rms() >= HEARD_RMS) === heard) {
+        since ??= now;
+        if (now - since >= holdMs) return round(since - start);
+      } else {
+        since = null;
+      }
+      await sleep(5);
+    }
+    throw new Error(`${sfu.userId}: the track from ${userId} was not ${heard ? 'heard' : 'silent'} for ${holdMs} ms within ${timeoutMs} ms`);
+  },
+
   /** getStats of every consumer, the producer and both transports. */
   async stats() {
     const consumers = [];
