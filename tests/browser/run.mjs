@@ -13,7 +13,7 @@ import { buildPage } from './build.mjs';
 import { launchBrowser } from './lib/browser.mjs';
 import { startChoir } from './lib/choir.mjs';
 import { serveStatic } from './lib/static.mjs';
-import { CheckFailed, fmt, withTimeout } from './lib/util.mjs';
+import { CheckFailed, fmt, killChildren, withTimeout } from './lib/util.mjs';
 import { writeToneWav } from './lib/wav.mjs';
 import { scenarios } from './scenarios.mjs';
 
@@ -59,9 +59,17 @@ if (opts.list) {
 const SUITE_LIMIT_MS = 9 * 60 * 1000;
 const suiteTimer = setTimeout(() => {
   console.error(`\nbrowser suite: over ${SUITE_LIMIT_MS / 60000} minutes, giving up`);
+  killChildren();
   process.exit(3);
 }, SUITE_LIMIT_MS);
 suiteTimer.unref();
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, () => {
+    console.error(`\nbrowser suite: ${signal}, stopping choir and Chromium`);
+    killChildren();
+    process.exit(130);
+  });
+}
 
 const selected = opts.only
   ? opts.only.split(',').map((name) => {

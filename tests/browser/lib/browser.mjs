@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { CheckFailed, withTimeout } from './util.mjs';
+import { CheckFailed, trackChild, withTimeout } from './util.mjs';
 
 /** With --chrome-log: WebRTC's own log (RTP demuxing, voice engine streams) on Chromium's stderr. */
 const WEBRTC_LOG = [
@@ -53,7 +53,7 @@ export function chromiumArgs({ headed = false, userDataDir, fakeAudioFile, webrt
 export async function launchBrowser({ executablePath, headed, pageUrl, fakeAudioFile, onLog, browserLog, webrtcLog }) {
   const userDataDir = await mkdtemp(path.join(os.tmpdir(), 'choir-chromium-'));
   const args = chromiumArgs({ headed, userDataDir, fakeAudioFile, webrtcLog });
-  const child = spawn(executablePath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = trackChild(spawn(executablePath, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
   browserLog?.(`$ ${executablePath} ${args.join(' ')}\n`);
   let exited = null;
   const exit = new Promise((resolve) => {

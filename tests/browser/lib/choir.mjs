@@ -2,7 +2,7 @@
 // 127.0.0.1), talks to its API, and stops it with SIGTERM (expecting exit status 0).
 import { spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { CheckFailed, withTimeout } from './util.mjs';
+import { CheckFailed, trackChild, withTimeout } from './util.mjs';
 
 /** The RTC port range of the n-th choir of this run (ports taken by others are skipped by choir). */
 function rtcPorts(n) {
@@ -23,7 +23,7 @@ export async function startChoir({ bin, logFile, logFilter, consentTimeout = '5s
     '--consent-timeout', consentTimeout,
     '--log', logFilter,
   ];
-  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = trackChild(spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
   const log = createWriteStream(logFile);
   log.write(`$ ${bin} ${args.join(' ')}\n`);
   const tail = [];

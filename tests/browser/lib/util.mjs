@@ -53,3 +53,16 @@ export function median(xs) {
 }
 
 export const fmt = (x, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : String(x));
+
+/** Processes this driver started and that still run (choir, Chromium): killed if the driver must quit. */
+export const children = new Set();
+
+export function trackChild(child) {
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  return child;
+}
+
+export function killChildren() {
+  for (const child of children) child.kill('SIGKILL');
+}
