@@ -30,7 +30,7 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 step "cargo test"
-cargo test --locked --all-targets -- --test-threads="${CHOIR_TEST_THREADS:-2}"
+cargo test --locked -- --test-threads="${CHOIR_TEST_THREADS:-2}"
 if [ -d tests/browser ]; then
   step "browser suite (headless Chromium + mediasoup-client)"
   cargo build --release --locked --bin choir

@@ -8,6 +8,7 @@
 //! ([`control`], [`api`], [`ortc`]) drives the shards with commands.
 
 pub mod api;
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-/// A shard's counters. Drops are keyed by a short reason (`srtp_auth_failed`,
-/// `stun_bad_fingerprint`, `rtp_unknown_ssrc`, ...); a reason's entry is created on its first
+/// A shard's counters. Drops are keyed by layer and reason (`srtp.auth_failed`,
+/// `stun.bad_fingerprint`, `rtp.unknown_ssrc`, ...); a reason's entry is created on its first
 /// occurrence, so steady-state counting does not allocate.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -23,16 +23,38 @@ pub struct Counters {
     pub rtcp_received: u64,
     pub rtcp_receiver_reports: u64,
     pub rtcp_sent: u64,
-    pub drops: BTreeMap<&'static str, u64>,
+    #[serde(serialize_with = "dotted")]
+    pub drops: BTreeMap<(&'static str, &'static str), u64>,
+}
+
+/// Serializes drop keys as "layer.reason".
+fn dotted<S: serde::Serializer>(
+    drops: &BTreeMap<(&str, &str), u64>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(
+        drops
+            .iter()
+            .map(|((layer, reason), n)| (format!("{layer}.{reason}"), n)),
+    )
 }
 
 impl Counters {
-    pub fn drop(&mut self, reason: &'static str) {
-        *self.drops.entry(reason).or_insert(0) += 1;
+    /// Counts one dropped input of `layer` ("srtp", "stun", "rtp"...) for `reason`.
+    pub fn drop(&mut self, layer: &'static str, reason: &'static str) {
+        self.drop_n(layer, reason, 1);
     }
 
-    pub fn dropped(&self, reason: &str) -> u64 {
-        self.drops.get(reason).copied().unwrap_or(0)
+    pub fn drop_n(&mut self, layer: &'static str, reason: &'static str, n: u64) {
+        *self.drops.entry((layer, reason)).or_insert(0) += n;
+    }
+
+    pub fn dropped(&self, layer: &str, reason: &str) -> u64 {
+        self.drops
+            .iter()
+            .filter(|((l, r), _)| *l == layer && *r == reason)
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// Adds another shard's counters (for process-wide totals).
@@ -51,7 +73,7 @@ impl Counters {
         self.rtcp_receiver_reports += o.rtcp_receiver_reports;
         self.rtcp_sent += o.rtcp_sent;
         for (k, v) in &o.drops {
-            *self.drops.entry(k).or_insert(0) += v;
+            *self.drops.entry(*k).or_insert(0) += v;
         }
     }
 }

@@ -26,7 +26,7 @@ impl Sfu {
         self.counters.datagrams_in += 1;
         self.counters.bytes_in += len as u64;
         let Some(t) = self.transports.get_mut(key) else {
-            self.counters.drop("transport_closed");
+            self.counters.drop("datagram", "transport_closed");
             return;
         };
         let mut io = Io {
@@ -57,21 +57,21 @@ impl Sfu {
         self.counters.rtp_received += 1;
         let header = match rtp::parse(packet) {
             Ok(h) => h,
-            Err(e) => return self.counters.drop(e.as_str()),
+            Err(e) => return self.counters.drop("rtp", e.as_str()),
         };
         let Some(pk) = self.find_producer(key, packet, &header) else {
-            return self.counters.drop("rtp_unknown_ssrc");
+            return self.counters.drop("rtp", "unknown_ssrc");
         };
         let producer = &mut self.producers[pk];
         if header.payload_type != producer.rtp.payload_type {
-            return self.counters.drop("rtp_unknown_payload_type");
+            return self.counters.drop("rtp", "unknown_payload_type");
         }
         let stats = producer.stats.get_or_insert_with(|| {
             crate::rtcp::ReceiveStats::new(header.ssrc, crate::ortc::OPUS_CLOCK_RATE)
         });
         stats.on_packet(header.sequence, header.timestamp, now);
         if producer.paused {
-            return self.counters.drop("producer_paused");
+            return self.counters.drop("rtp", "producer_paused");
         }
         let len = packet.len();
         let payload_len = header.payload_len as u32;
@@ -80,7 +80,7 @@ impl Sfu {
             let Some((sequence, timestamp)) =
                 c.sequence.map(header.sequence, header.timestamp, now)
             else {
-                self.counters.drop("rtp_too_old");
+                self.counters.drop("rtp", "too_old");
                 continue;
             };
             let scratch = &mut self.scratch[..];
@@ -94,7 +94,7 @@ impl Sfu {
                 timestamp,
                 &c.extensions,
             ) {
-                self.counters.drop(e.as_str());
+                self.counters.drop("rtp", e.as_str());
                 continue;
             }
             let Some(t) = self.transports.get_mut(c.transport) else {
@@ -152,22 +152,27 @@ impl Sfu {
             match packet {
                 Ok(RtcpPacket::SenderReport(sr)) => {
                     let t = &self.transports[key];
-                    let producer = t
+                    match t
                         .producers
                         .iter()
-                        .find(|&&pk| self.producers[pk].ssrc == Some(sr.ssrc));
-                    match producer.and_then(|&pk| self.producers[pk].stats.as_mut()) {
-                        Some(stats) => stats.on_sender_report(sr.ntp, now),
-                        None => self.counters.drop("rtcp_sr_unknown_ssrc"),
+                        .find(|&&pk| self.producers[pk].ssrc == Some(sr.ssrc))
+                    {
+                        // Before the stream's first packet there are no statistics to feed yet.
+                        Some(&pk) => {
+                            if let Some(stats) = self.producers[pk].stats.as_mut() {
+                                stats.on_sender_report(sr.ntp, now);
+                            }
+                        }
+                        None => self.counters.drop("rtcp", "sr_unknown_ssrc"),
                     }
                 }
                 Ok(RtcpPacket::ReceiverReport(_)) => self.counters.rtcp_receiver_reports += 1,
                 Ok(RtcpPacket::Sdes(..)) | Ok(RtcpPacket::Bye(..)) => {}
-                Ok(RtcpPacket::Nack { .. }) => self.counters.drop("rtcp_nack_ignored"),
-                Ok(RtcpPacket::Pli { .. }) => self.counters.drop("rtcp_pli_ignored"),
-                Ok(RtcpPacket::Other { .. }) => self.counters.drop("rtcp_other_ignored"),
+                Ok(RtcpPacket::Nack { .. }) => self.counters.drop("rtcp", "nack_ignored"),
+                Ok(RtcpPacket::Pli { .. }) => self.counters.drop("rtcp", "pli_ignored"),
+                Ok(RtcpPacket::Other { .. }) => self.counters.drop("rtcp", "other_ignored"),
                 Err(e) => {
-                    self.counters.drop(e.as_str());
+                    self.counters.drop("rtcp", e.as_str());
                     break;
                 }
             }

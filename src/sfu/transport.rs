@@ -212,7 +212,7 @@ impl Transport {
         io: &mut Io<'_, E>,
     ) -> Received {
         let Some(datagram) = buf.get_mut(..len) else {
-            io.counters.drop("datagram_too_long");
+            io.counters.drop("datagram", "too_long");
             return Received::Nothing;
         };
         match demux::classify(datagram) {
@@ -233,13 +233,13 @@ impl Transport {
                             }
                         }
                     }
-                    StunOutcome::Drop(reason) => io.counters.drop(reason.as_str()),
+                    StunOutcome::Drop(reason) => io.counters.drop("stun", reason.as_str()),
                 }
                 Received::Nothing
             }
             PacketKind::Dtls => {
                 if self.ice.selected() != Some(from) {
-                    io.counters.drop("dtls_from_unselected_address");
+                    io.counters.drop("dtls", "unselected_address");
                     return Received::Nothing;
                 }
                 if self.dtls.is_none() {
@@ -256,11 +256,11 @@ impl Transport {
             }
             kind @ (PacketKind::Rtp | PacketKind::Rtcp) => {
                 if self.ice.selected() != Some(from) {
-                    io.counters.drop("media_from_unselected_address");
+                    io.counters.drop("media", "unselected_address");
                     return Received::Nothing;
                 }
                 let Some((inbound, _)) = &mut self.srtp else {
-                    io.counters.drop("media_before_dtls");
+                    io.counters.drop("media", "before_dtls");
                     return Received::Nothing;
                 };
                 let result = if kind == PacketKind::Rtp {
@@ -269,12 +269,19 @@ impl Transport {
                     inbound.unprotect_rtcp(datagram).map(Received::Rtcp)
                 };
                 result.unwrap_or_else(|e| {
-                    io.counters.drop(e.as_str());
+                    io.counters.drop(
+                        if kind == PacketKind::Rtp {
+                            "srtp"
+                        } else {
+                            "srtcp"
+                        },
+                        e.as_str(),
+                    );
                     Received::Nothing
                 })
             }
             PacketKind::Unknown => {
-                io.counters.drop("not_webrtc");
+                io.counters.drop("datagram", "not_webrtc");
                 Received::Nothing
             }
         }
@@ -287,7 +294,7 @@ impl Transport {
             match d.poll(io.scratch) {
                 DtlsEvent::Transmit(bytes) => match self.ice.selected() {
                     Some(to) => io.out.send(io.key, to, bytes),
-                    None => io.counters.drop("dtls_without_address"),
+                    None => io.counters.drop("dtls", "no_address"),
                 },
                 DtlsEvent::Connected(keys) => {
                     let profile = srtp_profile(keys.profile);
@@ -347,7 +354,7 @@ impl Transport {
         counters: &mut Counters,
     ) -> bool {
         let (Some((_, outbound)), Some(to)) = (&mut self.srtp, self.ice.selected()) else {
-            counters.drop("consumer_not_connected");
+            counters.drop("forward", "consumer_not_connected");
             return false;
         };
         match outbound.protect_rtp(buf, len) {
@@ -356,7 +363,7 @@ impl Transport {
                 true
             }
             Err(e) => {
-                counters.drop(e.as_str());
+                counters.drop("srtp", e.as_str());
                 false
             }
         }
@@ -379,7 +386,7 @@ impl Transport {
                 counters.rtcp_sent += 1;
                 out.send(key, to, &buf[..n]);
             }
-            Err(e) => counters.drop(e.as_str()),
+            Err(e) => counters.drop("srtcp", e.as_str()),
         }
     }
 }

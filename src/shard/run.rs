@@ -189,7 +189,7 @@ impl Shard {
             c.datagrams_out += egress.sent;
             c.bytes_out += egress.bytes;
             if egress.dropped > 0 {
-                *c.drops.entry("egress_send_failed").or_insert(0) += egress.dropped;
+                c.drop_n("egress", "send_failed", egress.dropped);
             }
             result
         };
@@ -313,7 +313,7 @@ impl Shard {
                 self.sfu
                     .borrow_mut()
                     .counters_mut()
-                    .drop("datagram_too_long");
+                    .drop("datagram", "too_long");
                 continue;
             }
             self.with_core(|sfu, out| {

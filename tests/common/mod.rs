@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod peer;
+
 /// A distinct RTC port range of `n` ports for each daemon a test process starts.
 pub fn port_range(n: u16) -> (u16, u16) {
     static NEXT: AtomicU16 = AtomicU16::new(0);
@@ -17,6 +19,9 @@ pub fn port_range(n: u16) -> (u16, u16) {
     let base = 20_000 + ((std::process::id() as u16 % 40) * 1000 + slot * n) % 40_000;
     (base, base + n - 1)
 }
+
+/// RTC ports per test daemon.
+pub const RTC_PORTS: u16 = 300;
 
 pub struct Daemon {
     child: Option<Child>,
@@ -32,7 +37,7 @@ impl Daemon {
     }
 
     pub fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let rtc = port_range(100);
+        let rtc = port_range(RTC_PORTS);
         let (min, max) = (rtc.0.to_string(), rtc.1.to_string());
         let defaults = [
             "--listen",
@@ -277,4 +282,55 @@ pub fn bound_udp_ports(pid: u32) -> Vec<u16> {
     }
     ports.sort_unstable();
     ports
+}
+
+/// A subscription to `GET /events/:channelId/:userId`, read on a background thread.
+pub struct EventStream {
+    rx: mpsc::Receiver<Value>,
+}
+
+impl EventStream {
+    /// The next event (its `data:` JSON) within `timeout`.
+    pub fn next(&self, timeout: Duration) -> Option<Value> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+
+    /// Skips events until one of type `kind` arrives (within `timeout` overall).
+    pub fn wait_for(&self, kind: &str, timeout: Duration) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.next(left) {
+                Some(v) if v["type"] == kind => return Some(v),
+                Some(_) => continue,
+                None => return None,
+            }
+        }
+        None
+    }
+}
+
+impl Daemon {
+    pub fn events(&self, channel: &str, user: &str) -> EventStream {
+        let resp = ureq::get(&self.url(&format!("events/{channel}/{user}")))
+            .timeout(Duration::from_secs(120))
+            .call()
+            .expect("subscribe to events");
+        assert_eq!(resp.header("content-type"), Some("text/event-stream"));
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(resp.into_reader())
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(data) = line.strip_prefix("data: ") {
+                    if let Ok(v) = serde_json::from_str(data) {
+                        if tx.send(v).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        EventStream { rx }
+    }
 }

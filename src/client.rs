@@ -1,0 +1,316 @@
+//! The browser's side of a choir transport, sans-IO: ICE connectivity checks as the
+//! controlling agent (RFC 8445 §7.2, nominating at once), DTLS once ICE answers, SRTP once DTLS
+//! exports keys. Used by the load generator and the in-memory tests and benches; browsers and
+//! str0m are the independent clients of the real tests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::demux::{self, PacketKind};
+use crate::dtls::{self, DtlsEvent, DtlsIdentity, DtlsRole, DtlsTransport};
+use crate::srtp::{SrtpProfile, SrtpSession};
+use crate::stun::{self, IntegrityKey};
+
+/// How often a connected client repeats its check (consent freshness, RFC 7675 §5.1).
+const CONSENT_INTERVAL: Duration = Duration::from_secs(2);
+/// How often an unanswered check is repeated.
+const CHECK_RETRY: Duration = Duration::from_millis(100);
+
+/// What the server announced in `create-transport`.
+pub struct ServerParams {
+    pub address: SocketAddr,
+    pub ufrag: String,
+    pub password: String,
+    /// The server's sha-256 certificate fingerprint ("AB:CD:...").
+    pub fingerprint: String,
+}
+
+/// What a datagram from the server was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientReceived {
+    /// Handled (STUN, DTLS) or not for us.
+    Nothing,
+    /// A decrypted RTP packet: the first `len` bytes of the buffer.
+    Rtp(usize),
+    /// A decrypted compound RTCP packet.
+    Rtcp(usize),
+}
+
+pub struct ClientTransport {
+    server: ServerParams,
+    /// "<server ufrag>:<our ufrag>".
+    username: String,
+    key: IntegrityKey,
+    tiebreaker: u64,
+    role: DtlsRole,
+    config: Arc<dimpl::Config>,
+    identity: DtlsIdentity,
+    next_check: Instant,
+    checks: u64,
+    ice_connected: bool,
+    dtls: Option<DtlsTransport>,
+    /// (inbound, outbound).
+    srtp: Option<(SrtpSession, SrtpSession)>,
+    failed: bool,
+}
+
+impl ClientTransport {
+    /// `role`: our DTLS role (signal the matching `role` in connect-transport, see
+    /// [`ClientTransport::signalled_role`]).
+    pub fn new(
+        server: ServerParams,
+        role: DtlsRole,
+        config: Arc<dimpl::Config>,
+        identity: DtlsIdentity,
+        now: Instant,
+    ) -> Self {
+        let seed = u64::from_be_bytes(random::<8>());
+        let local_ufrag = format!("{:016x}", seed);
+        ClientTransport {
+            username: format!("{}:{}", server.ufrag, local_ufrag),
+            key: IntegrityKey::new(server.password.as_bytes()),
+            tiebreaker: seed.rotate_left(17),
+            server,
+            role,
+            config,
+            identity,
+            next_check: now,
+            checks: 0,
+            ice_connected: false,
+            dtls: None,
+            srtp: None,
+            failed: false,
+        }
+    }
+
+    /// The `dtlsParameters.role` to send in connect-transport.
+    pub fn signalled_role(&self) -> &'static str {
+        match self.role {
+            DtlsRole::Client => "client",
+            DtlsRole::Server => "server",
+        }
+    }
+
+    /// Our certificate's sha-256 fingerprint, for connect-transport.
+    pub fn fingerprint(&self) -> &str {
+        self.identity.fingerprint_sha256()
+    }
+
+    pub fn server(&self) -> SocketAddr {
+        self.server.address
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.srtp.is_some()
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// The next datagram to send to the server, written into `out` (≥ 2048 bytes): a due
+    /// connectivity check, else a DTLS record. `None` when there is nothing to send now.
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> Option<usize> {
+        if self.failed {
+            return None;
+        }
+        if now >= self.next_check {
+            self.checks += 1;
+            let mut tid = [0u8; 12];
+            tid[..8].copy_from_slice(&self.checks.to_be_bytes());
+            tid[8..].copy_from_slice(&(self.tiebreaker as u32).to_be_bytes());
+            let len = stun::write_binding_request_with_key(
+                out,
+                &tid,
+                &self.username,
+                &self.key,
+                0x6e00_1eff,
+                true,
+                self.tiebreaker,
+            )
+            .ok()?;
+            self.next_check = now
+                + if self.ice_connected {
+                    CONSENT_INTERVAL
+                } else {
+                    CHECK_RETRY
+                };
+            return Some(len);
+        }
+        let d = self.dtls.as_mut()?;
+        if d.poll_timeout().is_some_and(|at| at <= now) {
+            d.handle_timeout(now);
+        }
+        loop {
+            match d.poll(out) {
+                DtlsEvent::Transmit(bytes) => return Some(bytes.len()),
+                DtlsEvent::Connected(keys) => {
+                    let profile = match keys.profile {
+                        dtls::SrtpProfile::AEAD_AES_256_GCM => SrtpProfile::AeadAes256Gcm,
+                        dtls::SrtpProfile::AEAD_AES_128_GCM => SrtpProfile::AeadAes128Gcm,
+                        dtls::SrtpProfile::AES128_CM_HMAC_SHA1_80 => {
+                            SrtpProfile::Aes128CmHmacSha1_80
+                        }
+                    };
+                    let sessions = SrtpSession::new(profile, &keys.remote_key, &keys.remote_salt)
+                        .and_then(|i| {
+                            SrtpSession::new(profile, &keys.local_key, &keys.local_salt)
+                                .map(|o| (i, o))
+                        });
+                    match sessions {
+                        Ok(s) => self.srtp = Some(s),
+                        Err(_) => self.failed = true,
+                    }
+                }
+                DtlsEvent::Failed(_) => {
+                    self.failed = true;
+                    return None;
+                }
+                DtlsEvent::Idle => return None,
+            }
+        }
+    }
+
+    /// When [`ClientTransport::poll_transmit`] has something to send next.
+    pub fn poll_timeout(&self) -> Instant {
+        let dtls = self.dtls.as_ref().and_then(|d| d.poll_timeout());
+        dtls.map_or(self.next_check, |d| d.min(self.next_check))
+    }
+
+    /// Handles a datagram from the server, in place.
+    pub fn handle_datagram(&mut self, buf: &mut [u8], now: Instant) -> ClientReceived {
+        match demux::classify(buf) {
+            PacketKind::Stun => {
+                if stun::parse_binding_success_with_key(buf, &self.key).is_ok()
+                    && !self.ice_connected
+                {
+                    self.ice_connected = true;
+                    self.next_check = now + CONSENT_INTERVAL;
+                    let mut d = DtlsTransport::new(
+                        self.config.clone(),
+                        &self.identity,
+                        self.role,
+                        Duration::from_secs(30),
+                        now,
+                    );
+                    d.set_remote_fingerprints(vec![dtls::Fingerprint {
+                        algorithm: "sha-256".into(),
+                        value: self.server.fingerprint.clone(),
+                    }]);
+                    self.dtls = Some(d);
+                }
+                ClientReceived::Nothing
+            }
+            PacketKind::Dtls => {
+                if let Some(d) = &mut self.dtls {
+                    d.handle_packet(buf, now);
+                }
+                ClientReceived::Nothing
+            }
+            PacketKind::Rtp => match &mut self.srtp {
+                Some((inbound, _)) => inbound
+                    .unprotect_rtp(buf)
+                    .map_or(ClientReceived::Nothing, ClientReceived::Rtp),
+                None => ClientReceived::Nothing,
+            },
+            PacketKind::Rtcp => match &mut self.srtp {
+                Some((inbound, _)) => inbound
+                    .unprotect_rtcp(buf)
+                    .map_or(ClientReceived::Nothing, ClientReceived::Rtcp),
+                None => ClientReceived::Nothing,
+            },
+            PacketKind::Unknown => ClientReceived::Nothing,
+        }
+    }
+
+    /// Encrypts the RTP packet `buf[..len]` in place; returns the datagram length.
+    pub fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Option<usize> {
+        self.srtp.as_mut()?.1.protect_rtp(buf, len).ok()
+    }
+
+    /// Encrypts the compound RTCP packet `buf[..len]` in place; returns the datagram length.
+    pub fn protect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Option<usize> {
+        self.srtp.as_mut()?.1.protect_rtcp(buf, len).ok()
+    }
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ice::IceLite;
+
+    /// A client completes ICE and DTLS against choir's own ICE-lite agent and DTLS server.
+    #[test]
+    fn connects_to_an_ice_lite_dtls_server() {
+        let now = Instant::now();
+        let config = dtls::dtls_config();
+        let server_id = DtlsIdentity::generate().unwrap();
+        let client_id = DtlsIdentity::generate().unwrap();
+        let server_addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let client_addr: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+        let (ufrag, pwd) = ("serverufrag0123456", "serverpassword0123456789abcdefghij");
+        let mut ice = IceLite::new(ufrag, pwd, Duration::from_secs(30), now);
+        let mut server = DtlsTransport::new(
+            config.clone(),
+            &server_id,
+            DtlsRole::Server,
+            Duration::from_secs(30),
+            now,
+        );
+        server.set_remote_fingerprints(vec![dtls::Fingerprint {
+            algorithm: "sha-256".into(),
+            value: client_id.fingerprint_sha256().into(),
+        }]);
+        let params = ServerParams {
+            address: server_addr,
+            ufrag: ufrag.into(),
+            password: pwd.into(),
+            fingerprint: server_id.fingerprint_sha256().into(),
+        };
+        let mut client = ClientTransport::new(params, DtlsRole::Client, config, client_id, now);
+        let mut buf = [0u8; 2048];
+        let mut reply = [0u8; 2048];
+        let mut server_keys = false;
+        for step in 0..50u64 {
+            let t = now + Duration::from_millis(step * 10);
+            while let Some(n) = client.poll_transmit(t, &mut buf) {
+                match demux::classify(&buf[..n]) {
+                    PacketKind::Stun => {
+                        if let crate::ice::StunOutcome::Reply { len, .. } =
+                            ice.handle_stun(&buf[..n], client_addr, t, &mut reply)
+                        {
+                            let mut r = reply;
+                            client.handle_datagram(&mut r[..len], t);
+                        }
+                    }
+                    _ => server.handle_packet(&buf[..n], t),
+                }
+                loop {
+                    match server.poll(&mut reply) {
+                        DtlsEvent::Transmit(b) => {
+                            let mut r = [0u8; 2048];
+                            r[..b.len()].copy_from_slice(b);
+                            let len = b.len();
+                            client.handle_datagram(&mut r[..len], t);
+                        }
+                        DtlsEvent::Connected(_) => server_keys = true,
+                        DtlsEvent::Failed(f) => panic!("server failed: {f:?}"),
+                        DtlsEvent::Idle => break,
+                    }
+                }
+            }
+        }
+        assert!(ice.selected() == Some(client_addr));
+        assert!(
+            server_keys && client.is_connected(),
+            "DTLS-SRTP established on both sides"
+        );
+    }
+}

@@ -1,0 +1,249 @@
+//! A shard's sans-IO core ([`choir::sfu::Sfu`]) wired to in-memory clients
+//! ([`choir::client::ClientTransport`]): no sockets, no threads, an explicit clock. The real
+//! protocols run (ICE checks, DTLS handshakes, SRTP), only the network is a queue.
+#![allow(dead_code)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use choir::api::{
+    ConnectTransportRequest, CreateTransportRequest, Direction, DtlsParameters, DtlsRole,
+    Fingerprint, ProduceRequest,
+};
+use choir::client::{ClientReceived, ClientTransport, ServerParams};
+use choir::dtls::{self, DtlsIdentity};
+use choir::sfu::{Egress, Settings, Sfu, TransportKey};
+use serde_json::json;
+
+/// Collects what the core sends (allocates: for set-up, not for measured loops).
+#[derive(Default)]
+pub struct Queue(pub Vec<(TransportKey, SocketAddr, Vec<u8>)>);
+
+impl Egress for Queue {
+    fn send(&mut self, from: TransportKey, to: SocketAddr, datagram: &[u8]) {
+        self.0.push((from, to, datagram.to_vec()));
+    }
+}
+
+/// Counts what the core sends and keeps the last datagram per destination transport slot.
+pub struct Counter {
+    pub sent: u64,
+    pub bytes: u64,
+}
+
+impl Egress for Counter {
+    fn send(&mut self, _from: TransportKey, _to: SocketAddr, datagram: &[u8]) {
+        self.sent += 1;
+        self.bytes += datagram.len() as u64;
+    }
+}
+
+pub struct Leg {
+    pub client: ClientTransport,
+    pub key: TransportKey,
+    pub addr: SocketAddr,
+}
+
+pub struct Member {
+    pub user: String,
+    pub send: Leg,
+    pub recv: Leg,
+    pub producer_id: Option<String>,
+    pub ssrc: u32,
+}
+
+pub struct Loopback {
+    pub sfu: Sfu,
+    pub now: Instant,
+    pub members: Vec<Member>,
+    config: std::sync::Arc<dimpl::Config>,
+    next_addr: u16,
+}
+
+impl Loopback {
+    pub fn new() -> Loopback {
+        let now = Instant::now();
+        let config = dtls::dtls_config();
+        let settings = Settings {
+            announced_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            consent_timeout: Duration::from_secs(30),
+            dtls_timeout: Duration::from_secs(30),
+            dtls_config: config.clone(),
+            identity: DtlsIdentity::generate().unwrap(),
+        };
+        Loopback {
+            sfu: Sfu::new(settings, now),
+            now,
+            members: Vec::new(),
+            config,
+            next_addr: 1,
+        }
+    }
+
+    fn leg(&mut self, channel: &str, user: &str, direction: Direction) -> Leg {
+        let port = 40_000 + self.next_addr;
+        let req = CreateTransportRequest {
+            channel_id: channel.into(),
+            user_id: user.into(),
+            direction,
+        };
+        let (key, options) = self.sfu.create_transport(&req, port, self.now).unwrap();
+        let server = ServerParams {
+            address: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+            ufrag: options.ice_parameters.username_fragment.clone(),
+            password: options.ice_parameters.password.clone(),
+            fingerprint: options.dtls_parameters.fingerprints[0].value.clone(),
+        };
+        let client = ClientTransport::new(
+            server,
+            dtls::DtlsRole::Client,
+            self.config.clone(),
+            DtlsIdentity::generate().unwrap(),
+            self.now,
+        );
+        let connect = ConnectTransportRequest {
+            channel_id: channel.into(),
+            user_id: user.into(),
+            transport_id: options.id.clone(),
+            dtls_parameters: DtlsParameters {
+                role: Some(DtlsRole::Client),
+                fingerprints: vec![Fingerprint {
+                    algorithm: "sha-256".into(),
+                    value: client.fingerprint().into(),
+                }],
+            },
+        };
+        let mut q = Queue::default();
+        self.sfu
+            .connect_transport(&connect, self.now, &mut q)
+            .unwrap();
+        let addr = SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(
+                10,
+                0,
+                (self.next_addr >> 8) as u8,
+                self.next_addr as u8,
+            )),
+            5000,
+        );
+        self.next_addr += 1;
+        Leg { client, key, addr }
+    }
+
+    /// Joins a participant (send + recv transports; a producer if `produce`).
+    pub fn join(&mut self, channel: &str, user: &str, produce: bool) -> usize {
+        self.sfu.open_room(channel);
+        let send = self.leg(channel, user, Direction::Send);
+        let ssrc = 0x5000_0000 + self.members.len() as u32;
+        let producer_id = produce.then(|| {
+            let rtp = serde_json::from_value(json!({"mid":"0","codecs":[{"mimeType":"audio/opus","payloadType":111,"clockRate":48000,"channels":2}],
+                "headerExtensions":[{"uri":"urn:ietf:params:rtp-hdrext:ssrc-audio-level","id":1}],
+                "encodings":[{"ssrc":ssrc}],"rtcp":{"cname":user}}))
+            .unwrap();
+            let req = ProduceRequest { channel_id: channel.into(), user_id: user.into(), kind: "audio".into(), rtp_parameters: rtp, paused: false };
+            self.sfu.produce(&req).unwrap()
+        });
+        let recv = self.leg(channel, user, Direction::Recv);
+        self.members.push(Member {
+            user: user.into(),
+            send,
+            recv,
+            producer_id,
+            ssrc,
+        });
+        self.members.len() - 1
+    }
+
+    /// `member` consumes `producer`'s producer.
+    pub fn consume(&mut self, channel: &str, member: usize, producer: usize) -> u32 {
+        let caps = serde_json::from_value(json!({"codecs":[{"kind":"audio","mimeType":"audio/opus","preferredPayloadType":100,"clockRate":48000,"channels":2}],
+            "headerExtensions":[{"kind":"audio","uri":"urn:ietf:params:rtp-hdrext:ssrc-audio-level","preferredId":10}]}))
+        .unwrap();
+        let req = choir::api::ConsumeRequest {
+            channel_id: channel.into(),
+            user_id: self.members[member].user.clone(),
+            producer_id: self.members[producer].producer_id.clone().unwrap(),
+            rtp_capabilities: caps,
+        };
+        let c = self.sfu.consume(&req).unwrap();
+        c.rtp_parameters.encodings[0].ssrc.unwrap()
+    }
+
+    fn legs_mut(&mut self) -> impl Iterator<Item = &mut Leg> {
+        self.members
+            .iter_mut()
+            .flat_map(|m| [&mut m.send, &mut m.recv])
+    }
+
+    /// Exchanges datagrams (10 ms steps) until every client is connected.
+    pub fn settle(&mut self) {
+        for _ in 0..500 {
+            if self
+                .members
+                .iter()
+                .all(|m| m.send.client.is_connected() && m.recv.client.is_connected())
+            {
+                return;
+            }
+            self.step(Duration::from_millis(10));
+        }
+        panic!("clients did not connect");
+    }
+
+    /// Advances the clock, lets clients send, delivers the core's replies.
+    pub fn step(&mut self, dt: Duration) {
+        self.now += dt;
+        let now = self.now;
+        let mut q = Queue::default();
+        let mut buf = vec![0u8; 2048];
+        let mut outgoing = Vec::new();
+        for leg in self.legs_mut() {
+            while let Some(n) = leg.client.poll_transmit(now, &mut buf) {
+                outgoing.push((leg.key, leg.addr, buf[..n].to_vec()));
+            }
+        }
+        for (key, addr, mut d) in outgoing {
+            let len = d.len();
+            d.resize(2048, 0);
+            self.sfu
+                .handle_datagram(key, addr, &mut d, len, now, &mut q);
+        }
+        self.sfu.handle_timeout(now, &mut q);
+        self.deliver(q);
+    }
+
+    /// Delivers queued datagrams to the clients they are addressed to; returns decrypted RTP
+    /// packets as (receiving member, bytes).
+    pub fn deliver(&mut self, q: Queue) -> Vec<(usize, Vec<u8>)> {
+        let now = self.now;
+        let mut rtp = Vec::new();
+        for (key, _to, mut d) in q.0 {
+            for (i, m) in self.members.iter_mut().enumerate() {
+                for leg in [&mut m.send, &mut m.recv] {
+                    if leg.key == key {
+                        if let ClientReceived::Rtp(n) = leg.client.handle_datagram(&mut d, now) {
+                            rtp.push((i, d[..n].to_vec()));
+                        }
+                    }
+                }
+            }
+        }
+        rtp
+    }
+
+    /// An Opus-sized RTP packet from `member` (plaintext, in `buf`), returns its length.
+    pub fn rtp_packet(&self, member: usize, seq: u16, buf: &mut [u8]) -> usize {
+        let m = &self.members[member];
+        let header = [0x90, 111, (seq >> 8) as u8, seq as u8];
+        buf[..4].copy_from_slice(&header);
+        buf[4..8].copy_from_slice(&(u32::from(seq) * 960).to_be_bytes());
+        buf[8..12].copy_from_slice(&m.ssrc.to_be_bytes());
+        // One-byte extension block: audio level (id 1) + padding.
+        buf[12..16].copy_from_slice(&[0xbe, 0xde, 0x00, 0x01]);
+        buf[16..20].copy_from_slice(&[0x10, 0x85, 0x00, 0x00]);
+        for (i, b) in buf[20..120].iter_mut().enumerate() {
+            *b = (i as u16 ^ seq) as u8;
+        }
+        120
+    }
+}
