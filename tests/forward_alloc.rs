@@ -66,8 +66,8 @@ fn ten_thousand_packets_to_ten_consumers_allocate_nothing() {
     }
     lb.settle();
 
-    let addr = lb.members[speaker].send.addr;
-    let key = lb.members[speaker].send.key;
+    let path = lb.members[speaker].send.path;
+    let key = Some(lb.members[speaker].send.key);
     let mut plain = [0u8; 2048];
     let mut datagram = [0u8; 2048];
     let mut send = |lb: &mut Loopback, seq: u16, out: &mut Counter| {
@@ -82,7 +82,7 @@ fn ten_thousand_packets_to_ten_consumers_allocate_nothing() {
         // Only the core's handling of the datagram is measured.
         let ((), allocations) = measured(|| {
             lb.sfu
-                .handle_datagram(key, addr, &mut datagram, n, now, out)
+                .handle_datagram(key, path, &mut datagram, n, now, out)
         });
         allocations
     };
@@ -119,7 +119,7 @@ fn ten_thousand_packets_to_ten_consumers_allocate_nothing() {
         .unwrap();
     let now = lb.now;
     lb.sfu
-        .handle_datagram(key, addr, &mut datagram, n, now, &mut q);
+        .handle_datagram(key, path, &mut datagram, n, now, &mut q);
     let received = lb.deliver(q);
     assert_eq!(received.len(), 10);
     for (member, bytes) in received {

@@ -38,7 +38,7 @@ impl Sfu {
         for (_, t) in self.transports.iter() {
             if t.is_connected() {
                 states.connected += 1;
-            } else if t.remote().is_some() {
+            } else if t.selected().is_some() {
                 states.connecting += 1;
             } else {
                 states.new += 1;

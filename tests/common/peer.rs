@@ -7,14 +7,15 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use str0m::change::DirectApi;
 use str0m::format::Codec;
 use str0m::media::{Frequency, MediaKind, Mid, Pt};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
@@ -56,10 +57,87 @@ pub struct Got {
     pub at: Instant,
 }
 
-/// One transport: a str0m `Rtc` on its own loopback socket.
+/// A leg's network: a UDP socket, or a TCP connection to choir's passive candidate with
+/// RFC 4571 framing (a 16-bit length before each datagram).
+enum Net {
+    Udp(UdpSocket),
+    Tcp {
+        stream: TcpStream,
+        rx: Vec<u8>,
+        tx: Vec<u8>,
+        remote: SocketAddr,
+    },
+}
+
+impl Net {
+    fn send(&mut self, bytes: &[u8], to: SocketAddr) {
+        match self {
+            Net::Udp(s) => {
+                let _ = s.send_to(bytes, to);
+            }
+            Net::Tcp { tx, .. } => {
+                tx.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+                tx.extend_from_slice(bytes);
+                self.flush();
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Net::Tcp { stream, tx, .. } = self {
+            while !tx.is_empty() {
+                match stream.write(tx) {
+                    Ok(n) if n > 0 => {
+                        tx.drain(..n);
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+
+    /// The next datagram (or frame) received, with its source.
+    fn recv(&mut self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        match self {
+            Net::Udp(s) => s.recv_from(buf).ok(),
+            Net::Tcp {
+                stream, rx, remote, ..
+            } => {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    rx.extend_from_slice(&chunk[..n]);
+                }
+                if rx.len() < 2 {
+                    return None;
+                }
+                let len = usize::from(u16::from_be_bytes([rx[0], rx[1]]));
+                if rx.len() < 2 + len {
+                    return None;
+                }
+                buf[..len].copy_from_slice(&rx[2..2 + len]);
+                rx.drain(..2 + len);
+                Some((len, *remote))
+            }
+        }
+    }
+}
+
+/// How a leg reaches choir.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    Udp,
+    /// ICE-TCP: only choir's passive TCP candidate is used.
+    Tcp,
+}
+
+/// One transport: a str0m `Rtc` on its own loopback socket or TCP connection.
 pub struct Leg {
     pub rtc: Rtc,
-    socket: UdpSocket,
+    net: Net,
+    pub via: Via,
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub transport_id: String,
@@ -73,7 +151,8 @@ pub struct Leg {
 impl Leg {
     /// Creates the str0m side of a choir transport. `dtls_client`: whether this peer is the
     /// DTLS client (then it signals role "client" and choir is the server).
-    fn new(options: &Value, ext: ExtensionMap, pt: u8, dtls_client: bool, now: Instant) -> Leg {
+    fn new(options: &Value, ext: ExtensionMap, pt: u8, opts: JoinOptions, now: Instant) -> Leg {
+        let dtls_client = opts.dtls_client;
         let mut builder = Rtc::builder()
             .set_rtp_mode(true)
             .clear_codecs()
@@ -88,15 +167,60 @@ impl Leg {
             Default::default(),
         );
         let mut rtc = builder.build(now);
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.set_nonblocking(true).unwrap();
-        let local = socket.local_addr().unwrap();
-        let cand = &options["iceCandidates"][0];
-        let remote: SocketAddr = format!("{}:{}", cand["address"].as_str().unwrap(), cand["port"])
-            .parse()
-            .unwrap();
-        rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
-        rtc.add_remote_candidate(Candidate::host(remote, "udp").unwrap());
+        let protocol = match opts.via {
+            Via::Udp => "udp",
+            Via::Tcp => "tcp",
+        };
+        let remote: SocketAddr = options["iceCandidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["protocol"] == protocol)
+            .map(|c| {
+                SocketAddr::new(
+                    c["address"].as_str().unwrap().parse().unwrap(),
+                    c["port"].as_u64().unwrap() as u16,
+                )
+            })
+            .find(|a| a.is_ipv6() == opts.ipv6)
+            .unwrap_or_else(|| {
+                panic!("no {protocol} candidate (ipv6: {}) in {options}", opts.ipv6)
+            });
+        let loopback = if opts.ipv6 { "[::1]:0" } else { "127.0.0.1:0" };
+        let (net, local) = match opts.via {
+            Via::Udp => {
+                let socket = UdpSocket::bind(loopback).unwrap();
+                socket.set_nonblocking(true).unwrap();
+                let local = socket.local_addr().unwrap();
+                rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+                rtc.add_remote_candidate(Candidate::host(remote, "udp").unwrap());
+                (Net::Udp(socket), local)
+            }
+            Via::Tcp => {
+                let stream = TcpStream::connect_timeout(&remote, Duration::from_secs(5)).unwrap();
+                stream.set_nonblocking(true).unwrap();
+                let local = stream.local_addr().unwrap();
+                let tcp = |addr, tcptype| {
+                    Candidate::builder()
+                        .tcp()
+                        .host(addr)
+                        .tcptype(tcptype)
+                        .build()
+                        .unwrap()
+                };
+                rtc.add_local_candidate(tcp(local, TcpType::Active));
+                rtc.add_remote_candidate(tcp(remote, TcpType::Passive));
+                (
+                    Net::Tcp {
+                        stream,
+                        rx: Vec::new(),
+                        tx: Vec::new(),
+                        remote,
+                    },
+                    local,
+                )
+            }
+        };
         let ice = &options["iceParameters"];
         let fp = options["dtlsParameters"]["fingerprints"]
             .as_array()
@@ -121,7 +245,8 @@ impl Leg {
         }
         Leg {
             rtc,
-            socket,
+            net,
+            via: opts.via,
             local,
             remote,
             transport_id: options["id"].as_str().unwrap().to_string(),
@@ -141,8 +266,9 @@ impl Leg {
     }
 
     /// Sends raw bytes to choir from this leg's socket (garbage and replay tests).
-    pub fn send_raw(&self, bytes: &[u8]) {
-        let _ = self.socket.send_to(bytes, self.remote);
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        let remote = self.remote;
+        self.net.send(bytes, remote);
     }
 
     /// Runs str0m: inputs from the socket, timeouts, outputs to the socket. Returns the events.
@@ -157,8 +283,13 @@ impl Leg {
             }
             self.drain(&mut events);
         }
-        while let Ok((n, source)) = self.socket.recv_from(&mut buf) {
-            if let Ok(r) = Receive::new(Protocol::Udp, source, self.local, &buf[..n]) {
+        self.net.flush();
+        let proto = match self.via {
+            Via::Udp => Protocol::Udp,
+            Via::Tcp => Protocol::Tcp,
+        };
+        while let Some((n, source)) = self.net.recv(&mut buf) {
+            if let Ok(r) = Receive::new(proto, source, self.local, &buf[..n]) {
                 if self.rtc.handle_input(Input::Receive(now, r)).is_err() {
                     self.disconnected = true;
                 }
@@ -172,7 +303,7 @@ impl Leg {
         while self.rtc.is_alive() {
             match self.rtc.poll_output() {
                 Ok(Output::Transmit(t)) => {
-                    let _ = self.socket.send_to(&t.contents, t.destination);
+                    self.net.send(&t.contents, t.destination);
                     if self.sent.len() < 4096 {
                         self.sent.push(t.contents.to_vec());
                     }
@@ -212,6 +343,10 @@ pub struct JoinOptions {
     /// Signal the producer's SSRC (else only its mid: choir learns the SSRC from the MID
     /// header extension).
     pub signal_ssrc: bool,
+    /// UDP or ICE-TCP for both transports.
+    pub via: Via,
+    /// Use choir's IPv6 candidates (the peer binds ::1).
+    pub ipv6: bool,
 }
 
 impl Default for JoinOptions {
@@ -221,6 +356,8 @@ impl Default for JoinOptions {
             wrong_fingerprint: false,
             produce: true,
             signal_ssrc: true,
+            via: Via::Udp,
+            ipv6: false,
         }
     }
 }
@@ -240,6 +377,8 @@ pub struct Peer {
     pub muted: bool,
     /// The peer stopped everything (no STUN, no media): a vanished browser.
     pub silent: bool,
+    /// While silent, do not even read the sockets (a stalled reader).
+    pub stop_reading: bool,
     next_write: Instant,
     /// Consumer SSRC → producer id.
     pub consumers: HashMap<u32, String>,
@@ -260,7 +399,7 @@ impl Peer {
         let mut send_ext = ExtensionMap::empty();
         send_ext.set(SEND_EXT_AUDIO_LEVEL, Extension::AudioLevel);
         send_ext.set(SEND_EXT_MID, Extension::RtpMid);
-        let mut send = Leg::new(&send_opts, send_ext, SEND_PT, opts.dtls_client, now);
+        let mut send = Leg::new(&send_opts, send_ext, SEND_PT, opts, now);
         let mut dtls = send.dtls_parameters(opts.dtls_client);
         if opts.wrong_fingerprint {
             dtls["fingerprints"][0]["value"] = json!(vec!["AB"; 32].join(":"));
@@ -294,7 +433,7 @@ impl Peer {
         // The consumer side uses the router's ids (what choir's consume reply announces).
         recv_ext.set(10, Extension::AudioLevel);
         recv_ext.set(4, Extension::AbsoluteSendTime);
-        let mut recv = Leg::new(&recv_opts, recv_ext, RECV_PT, opts.dtls_client, now);
+        let mut recv = Leg::new(&recv_opts, recv_ext, RECV_PT, opts, now);
         let dtls = recv.dtls_parameters(opts.dtls_client);
         d.ok(
             "connect-transport",
@@ -311,6 +450,7 @@ impl Peer {
             written: 0,
             muted: false,
             silent: false,
+            stop_reading: false,
             next_write: now,
             consumers: HashMap::new(),
             got: BTreeMap::new(),
@@ -351,12 +491,14 @@ impl Peer {
 
     /// Drives both legs; writes a packet every 20 ms unless muted or silent.
     pub fn tick(&mut self, now: Instant) {
+        if self.silent && self.stop_reading {
+            return;
+        }
         if self.silent {
             // Drain the sockets without answering anything.
             let mut buf = [0u8; 2000];
-            while self.send.socket.recv_from(&mut buf).is_ok()
-                || self.recv.socket.recv_from(&mut buf).is_ok()
-            {}
+            while self.send.net.recv(&mut buf).is_some() || self.recv.net.recv(&mut buf).is_some() {
+            }
             return;
         }
         if self.producer_id.is_some() && self.send.connected && !self.muted {
