@@ -1,7 +1,7 @@
 //! Logs: `tracing` to stderr, one line per event, without colours when stderr is not a
 //! terminal (journald adds its own timestamps and levels). `--log-format json` writes one JSON
-//! object per line instead (for log shippers); events carry `channel`, `user`, `transport` and
-//! `shard` fields where they concern one.
+//! object per line instead (for log shippers). Events carry `channel`, `user` and `transport`
+//! fields where they concern one; a shard's events are inside its `shard{index}` span.
 
 use std::io::IsTerminal;
 
@@ -31,7 +31,8 @@ pub fn init_with(filter: &str, format: LogFormat) {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            .with_current_span(true)
+            .with_span_list(false)
             .with_ansi(false)
             .try_init(),
     };

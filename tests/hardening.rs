@@ -454,9 +454,13 @@ fn json_logs_carry_room_and_user_fields() {
     assert!(lines
         .iter()
         .any(|v| v["message"] == "choir ready" && v["level"] == "INFO"));
-    assert!(lines
-        .iter()
-        .any(|v| v["message"] == "room created" && v["channel"] == "logs"));
+    assert!(
+        lines.iter().any(|v| v["message"] == "room created"
+            && v["channel"] == "logs"
+            && v["span"]["name"] == "shard"
+            && v["span"]["index"].is_u64()),
+        "{lines:#?}"
+    );
     assert!(lines.iter().any(|v| v["message"] == "participant joined"
         && v["channel"] == "logs"
         && v["user"] == "alice"));

@@ -366,11 +366,11 @@ impl Transport {
                     match sessions {
                         Ok(s) => {
                             io.counters.dtls_connected += 1;
-                            tracing::debug!(transport = %self.id, ?profile, "DTLS connected");
+                            tracing::info!(channel = %self.channel_id, user = %self.user_id, transport = %self.id, ?profile, "transport connected");
                             self.srtp = Some(s);
                         }
                         Err(e) => {
-                            tracing::warn!(transport = %self.id, error = e.as_str(), "bad SRTP keys");
+                            tracing::warn!(channel = %self.channel_id, user = %self.user_id, transport = %self.id, error = e.as_str(), "bad SRTP keys");
                             return Some(CloseReason::Dtls(DtlsFailure::Protocol));
                         }
                     }

@@ -64,6 +64,8 @@ pub fn spawn(setup: ShardSetup) -> std::io::Result<(ShardHandle, std::thread::Jo
     let builder = LocalExecutorBuilder::new(placement).name(&format!("choir-shard-{index}"));
     let handle = builder
         .spawn(move || async move {
+            // Every event of this thread (one shard) carries `shard{index}`.
+            let _span = tracing::info_span!("shard", index).entered();
             match Shard::start(setup) {
                 Ok(shard) => {
                     let _ = ready_tx.send(Ok(()));
