@@ -194,7 +194,12 @@ pub struct Cli {
     pub max_room_participants: String,
 
     /// API requests per second per client IP (token bucket; 0 = no limit).
-    #[arg(long, env = "CHOIR_RATE_LIMIT", value_name = "N", default_value = "50")]
+    #[arg(
+        long,
+        env = "CHOIR_RATE_LIMIT",
+        value_name = "N",
+        default_value = "100"
+    )]
     pub rate_limit: String,
 
     /// Burst of the per-IP token bucket (requests).
@@ -202,7 +207,7 @@ pub struct Cli {
         long,
         env = "CHOIR_RATE_BURST",
         value_name = "N",
-        default_value = "100"
+        default_value = "200"
     )]
     pub rate_burst: String,
 

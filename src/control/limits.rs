@@ -75,8 +75,8 @@ impl Default for Limits {
         Limits {
             max_rooms: 1000,
             max_room_participants: 100,
-            rate_limit: 50,
-            rate_burst: 100,
+            rate_limit: 100,
+            rate_burst: 200,
             max_event_streams_per_user: 4,
         }
     }
