@@ -11,7 +11,10 @@
 //! - `SOAK_REPORT`: a file to write the per-round table to.
 //!
 //! Each round also reports the kernel's receive-buffer drops (cumulative) on choir's sockets
-//! and on the peers' (this process's), which tells where a lost packet was lost.
+//! and on the peers' (this process's), which tells where a lost packet was lost. The test
+//! asserts that choir's sockets dropped nothing and choir failed no send, and that every lost
+//! packet is one the kernel dropped at a peer's socket (the driver stalled: a shared 2-core
+//! machine); `SOAK_STRICT=1` asserts 0 lost outright.
 //!
 //! The peers are str0m agents driven by this test's thread (tests/common/peer.rs), so the
 //! capacity the load is half of is this driver's on this machine, not choir's own (the load
@@ -154,6 +157,7 @@ fn soak() {
     )
     .unwrap();
     let (base_rss, base_fds) = (rss_kib(pid), open_fds(pid));
+    let (choir_drops0, peer_drops0) = (udp_drops(pid), udp_drops(std::process::id()));
     writeln!(
         report,
         "{:>7} {:>10} {:>5} {:>10} {:>10} {:>8} {:>11} {:>11}",
@@ -194,10 +198,15 @@ fn soak() {
         writeln!(report, "{line}").unwrap();
     }
     let stats = d.stats();
+    let lost = expected - received.min(expected);
+    let choir_drops = udp_drops(pid) - choir_drops0;
+    let peer_drops = udp_drops(std::process::id()) - peer_drops0;
+    let send_failed = stats["total"]["drops"]["egress.send_failed"]
+        .as_u64()
+        .unwrap_or(0);
     let drift = |v: u64| (v as f64 - base_rss as f64) / base_rss.max(1) as f64;
     let summary = format!(
-        "total: expected {expected}, received {received}, lost {}; RSS {base_rss} KiB at start, {min_rss}..{max_rss} KiB ({:+.1}%..{:+.1}%); fds {base_fds} at start, at most {max_fds}; choir drops {}; last loop lag per shard {:?} us",
-        expected - received.min(expected),
+        "total: expected {expected}, received {received}, lost {lost}; kernel drops at choir's sockets {choir_drops}, at the peers' {peer_drops}; RSS {base_rss} KiB at start, {min_rss}..{max_rss} KiB ({:+.1}%..{:+.1}%); fds {base_fds} at start, at most {max_fds}; choir drops {}; last loop lag per shard {:?} us",
         100.0 * drift(min_rss),
         100.0 * drift(max_rss),
         stats["total"]["drops"],
@@ -212,7 +221,18 @@ fn soak() {
         std::fs::write(path, &report).unwrap();
     }
     assert!(expected > 0);
-    assert_eq!(received, expected, "no packet lost");
+    assert_eq!(choir_drops, 0, "choir's sockets dropped nothing");
+    assert_eq!(send_failed, 0, "choir failed no send");
+    if std::env::var_os("SOAK_STRICT").is_some() {
+        assert_eq!(lost, 0, "no packet lost");
+    } else {
+        // The driver is one thread on a shared machine: when it stalls, its own sockets
+        // overflow. Those losses are the driver's, counted by the kernel; any other is choir's.
+        assert!(
+            lost <= peer_drops,
+            "{lost} packets lost but only {peer_drops} dropped by the kernel at the peers' sockets"
+        );
+    }
     assert!(
         drift(min_rss).abs() <= tolerance && drift(max_rss).abs() <= tolerance,
         "RSS flat within ±{:.0}%",
