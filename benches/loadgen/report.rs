@@ -20,7 +20,9 @@ pub struct Row {
     /// p99 measured at the generator's `recvmmsg` return, µs.
     pub app_p99_us: f64,
     pub server_cpu_pct: f64,
-    pub server_core_busy_pct: f64,
+    /// Hypervisor steal on the server's and the generator's CPUs, % of their time.
+    pub server_steal_pct: f64,
+    pub gen_steal_pct: f64,
     pub server_rss_mib: f64,
     pub gen_cpu_pct: f64,
     pub gen_lag_p99_us: f64,
@@ -31,13 +33,13 @@ pub struct Row {
 }
 
 pub const HEADER: &str = "target,rooms,participants,streams,offered_pps,forwarded_pps,loss_pct,\
-p50_us,p90_us,p99_us,p999_us,max_us,app_p99_us,server_cpu_pct,server_core_busy_pct,server_rss_mib,\
+p50_us,p90_us,p99_us,p999_us,max_us,app_p99_us,server_cpu_pct,server_steal_pct,gen_steal_pct,server_rss_mib,\
 gen_cpu_pct,gen_lag_p99_us,server_rx_drops,gen_rx_drops,server_send_failed,good";
 
 pub fn csv_line(r: &Row) -> String {
     let l = r.latency_us;
     format!(
-        "{},{},{},{},{:.0},{:.0},{:.4},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{},{},{},{}",
+        "{},{},{},{},{:.0},{:.0},{:.4},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{},{},{},{}",
         r.target,
         r.rooms,
         r.participants,
@@ -52,7 +54,8 @@ pub fn csv_line(r: &Row) -> String {
         l[4],
         r.app_p99_us,
         r.server_cpu_pct,
-        r.server_core_busy_pct,
+        r.server_steal_pct,
+        r.gen_steal_pct,
         r.server_rss_mib,
         r.gen_cpu_pct,
         r.gen_lag_p99_us,
@@ -65,7 +68,7 @@ pub fn csv_line(r: &Row) -> String {
 
 pub fn table_header() -> String {
     format!(
-        "{:<6} {:>7} {:>10} {:>10} {:>8} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>6} {:>6} {:>7} {:>5} {:>9}",
+        "{:<12} {:>7} {:>10} {:>10} {:>8} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>6} {:>6} {:>7} {:>5} {:>9}",
         "target",
         "streams",
         "offer/s",
@@ -78,7 +81,7 @@ pub fn table_header() -> String {
         "maxµs",
         "appp99",
         "cpu%",
-        "core%",
+        "steal%",
         "rssMiB",
         "gen%",
         "drops s/g"
@@ -88,7 +91,7 @@ pub fn table_header() -> String {
 pub fn table_line(r: &Row) -> String {
     let l = r.latency_us;
     format!(
-        "{:<6} {:>7} {:>10.0} {:>10.0} {:>8.4} {:>7.0} {:>7.0} {:>7.0} {:>7.0} {:>8.0} {:>8.0} {:>6.1} {:>6.1} {:>7.1} {:>5.1} {:>9}{}",
+        "{:<12} {:>7} {:>10.0} {:>10.0} {:>8.4} {:>7.0} {:>7.0} {:>7.0} {:>7.0} {:>8.0} {:>8.0} {:>6.1} {:>6} {:>7.1} {:>5.1} {:>9}{}",
         r.target,
         r.streams,
         r.offered_pps,
@@ -101,7 +104,7 @@ pub fn table_line(r: &Row) -> String {
         l[4],
         r.app_p99_us,
         r.server_cpu_pct,
-        r.server_core_busy_pct,
+        format!("{:.0}/{:.0}", r.server_steal_pct, r.gen_steal_pct),
         r.server_rss_mib,
         r.gen_cpu_pct,
         format!("{}/{}", r.server_rx_drops + r.server_send_failed, r.gen_rx_drops),

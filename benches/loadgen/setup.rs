@@ -211,26 +211,29 @@ impl Relay {
     /// A room with the same shape as [`choir_room`]'s, on the relay.
     pub fn room(&mut self, participants: usize, speakers: usize) -> Result<Vec<LegSpec>, String> {
         let answer = self.ask(&format!("room {participants}"))?;
-        let ports: Vec<u16> = answer
+        // "ports <first token> <port per leg>..."
+        let numbers: Vec<u32> = answer
             .split_whitespace()
             .skip(1)
             .filter_map(|p| p.parse().ok())
             .collect();
-        if ports.len() != 2 * participants {
-            return Err(format!("relay answered {answer:?}"));
-        }
+        let (first_token, ports) = match numbers.split_first() {
+            Some((t, ports)) if ports.len() == 2 * participants => (*t, ports),
+            _ => return Err(format!("relay answered {answer:?}")),
+        };
+        let ports: Vec<u16> = ports.iter().map(|&p| p as u16).collect();
         let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
         let mut legs = Vec::new();
         for u in 0..participants {
             legs.push(LegSpec {
                 server: at(ports[2 * u]),
-                peer: Peer::Plain,
+                peer: Peer::Plain(first_token + 2 * u as u32),
                 publish: (u < speakers)
                     .then_some((0x2000_0000 + u as u32, participants as u32 - 1)),
             });
             legs.push(LegSpec {
                 server: at(ports[2 * u + 1]),
-                peer: Peer::Plain,
+                peer: Peer::Plain(first_token + 2 * u as u32 + 1),
                 publish: None,
             });
         }

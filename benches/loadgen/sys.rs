@@ -297,11 +297,11 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Busy and total ticks of the given CPUs, from /proc/stat (busy = everything but idle and
-/// iowait, so softirq work of loopback delivery counts).
-pub fn cpu_busy_ticks(cpus: &[usize]) -> (u64, u64) {
+/// Steal and total ticks of the given CPUs, from /proc/stat: time the hypervisor ran something
+/// else while these virtual CPUs wanted to run.
+pub fn cpu_steal_ticks(cpus: &[usize]) -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let (mut busy, mut total) = (0, 0);
+    let (mut steal, mut total) = (0, 0);
     for line in stat.lines() {
         let mut f = line.split_whitespace();
         let Some(name) = f.next() else { continue };
@@ -315,12 +315,10 @@ pub fn cpu_busy_ticks(cpus: &[usize]) -> (u64, u64) {
             continue;
         }
         let v: Vec<u64> = f.filter_map(|x| x.parse().ok()).collect();
-        let all: u64 = v.iter().take(8).sum();
-        let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-        busy += all - idle;
-        total += all;
+        total += v.iter().take(8).sum::<u64>();
+        steal += v.get(7).copied().unwrap_or(0);
     }
-    (busy, total)
+    (steal, total)
 }
 
 /// Clock ticks per second (USER_HZ).

@@ -18,7 +18,8 @@ use crate::sys::{self, Epoll, RecvBatch};
 pub const PERIOD: Duration = Duration::from_millis(20);
 /// Plaintext RTP size: 12-byte header, 8-byte extension block (audio level), 100-byte payload.
 pub const PACKET: usize = 120;
-/// What a leg sends the bare relay until it answers, and what the relay echoes.
+/// What a leg sends the bare relay until it answers (followed by the leg's 4-byte token), and
+/// what the relay echoes.
 pub const HELLO: &[u8] = b"helo";
 /// How often connected legs are polled for consent checks, DTLS retransmissions, hellos.
 const SERVICE: Duration = Duration::from_millis(50);
@@ -27,8 +28,8 @@ const SERVICE: Duration = Duration::from_millis(50);
 pub enum Peer {
     /// The real protocol: ICE, DTLS, SRTP.
     Srtp(Box<ClientTransport>),
-    /// The bare relay: plaintext RTP after a hello.
-    Plain,
+    /// The bare relay: plaintext RTP after a hello carrying this token.
+    Plain(u32),
 }
 
 /// One client transport to set up.
@@ -45,6 +46,10 @@ pub struct RunSpec {
     pub drain: Duration,
     /// Decrypt (and time) one received packet in `sample`.
     pub sample: u64,
+    /// Poll sockets without sleeping while publishing: the server's sends then never have to
+    /// wake a sleeping generator, a cost loopback charges to the server's core (over a network
+    /// it falls on the client's host).
+    pub busy_poll: bool,
 }
 
 pub enum Cmd {
@@ -263,9 +268,12 @@ impl Worker {
                 }
                 leg.connected = client.is_connected();
             }
-            Peer::Plain => {
+            Peer::Plain(token) => {
                 if !leg.connected {
-                    sys::send(fd, HELLO);
+                    let mut hello = [0u8; 8];
+                    hello[..4].copy_from_slice(HELLO);
+                    hello[4..].copy_from_slice(&token.to_be_bytes());
+                    sys::send(fd, &hello);
                 }
             }
         }
@@ -306,7 +314,7 @@ impl Worker {
                         client.handle_datagram(buf, now);
                         flush = true;
                     }
-                    Peer::Plain => {
+                    Peer::Plain(_) => {
                         if buf == HELLO {
                             leg.connected = true;
                         }
@@ -333,7 +341,7 @@ impl Worker {
                         continue;
                     }
                 },
-                Peer::Plain => buf.len(),
+                Peer::Plain(_) => buf.len(),
             };
             let Some(sent) = send_time(&buf[..plain_len]) else {
                 m.stats.decrypt_failed += 1;
@@ -401,7 +409,12 @@ impl Worker {
             if drain_end.is_some_and(|end| now >= end) {
                 return m.stats;
             }
-            self.poll(timeout.min(SERVICE), Some(&mut m));
+            let timeout = if spec.busy_poll && drain_end.is_none() {
+                Duration::ZERO
+            } else {
+                timeout.min(SERVICE)
+            };
+            self.poll(timeout, Some(&mut m));
             self.service(Instant::now(), false);
         }
     }
@@ -430,7 +443,7 @@ impl Worker {
                     return;
                 }
             },
-            Peer::Plain => PACKET,
+            Peer::Plain(_) => PACKET,
         };
         if sys::send(leg.socket.as_raw_fd(), &buf[..len]) {
             m.stats.sent += 1;
