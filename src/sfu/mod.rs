@@ -65,11 +65,11 @@ pub struct Settings {
     pub announced: Vec<Announced>,
     pub consent_timeout: Duration,
     pub dtls_timeout: Duration,
-    /// How long a consumer created on an already connected transport waits before its first
-    /// packet. mediasoup-client applies the consumer's SDP after the `consume` reply; a packet
-    /// arriving before that, without a MID header extension to go by (mediasoup-client 3.24
-    /// may not negotiate it), makes Chromium bind the SSRC to the wrong m-line, and the
-    /// consumer then stays silent.
+    /// How long a consumer that is not its transport's first waits before its first packet.
+    /// mediasoup-client applies the consumer's SDP after the `consume` reply; a packet arriving
+    /// before that, without a MID header extension to go by (mediasoup-client 3.24 may not
+    /// negotiate it), makes Chromium bind the SSRC to the wrong m-line, and the consumer then
+    /// stays silent. The first consumer is in the SDP before DTLS can connect.
     pub consumer_hold: Duration,
     pub dtls_config: Arc<dimpl::Config>,
     pub identity: DtlsIdentity,
@@ -114,7 +114,7 @@ struct Consumer {
     packets: u32,
     octets: u32,
     last_sent_at: Option<Instant>,
-    /// Created on a connected transport: forwarding starts at this instant, once the browser
+    /// Not the transport's first consumer: forwarding starts at this instant, once the browser
     /// has had time to apply the consumer's SDP (see [`Settings::consumer_hold`]).
     hold_until: Option<Instant>,
 }
