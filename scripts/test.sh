@@ -11,10 +11,15 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 step() { printf '\n== %s\n' "$*"; }
 
 if [ -d tests/browser ]; then
-  if ! command -v chromium >/dev/null || ! command -v node >/dev/null; then
-    step "installing chromium and node (apt)"
+  # Only what is missing: Debian's npm conflicts with a nodejs package that bundles npm.
+  missing=()
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    step "installing ${missing[*]} (apt)"
     as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium nodejs npm >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
   step "npm ci (tests/browser)"
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
@@ -25,7 +30,7 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 step "cargo test"
-cargo test --locked --all-targets -- --test-threads="${CHOIR_TEST_THREADS:-2}"
+cargo test --locked -- --test-threads="${CHOIR_TEST_THREADS:-2}"
 if [ -d tests/browser ]; then
   step "browser suite (headless Chromium + mediasoup-client)"
   cargo build --release --locked --bin choir

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::config::Config;
+use crate::config::{Config, PortMode};
 use crate::shard::{self, ShardSetup};
 use crate::{control, dtls};
 
@@ -21,14 +21,28 @@ pub fn run(config: Config) -> Result<(), String> {
         } else {
             None
         };
+        let ports = match config.port_mode {
+            PortMode::PerTransport => config.port_slice(index),
+            PortMode::Single => (
+                config.rtc_min_port + index as u16,
+                config.rtc_min_port + index as u16,
+            ),
+        };
         let setup = ShardSetup {
             index,
             cpu,
-            ports: config.port_slice(index),
-            listen_ip: config.rtc_listen_ip,
-            announced_ip: config.announced_ip,
+            ports,
+            mode: config.port_mode,
+            listen: config
+                .listen_ips
+                .iter()
+                .map(|l| (l.ip, l.announced))
+                .collect(),
+            udp: config.enable_udp,
+            tcp: config.enable_tcp,
             consent_timeout: config.consent_timeout,
             dtls_timeout: config.dtls_timeout,
+            consumer_hold: config.consumer_hold,
             dtls_config: dtls_config.clone(),
             events: events_tx.clone(),
         };

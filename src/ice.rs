@@ -48,10 +48,14 @@ impl IceState {
 /// What [`IceLite::handle_stun`] did with a datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StunOutcome {
-    /// Send `out[..len]` back to the datagram's source. This is a success response or an error
-    /// response (400, 401, 420, 487); `selected_changed` is true only when a success response
-    /// moved [`IceLite::selected`].
-    Reply { len: usize, selected_changed: bool },
+    /// Send `out[..len]` back to the datagram's source. This is a success response (`valid`:
+    /// the check validated its candidate pair) or an error response (400, 401, 420, 487);
+    /// `selected_changed` is true only when a success response moved [`IceLite::selected`].
+    Reply {
+        len: usize,
+        selected_changed: bool,
+        valid: bool,
+    },
     /// Nothing to send.
     Drop(StunDrop),
 }
@@ -385,6 +389,7 @@ impl IceLite {
         Ok(StunOutcome::Reply {
             len,
             selected_changed,
+            valid: true,
         })
     }
 
@@ -453,6 +458,7 @@ impl IceLite {
         Ok(StunOutcome::Reply {
             len: w.finish(),
             selected_changed: false,
+            valid: false,
         })
     }
 }

@@ -125,9 +125,8 @@ fn assert_everyone_hears_everyone(d: &Daemon, peers: &mut [Peer], duration: Dura
     }
 }
 
-#[test]
-fn two_users_hear_each_other_in_both_dtls_roles() {
-    let d = Daemon::start(&[]);
+fn two_users_hear_each_other_in_both_dtls_roles(mode: &[&str]) {
+    let d = Daemon::start(mode);
     // alice is the DTLS client (choir serves), bob the DTLS server (choir is the client).
     let mut peers = vec![
         Peer::join(&d, "duo", "alice", 1, JoinOptions::default()),
@@ -160,37 +159,44 @@ fn two_users_hear_each_other_in_both_dtls_roles() {
     );
 }
 
-#[test]
-fn five_and_ten_users_hear_everyone() {
-    let d = Daemon::start(&[]);
+fn a_producer_without_signalled_ssrc_is_found_by_its_mid(mode: &[&str]) {
+    let d = Daemon::start(mode);
+    let mut peers = vec![
+        Peer::join(
+            &d,
+            "mid",
+            "alice",
+            1,
+            JoinOptions {
+                signal_ssrc: false,
+                ..Default::default()
+            },
+        ),
+        Peer::join(&d, "mid", "bob", 2, JoinOptions::default()),
+    ];
+    for p in &mut peers {
+        p.consume_existing(&d);
+    }
+    settle(&mut peers);
+    assert_everyone_hears_everyone(&d, &mut peers, Duration::from_secs(2), 0.95);
+}
+
+fn five_and_ten_users_hear_everyone(mode: &[&str]) {
+    let d = Daemon::start(mode);
     let mut peers = room(&d, "five", 5, 10);
     peers.extend(room(&d, "ten", 10, 20));
     settle(&mut peers);
     assert_everyone_hears_everyone(&d, &mut peers, Duration::from_secs(3), 0.95);
 }
 
-#[test]
-fn fifty_users_in_ten_rooms_on_two_shards_then_all_leave() {
-    let d = Daemon::start(&[]);
+fn fifty_users_in_ten_rooms_on_two_shards_then_all_leave(mode: &[&str]) {
+    let d = Daemon::start(mode);
     let mut rooms: Vec<Vec<Peer>> = (0..10)
         .map(|r| room(&d, &format!("r{r}"), 5, r * 5 + 1))
         .collect();
     let mut all: Vec<Peer> = rooms.drain(..).flatten().collect();
     settle(&mut all);
-    run(&mut all, Duration::from_secs(2));
-    for r in &all {
-        for s in all
-            .iter()
-            .filter(|s| s.channel == r.channel && s.index != r.index)
-        {
-            assert!(
-                r.received_from(s.index).len() >= 90,
-                "{} hears {}",
-                r.user,
-                s.user
-            );
-        }
-    }
+    assert_everyone_hears_everyone(&d, &mut all, Duration::from_secs(2), 0.9);
     let stats = d.stats();
     for shard in stats["shards"].as_array().unwrap() {
         assert!(
@@ -212,17 +218,19 @@ fn fifty_users_in_ten_rooms_on_two_shards_then_all_leave() {
         (Some(0), Some(0)),
         "{h}"
     );
+    // Only the shards' own ports stay bound in single-port mode.
+    let single = mode.contains(&"single");
+    let shard_port = |p: &u16| single && (d.rtc.0..=d.rtc.0 + 1).contains(p);
     assert!(
         bound_udp_ports(d.pid())
             .iter()
-            .all(|p| !(d.rtc.0..=d.rtc.1).contains(p)),
-        "no RTC port stays bound"
+            .all(|p| !(d.rtc.0..=d.rtc.1).contains(p) || shard_port(p)),
+        "no transport port stays bound"
     );
 }
 
-#[test]
-fn churn_does_not_disturb_the_others() {
-    let d = Daemon::start(&[]);
+fn churn_does_not_disturb_the_others(mode: &[&str]) {
+    let d = Daemon::start(mode);
     let mut steady = room(&d, "churn", 2, 1);
     settle(&mut steady);
     let written_before: Vec<u16> = steady.iter().map(|p| p.written).collect();
@@ -262,9 +270,8 @@ fn churn_does_not_disturb_the_others() {
     );
 }
 
-#[test]
-fn a_silent_peer_is_removed_after_the_consent_timeout() {
-    let d = Daemon::start(&["--consent-timeout", "6s"]);
+fn a_silent_peer_is_removed_after_the_consent_timeout(mode: &[&str]) {
+    let d = Daemon::start(&[mode, &["--consent-timeout", "6s"]].concat());
     let mut peers = room(&d, "quiet", 2, 1);
     let events = d.events("quiet", "user1");
     settle(&mut peers);
@@ -292,9 +299,8 @@ fn a_silent_peer_is_removed_after_the_consent_timeout() {
     assert_eq!(d.health()["participants"], 1);
 }
 
-#[test]
-fn a_wrong_fingerprint_fails_the_transport() {
-    let d = Daemon::start(&[]);
+fn a_wrong_fingerprint_fails_the_transport(mode: &[&str]) {
+    let d = Daemon::start(mode);
     d.get("rtp-capabilities/fp");
     let events = d.events("fp", "mallory");
     let mut peers = vec![Peer::join(
@@ -333,9 +339,8 @@ fn a_wrong_fingerprint_fails_the_transport() {
     );
 }
 
-#[test]
-fn garbage_truncated_and_replayed_packets_are_dropped_and_counted() {
-    let d = Daemon::start(&["--shards", "1"]);
+fn garbage_truncated_and_replayed_packets_are_dropped_and_counted(mode: &[&str]) {
+    let d = Daemon::start(&[mode, &["--shards", "1"]].concat());
     let mut peers = room(&d, "noise", 2, 1);
     settle(&mut peers);
     run(&mut peers, Duration::from_secs(1));
@@ -393,17 +398,25 @@ fn garbage_truncated_and_replayed_packets_are_dropped_and_counted() {
     }
     let stats = d.stats();
     let drops = &stats["total"]["drops"];
-    for key in [
+    // On a shared port, a stranger's datagrams cannot even be routed to a transport.
+    let mut expected = vec![
         "srtp.replayed",
         "srtcp.replayed",
         "srtp.auth_failed",
         "srtp.too_short",
-        "media.unselected_address",
         "datagram.not_webrtc",
         "datagram.too_long",
-        "stun.truncated",
-        "dtls.unselected_address",
-    ] {
+    ];
+    if mode.contains(&"single") {
+        expected.extend(["route.unknown_sender", "route.truncated"]);
+    } else {
+        expected.extend([
+            "media.unvalidated_path",
+            "dtls.unvalidated_path",
+            "stun.truncated",
+        ]);
+    }
+    for key in expected {
         assert!(
             drops[key].as_u64().unwrap_or(0) > 0,
             "{key} counted: {drops}"
@@ -417,9 +430,8 @@ fn garbage_truncated_and_replayed_packets_are_dropped_and_counted() {
     assert_everyone_hears_everyone(&d, &mut peers, Duration::from_secs(2), 0.95);
 }
 
-#[test]
-fn pause_and_resume_keep_the_consumer_sequence_continuous() {
-    let d = Daemon::start(&[]);
+fn pause_and_resume_keep_the_consumer_sequence_continuous(mode: &[&str]) {
+    let d = Daemon::start(mode);
     let mut peers = room(&d, "mute", 2, 1);
     settle(&mut peers);
     let body: Value =
@@ -461,3 +473,50 @@ fn pause_and_resume_keep_the_consumer_sequence_continuous() {
         "sequence continues without a gap"
     );
 }
+
+/// The same suite with one port per transport and with one port per shard.
+macro_rules! suite {
+    ($name:ident, $args:expr) => {
+        mod $name {
+            #[test]
+            fn two_users_hear_each_other_in_both_dtls_roles() {
+                super::two_users_hear_each_other_in_both_dtls_roles($args)
+            }
+            #[test]
+            fn a_producer_without_signalled_ssrc_is_found_by_its_mid() {
+                super::a_producer_without_signalled_ssrc_is_found_by_its_mid($args)
+            }
+            #[test]
+            fn five_and_ten_users_hear_everyone() {
+                super::five_and_ten_users_hear_everyone($args)
+            }
+            #[test]
+            fn fifty_users_in_ten_rooms_on_two_shards_then_all_leave() {
+                super::fifty_users_in_ten_rooms_on_two_shards_then_all_leave($args)
+            }
+            #[test]
+            fn churn_does_not_disturb_the_others() {
+                super::churn_does_not_disturb_the_others($args)
+            }
+            #[test]
+            fn a_silent_peer_is_removed_after_the_consent_timeout() {
+                super::a_silent_peer_is_removed_after_the_consent_timeout($args)
+            }
+            #[test]
+            fn a_wrong_fingerprint_fails_the_transport() {
+                super::a_wrong_fingerprint_fails_the_transport($args)
+            }
+            #[test]
+            fn garbage_truncated_and_replayed_packets_are_dropped_and_counted() {
+                super::garbage_truncated_and_replayed_packets_are_dropped_and_counted($args)
+            }
+            #[test]
+            fn pause_and_resume_keep_the_consumer_sequence_continuous() {
+                super::pause_and_resume_keep_the_consumer_sequence_continuous($args)
+            }
+        }
+    };
+}
+
+suite!(per_transport, &[]);
+suite!(single_port, &["--port-mode", "single"]);

@@ -144,6 +144,7 @@ fn answers_valid_requests_v4_and_v6() {
         let StunOutcome::Reply {
             len,
             selected_changed,
+            valid: true,
         } = outcome
         else {
             panic!("{outcome:?}");

@@ -1,6 +1,5 @@
 //! The voice API's operations on a shard's rooms (what each route does to media state).
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::transport::{Io, Transport, TransportParams};
@@ -87,13 +86,15 @@ impl Sfu {
                 channel_id: req.channel_id.clone(),
                 user_id: req.user_id.clone(),
                 direction: req.direction,
-                local: SocketAddr::new(self.settings.announced_ip, local_port),
+                port: local_port,
             },
             &self.settings,
             now,
         );
         let options = transport.options(&self.settings);
+        let ufrag = transport.ufrag().to_string();
         let key = self.transports.insert(transport);
+        self.ufrags.insert(ufrag, key);
         let room = self.rooms.get_mut(&req.channel_id).expect("checked");
         let participant = room.participants.entry(req.user_id.clone()).or_insert_with(|| {
             tracing::info!(channel = %req.channel_id, user = %req.user_id, "participant joined");
@@ -139,7 +140,6 @@ impl Sfu {
             ));
         }
         let mut io = Io {
-            key,
             now,
             settings: &self.settings,
             scratch: &mut self.scratch[..],
@@ -224,7 +224,11 @@ impl Sfu {
     }
 
     /// `consume`: a consumer of `producer_id` on the participant's recv transport.
-    pub fn consume(&mut self, req: &ConsumeRequest) -> Result<ConsumerOptions, ApiError> {
+    pub fn consume(
+        &mut self,
+        req: &ConsumeRequest,
+        now: Instant,
+    ) -> Result<ConsumerOptions, ApiError> {
         let p = self.participant(&req.channel_id, &req.user_id)?;
         let Some(transport) = p.recv else {
             return Err(ApiError::conflict(format!(
@@ -271,6 +275,9 @@ impl Sfu {
             packets: 0,
             octets: 0,
             last_sent_at: None,
+            // The transport's first consumer is in the browser's SDP before DTLS can connect;
+            // later ones may not be yet when their first packets arrive.
+            hold_until: (t.next_mid > 0).then(|| now + self.settings.consumer_hold),
         };
         let ck = self.consumers.insert(consumer);
         self.producers[pk].consumers.push(ck);
@@ -394,6 +401,12 @@ impl Sfu {
         let Some(t) = self.transports.try_remove(key) else {
             return;
         };
+        self.ufrags.remove(t.ufrag());
+        for path in t.validated() {
+            if self.routes.get(path) == Some(&key) {
+                self.routes.remove(path);
+            }
+        }
         for pk in t.producers {
             let Some(p) = self.producers.try_remove(pk) else {
                 continue;
@@ -443,7 +456,7 @@ impl Sfu {
                 part.recv = None;
             }
         }
-        self.closed.push((key, t.local.port()));
+        self.closed.push((key, t.port));
     }
 
     /// Closes everything (shutdown).

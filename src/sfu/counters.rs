@@ -17,9 +17,13 @@ pub struct Counters {
     pub stun_replies: u64,
     pub dtls_connected: u64,
     pub dtls_failures: u64,
+    /// Transports the browser closed with a DTLS close_notify.
+    pub dtls_closed: u64,
     pub consent_timeouts: u64,
     pub rtp_received: u64,
     pub rtp_forwarded: u64,
+    /// Packets not forwarded to a consumer yet (its hold after creation).
+    pub rtp_held: u64,
     pub rtcp_received: u64,
     pub rtcp_receiver_reports: u64,
     pub rtcp_sent: u64,
@@ -46,7 +50,9 @@ impl Counters {
     }
 
     pub fn drop_n(&mut self, layer: &'static str, reason: &'static str, n: u64) {
-        *self.drops.entry((layer, reason)).or_insert(0) += n;
+        if n > 0 {
+            *self.drops.entry((layer, reason)).or_insert(0) += n;
+        }
     }
 
     pub fn dropped(&self, layer: &str, reason: &str) -> u64 {
@@ -66,9 +72,11 @@ impl Counters {
         self.stun_replies += o.stun_replies;
         self.dtls_connected += o.dtls_connected;
         self.dtls_failures += o.dtls_failures;
+        self.dtls_closed += o.dtls_closed;
         self.consent_timeouts += o.consent_timeouts;
         self.rtp_received += o.rtp_received;
         self.rtp_forwarded += o.rtp_forwarded;
+        self.rtp_held += o.rtp_held;
         self.rtcp_received += o.rtcp_received;
         self.rtcp_receiver_reports += o.rtcp_receiver_reports;
         self.rtcp_sent += o.rtcp_sent;

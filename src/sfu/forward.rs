@@ -2,22 +2,25 @@
 //! its SSRC names → for every consumer: header rewrite, SRTP, send. The packet is decrypted once;
 //! each consumer works on a copy in the shard's scratch buffer. Nothing here allocates.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::transport::{Io, Received};
-use super::{Egress, Sfu, TransportKey};
+use super::{Egress, Path, Sfu, TransportKey};
+use crate::demux::{self, PacketKind};
 use crate::ortc::OPUS_PAYLOAD_TYPE;
 use crate::rtcp::{self, RtcpPacket};
 use crate::rtp;
+use crate::stun;
 
 impl Sfu {
-    /// Handles one datagram received on transport `key`'s socket. `buf[..len]` holds it and
-    /// `buf` has room for [`super::BUFFER_SIZE`] bytes.
+    /// Handles one datagram that arrived on `path`. `buf[..len]` holds it and `buf` has room
+    /// for [`super::BUFFER_SIZE`] bytes. `owner` is the transport that owns the socket (a
+    /// per-transport port); on a shared socket (single-port mode) it is `None` and the datagram
+    /// is routed: STUN by its USERNAME's local ufrag, everything else by the path ICE selected.
     pub fn handle_datagram(
         &mut self,
-        key: TransportKey,
-        from: SocketAddr,
+        owner: Option<TransportKey>,
+        path: Path,
         buf: &mut [u8],
         len: usize,
         now: Instant,
@@ -25,25 +28,56 @@ impl Sfu {
     ) {
         self.counters.datagrams_in += 1;
         self.counters.bytes_in += len as u64;
+        let Some(datagram) = buf.get(..len) else {
+            return self.counters.drop("datagram", "too_long");
+        };
+        let key = match owner {
+            Some(key) => key,
+            None => match self.route(path, datagram) {
+                Ok(key) => key,
+                Err(reason) => return self.counters.drop("route", reason),
+            },
+        };
         let Some(t) = self.transports.get_mut(key) else {
-            self.counters.drop("datagram", "transport_closed");
-            return;
+            return self.counters.drop("datagram", "transport_closed");
         };
         let mut io = Io {
-            key,
             now,
             settings: &self.settings,
             scratch: &mut self.scratch[..],
             out,
             counters: &mut self.counters,
         };
-        let received = t.handle_datagram(from, buf, len, &mut io);
+        let received = t.handle_datagram(path, buf, len, &mut io);
+        if let Some((new, evicted)) = t.take_new_path() {
+            if owner.is_none() {
+                // The transport now owns this path on the shared socket.
+                self.routes.insert(new, key);
+                if let Some(old) = evicted.filter(|old| self.routes.get(old) == Some(&key)) {
+                    self.routes.remove(&old);
+                }
+            }
+        }
         match received {
             Received::Nothing => {}
             Received::Rtp(n) => self.forward_rtp(key, &buf[..n], now, out),
             Received::Rtcp(n) => self.receive_rtcp(key, &buf[..n], now),
             Received::Failed(reason) => self.transport_failed(key, reason),
         }
+    }
+
+    /// The transport a datagram on a shared socket is for.
+    fn route(&self, path: Path, datagram: &[u8]) -> Result<TransportKey, &'static str> {
+        if demux::classify(datagram) != PacketKind::Stun {
+            return self.routes.get(&path).copied().ok_or("unknown_sender");
+        }
+        let msg = stun::Message::parse(datagram).map_err(|e| e.as_str())?;
+        let username = msg
+            .get(stun::attr::USERNAME)
+            .ok_or("stun_without_username")?;
+        let local = username.split(|&b| b == b':').next().unwrap_or_default();
+        let local = std::str::from_utf8(local).map_err(|_| "unknown_ufrag")?;
+        self.ufrags.get(local).copied().ok_or("unknown_ufrag")
     }
 
     /// Finds the producer of a decrypted RTP packet and fans it out to its consumers.
@@ -77,6 +111,13 @@ impl Sfu {
         let payload_len = header.payload_len as u32;
         for &ck in &producer.consumers {
             let c = &mut self.consumers[ck];
+            if let Some(until) = c.hold_until {
+                if now < until {
+                    self.counters.rtp_held += 1;
+                    continue;
+                }
+                c.hold_until = None;
+            }
             let Some((sequence, timestamp)) =
                 c.sequence.map(header.sequence, header.timestamp, now)
             else {
@@ -100,7 +141,7 @@ impl Sfu {
             let Some(t) = self.transports.get_mut(c.transport) else {
                 continue;
             };
-            if t.send_rtp(c.transport, scratch, len, out, &mut self.counters) {
+            if t.send_rtp(scratch, len, out, &mut self.counters) {
                 c.packets = c.packets.wrapping_add(1);
                 c.octets = c.octets.wrapping_add(payload_len);
                 c.last_sent_at = Some(now);

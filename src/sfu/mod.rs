@@ -30,21 +30,47 @@ pub use transport::Transport;
 
 /// Index of a transport in its shard (stable while the transport lives).
 pub type TransportKey = usize;
+/// The shell's name for one of its sockets: a UDP socket or an accepted TCP connection.
+pub type SocketId = u32;
+
+/// A network path to a browser: the shard's local socket (or TCP connection) and the remote
+/// address. ICE selects one per transport; DTLS and media are accepted only on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Path {
+    pub socket: SocketId,
+    pub remote: SocketAddr,
+}
 type ProducerKey = usize;
 type ConsumerKey = usize;
 
-/// Where the core's datagrams go: the shell sends `datagram` from the socket of transport
-/// `from` to `to`. Implementations must not block; a full socket buffer is a counted drop.
+/// Where the core's datagrams go: the shell sends `datagram` on `path` (a UDP datagram, or a
+/// frame on a TCP connection). Implementations must not block; a full socket buffer or TCP send
+/// queue is a counted drop.
 pub trait Egress {
-    fn send(&mut self, from: TransportKey, to: SocketAddr, datagram: &[u8]);
+    fn send(&mut self, path: Path, datagram: &[u8]);
+}
+
+/// One announced address of the transports' candidates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Announced {
+    pub ip: IpAddr,
+    pub udp: bool,
+    pub tcp: bool,
 }
 
 /// Settings of a shard's core.
 #[derive(Clone)]
 pub struct Settings {
-    pub announced_ip: IpAddr,
+    /// Candidate addresses, in order of preference.
+    pub announced: Vec<Announced>,
     pub consent_timeout: Duration,
     pub dtls_timeout: Duration,
+    /// How long a consumer that is not its transport's first waits before its first packet.
+    /// mediasoup-client applies the consumer's SDP after the `consume` reply; a packet arriving
+    /// before that, without a MID header extension to go by (mediasoup-client 3.24 may not
+    /// negotiate it), makes Chromium bind the SSRC to the wrong m-line, and the consumer then
+    /// stays silent. The first consumer is in the SDP before DTLS can connect.
+    pub consumer_hold: Duration,
     pub dtls_config: Arc<dimpl::Config>,
     pub identity: DtlsIdentity,
 }
@@ -88,6 +114,9 @@ struct Consumer {
     packets: u32,
     octets: u32,
     last_sent_at: Option<Instant>,
+    /// Not the transport's first consumer: forwarding starts at this instant, once the browser
+    /// has had time to apply the consumer's SDP (see [`Settings::consumer_hold`]).
+    hold_until: Option<Instant>,
 }
 
 /// One shard's media core.
@@ -99,6 +128,10 @@ pub struct Sfu {
     consumers: Slab<Consumer>,
     /// Producer id → key, for the API (ids are unique per shard).
     producer_ids: HashMap<String, ProducerKey>,
+    /// Shared sockets (single-port mode): ICE ufrag → transport, for STUN.
+    ufrags: HashMap<String, TransportKey>,
+    /// Shared sockets: a transport's selected path → transport, for everything else.
+    routes: HashMap<Path, TransportKey>,
     events: Vec<RoomEvent>,
     closed: Vec<(TransportKey, u16)>,
     counters: Counters,
@@ -118,6 +151,8 @@ impl Sfu {
             producers: Slab::new(),
             consumers: Slab::new(),
             producer_ids: HashMap::new(),
+            ufrags: HashMap::new(),
+            routes: HashMap::new(),
             events: Vec::new(),
             closed: Vec::new(),
             counters: Counters::default(),
@@ -125,6 +160,17 @@ impl Sfu {
             next_rtcp: None,
             epoch: (now, SystemTime::now()),
         }
+    }
+
+    /// Forgets a path whose TCP connection closed: its transport keeps its ICE state and times
+    /// out by consent unless the browser comes back on another path.
+    pub fn path_closed(&mut self, path: Path) {
+        self.routes.remove(&path);
+    }
+
+    /// Whether a transport owns `path` on a shared socket.
+    pub fn routes_to(&self, path: Path) -> bool {
+        self.routes.contains_key(&path)
     }
 
     fn wall_clock(&self, now: Instant) -> SystemTime {
@@ -170,7 +216,6 @@ impl Sfu {
         for (key, t) in self.transports.iter_mut() {
             if t.poll_timeout().is_some_and(|at| at <= now) {
                 let mut io = transport::Io {
-                    key,
                     now,
                     settings: &self.settings,
                     scratch: &mut self.scratch[..],
@@ -204,7 +249,12 @@ impl Sfu {
                 self.counters.consent_timeouts += 1;
                 self.remove_participant(&channel_id, &user_id, "consent expired");
             }
-            _ => {
+            transport::CloseReason::Dtls(crate::dtls::DtlsFailure::Closed) => {
+                // The browser closed the transport (close_notify), e.g. before `leave`.
+                self.counters.dtls_closed += 1;
+                self.close_transport(key);
+            }
+            transport::CloseReason::Dtls(_) => {
                 self.counters.dtls_failures += 1;
                 let transport_id = t.id.clone();
                 self.close_transport(key);

@@ -32,10 +32,10 @@ impl Sfu {
                 continue;
             };
             if let Some(t) = self.transports.get_mut(c.transport) {
-                t.send_rtcp(c.transport, buf, n + m, out, &mut self.counters);
+                t.send_rtcp(buf, n + m, out, &mut self.counters);
             }
         }
-        for (key, t) in self.transports.iter_mut() {
+        for (_, t) in self.transports.iter_mut() {
             for i in 0..t.producers.len() {
                 let pk = t.producers[i];
                 let Some(block) = self.producers[pk]
@@ -53,7 +53,7 @@ impl Sfu {
                 else {
                     continue;
                 };
-                t.send_rtcp(key, buf, n + m, out, &mut self.counters);
+                t.send_rtcp(buf, n + m, out, &mut self.counters);
             }
         }
     }

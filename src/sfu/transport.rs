@@ -6,26 +6,30 @@
 //! has an address and `connect-transport` has told the role and fingerprints (or, if a
 //! ClientHello arrives first, as DTLS server) → the handshake exports SRTP keys → media.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::counters::Counters;
-use super::{random_token, random_u32, ConsumerKey, Egress, ProducerKey, Settings, TransportKey};
+use super::{random_token, random_u32, ConsumerKey, Egress, Path, ProducerKey, Settings};
 use crate::api::{self, ApiError, Direction, DtlsParameters, TransportOptions};
 use crate::demux::{self, PacketKind};
 use crate::dtls::{self, DtlsEvent, DtlsFailure, DtlsRole, DtlsTransport};
 use crate::ice::{IceLite, IceState, StunOutcome};
 use crate::srtp::{SrtpProfile, SrtpSession};
 
-/// mediasoup's priority for a UDP host candidate.
+/// mediasoup's priority for a UDP host candidate; TCP candidates rank below every UDP one, and
+/// each further announced address below the previous one (RFC 8445 §5.1.2: local preference).
 const UDP_HOST_PRIORITY: u32 = 1_076_302_079;
+const TCP_PENALTY: u32 = 1 << 16;
+/// Validated paths a transport remembers.
+const MAX_PATHS: usize = 4;
+const ADDRESS_PENALTY: u32 = 1 << 8;
 
 pub struct TransportParams {
     pub channel_id: String,
     pub user_id: String,
     pub direction: Direction,
-    /// The announced address: what the browser sends to.
-    pub local: SocketAddr,
+    /// The local port: the transport's own (per-transport mode) or the shard's (single-port).
+    pub port: u16,
 }
 
 /// Why a transport closed itself.
@@ -58,7 +62,6 @@ pub enum Received {
 
 /// What a transport borrows from its shard for one call.
 pub struct Io<'a, E: Egress> {
-    pub key: TransportKey,
     pub now: Instant,
     pub settings: &'a Settings,
     /// Room for one outgoing datagram (STUN reply, DTLS flight).
@@ -72,8 +75,16 @@ pub struct Transport {
     pub channel_id: String,
     pub user_id: String,
     pub direction: Direction,
-    pub local: SocketAddr,
+    pub port: u16,
     ice: IceLite,
+    /// The path ICE selected (the socket and remote address of the last nominated check):
+    /// where we send.
+    selected: Option<Path>,
+    /// Paths validated by a check (newest last): DTLS and media are accepted on any of them
+    /// (RFC 8445 §12.1), e.g. while the browser moves from one pair to another.
+    validated: Vec<Path>,
+    /// A path validated by the last datagram, and the one it evicted, for shared-socket routing.
+    new_path: Option<(Path, Option<Path>)>,
     /// Role and fingerprints from `connect-transport`.
     remote: Option<(DtlsRole, Vec<dtls::Fingerprint>)>,
     dtls: Option<DtlsTransport>,
@@ -96,8 +107,11 @@ impl Transport {
             channel_id: params.channel_id,
             user_id: params.user_id,
             direction: params.direction,
-            local: params.local,
+            port: params.port,
             ice: IceLite::new(&ufrag, &pwd, settings.consent_timeout, now),
+            selected: None,
+            validated: Vec::new(),
+            new_path: None,
             remote: None,
             dtls: None,
             srtp: None,
@@ -108,9 +122,31 @@ impl Transport {
         }
     }
 
-    /// The reply of `create-transport`.
+    /// The reply of `create-transport`: a UDP and/or a passive TCP host candidate per announced
+    /// address, UDP preferred.
     pub fn options(&self, settings: &Settings) -> TransportOptions {
-        let ip = self.local.ip().to_string();
+        let mut ice_candidates = Vec::new();
+        for (i, a) in settings.announced.iter().enumerate() {
+            let ip = a.ip.to_string();
+            let base = UDP_HOST_PRIORITY - ADDRESS_PENALTY * i as u32;
+            let candidate =
+                |protocol: &str, priority: u32, tcp_type: Option<String>| api::IceCandidate {
+                    foundation: format!("{protocol}candidate{i}"),
+                    priority,
+                    ip: ip.clone(),
+                    address: ip.clone(),
+                    protocol: protocol.into(),
+                    port: self.port,
+                    kind: "host".into(),
+                    tcp_type,
+                };
+            if a.udp {
+                ice_candidates.push(candidate("udp", base, None));
+            }
+            if a.tcp {
+                ice_candidates.push(candidate("tcp", base - TCP_PENALTY, Some("passive".into())));
+            }
+        }
         TransportOptions {
             id: self.id.clone(),
             ice_parameters: api::IceParameters {
@@ -118,16 +154,7 @@ impl Transport {
                 password: self.ice.local_pwd().to_string(),
                 ice_lite: true,
             },
-            ice_candidates: vec![api::IceCandidate {
-                foundation: "udpcandidate".into(),
-                priority: UDP_HOST_PRIORITY,
-                ip: ip.clone(),
-                address: ip,
-                protocol: "udp".into(),
-                port: self.local.port(),
-                kind: "host".into(),
-                tcp_type: None,
-            }],
+            ice_candidates,
             dtls_parameters: api::TransportDtlsParameters {
                 role: api::DtlsRole::Auto,
                 fingerprints: vec![api::Fingerprint {
@@ -142,9 +169,32 @@ impl Transport {
         self.srtp.is_some()
     }
 
-    /// The browser's address (ICE's selected candidate), once known.
-    pub fn remote(&self) -> Option<SocketAddr> {
-        self.ice.selected()
+    /// The path to the browser (ICE's selected candidate pair), once known.
+    pub fn selected(&self) -> Option<Path> {
+        self.selected
+    }
+
+    pub fn ufrag(&self) -> &str {
+        self.ice.local_ufrag()
+    }
+
+    /// The paths this transport accepts datagrams on.
+    pub fn validated(&self) -> &[Path] {
+        &self.validated
+    }
+
+    /// A path the last datagram validated (and one it displaced), once.
+    pub fn take_new_path(&mut self) -> Option<(Path, Option<Path>)> {
+        self.new_path.take()
+    }
+
+    fn validate(&mut self, path: Path) {
+        if self.validated.contains(&path) {
+            return;
+        }
+        let evicted = (self.validated.len() == MAX_PATHS).then(|| self.validated.remove(0));
+        self.validated.push(path);
+        self.new_path = Some((path, evicted));
     }
 
     /// `connect-transport`. The peer's role decides ours: `client` → we are the DTLS server,
@@ -183,7 +233,7 @@ impl Transport {
             d.set_remote_fingerprints(fingerprints.clone());
         }
         self.remote = Some((role, fingerprints));
-        if self.dtls.is_none() && self.ice.selected().is_some() {
+        if self.dtls.is_none() && self.selected.is_some() {
             self.start_dtls(role, io.settings, io.now);
         }
         Ok(self.drain_dtls(io))
@@ -203,10 +253,10 @@ impl Transport {
         self.dtls = Some(d);
     }
 
-    /// Handles one datagram from `from`, in place in `buf[..len]`.
+    /// Handles one datagram that came on `path`, in place in `buf[..len]`.
     pub fn handle_datagram<E: Egress>(
         &mut self,
-        from: SocketAddr,
+        path: Path,
         buf: &mut [u8],
         len: usize,
         io: &mut Io<'_, E>,
@@ -217,13 +267,23 @@ impl Transport {
         };
         match demux::classify(datagram) {
             PacketKind::Stun => {
-                match self.ice.handle_stun(datagram, from, io.now, io.scratch) {
+                match self
+                    .ice
+                    .handle_stun(datagram, path.remote, io.now, io.scratch)
+                {
                     StunOutcome::Reply {
                         len,
                         selected_changed,
+                        valid,
                     } => {
                         io.counters.stun_replies += 1;
-                        io.out.send(io.key, from, &io.scratch[..len]);
+                        io.out.send(path, &io.scratch[..len]);
+                        if valid {
+                            self.validate(path);
+                        }
+                        if selected_changed {
+                            self.selected = Some(path);
+                        }
                         if selected_changed && self.dtls.is_none() {
                             if let Some((role, _)) = self.remote {
                                 self.start_dtls(role, io.settings, io.now);
@@ -238,8 +298,8 @@ impl Transport {
                 Received::Nothing
             }
             PacketKind::Dtls => {
-                if self.ice.selected() != Some(from) {
-                    io.counters.drop("dtls", "unselected_address");
+                if !self.validated.contains(&path) {
+                    io.counters.drop("dtls", "unvalidated_path");
                     return Received::Nothing;
                 }
                 if self.dtls.is_none() {
@@ -255,8 +315,8 @@ impl Transport {
                 }
             }
             kind @ (PacketKind::Rtp | PacketKind::Rtcp) => {
-                if self.ice.selected() != Some(from) {
-                    io.counters.drop("media", "unselected_address");
+                if !self.validated.contains(&path) {
+                    io.counters.drop("media", "unvalidated_path");
                     return Received::Nothing;
                 }
                 let Some((inbound, _)) = &mut self.srtp else {
@@ -292,8 +352,8 @@ impl Transport {
         let d = self.dtls.as_mut()?;
         loop {
             match d.poll(io.scratch) {
-                DtlsEvent::Transmit(bytes) => match self.ice.selected() {
-                    Some(to) => io.out.send(io.key, to, bytes),
+                DtlsEvent::Transmit(bytes) => match self.selected {
+                    Some(to) => io.out.send(to, bytes),
                     None => io.counters.drop("dtls", "no_address"),
                 },
                 DtlsEvent::Connected(keys) => {
@@ -347,19 +407,18 @@ impl Transport {
     /// Encrypts the RTP packet `buf[..len]` in place and sends it to the browser.
     pub fn send_rtp(
         &mut self,
-        key: TransportKey,
         buf: &mut [u8],
         len: usize,
         out: &mut impl Egress,
         counters: &mut Counters,
     ) -> bool {
-        let (Some((_, outbound)), Some(to)) = (&mut self.srtp, self.ice.selected()) else {
+        let (Some((_, outbound)), Some(to)) = (&mut self.srtp, self.selected) else {
             counters.drop("forward", "consumer_not_connected");
             return false;
         };
         match outbound.protect_rtp(buf, len) {
             Ok(n) => {
-                out.send(key, to, &buf[..n]);
+                out.send(to, &buf[..n]);
                 true
             }
             Err(e) => {
@@ -372,19 +431,18 @@ impl Transport {
     /// Encrypts the compound RTCP packet `buf[..len]` in place and sends it.
     pub fn send_rtcp(
         &mut self,
-        key: TransportKey,
         buf: &mut [u8],
         len: usize,
         out: &mut impl Egress,
         counters: &mut Counters,
     ) {
-        let (Some((_, outbound)), Some(to)) = (&mut self.srtp, self.ice.selected()) else {
+        let (Some((_, outbound)), Some(to)) = (&mut self.srtp, self.selected) else {
             return;
         };
         match outbound.protect_rtcp(buf, len) {
             Ok(n) => {
                 counters.rtcp_sent += 1;
-                out.send(key, to, &buf[..n]);
+                out.send(to, &buf[..n]);
             }
             Err(e) => counters.drop("srtcp", e.as_str()),
         }

@@ -7,6 +7,8 @@
 
 mod ports;
 mod run;
+mod sockets;
+mod tcp;
 
 use crate::api::{
     ApiError, ConnectTransportRequest, ConsumeRequest, ConsumerOptions, Counts,

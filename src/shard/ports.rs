@@ -1,4 +1,6 @@
-//! A shard's slice of the RTC port range: binds a UDP socket on a free port of the slice.
+//! Binding RTC sockets: a UDP socket and/or a passive TCP listener per listen address, on one
+//! port number. Per-transport mode draws that port from the shard's slice of the range;
+//! single-port mode binds the shard's fixed port once.
 
 use std::collections::HashSet;
 use std::io;
@@ -10,9 +12,50 @@ use crate::api::ApiError;
 
 /// Socket buffer sizes for RTC sockets: room for bursts of a few hundred packets.
 const SOCKET_BUFFER: usize = 1 << 20;
+const TCP_BACKLOG: i32 = 128;
 
+/// What to bind on a port.
+#[derive(Clone, Debug)]
+pub struct Listen {
+    pub ips: Vec<IpAddr>,
+    pub udp: bool,
+    pub tcp: bool,
+}
+
+/// Sockets bound on one port: per listen address, a UDP socket and a TCP listener (as enabled).
+#[derive(Debug)]
+pub struct Bound {
+    pub port: u16,
+    pub udp: Vec<Socket>,
+    pub tcp: Vec<Socket>,
+}
+
+impl Listen {
+    /// Binds everything on `port`, or nothing.
+    pub fn bind(&self, port: u16) -> io::Result<Bound> {
+        let mut bound = Bound {
+            port,
+            udp: Vec::new(),
+            tcp: Vec::new(),
+        };
+        // "::" alone takes IPv4 too (dual stack); beside an IPv4 address it must not.
+        let only_v6 = self.ips.iter().any(IpAddr::is_ipv4);
+        for &ip in &self.ips {
+            let addr = SocketAddr::new(ip, port);
+            if self.udp {
+                bound.udp.push(bind_udp(addr, only_v6)?);
+            }
+            if self.tcp {
+                bound.tcp.push(bind_tcp(addr, only_v6)?);
+            }
+        }
+        Ok(bound)
+    }
+}
+
+/// Per-transport mode: the shard's slice of the port range.
 pub struct Ports {
-    listen_ip: IpAddr,
+    listen: Listen,
     first: u16,
     last: u16,
     next: u16,
@@ -20,9 +63,9 @@ pub struct Ports {
 }
 
 impl Ports {
-    pub fn new(listen_ip: IpAddr, (first, last): (u16, u16)) -> Self {
+    pub fn new(listen: Listen, (first, last): (u16, u16)) -> Self {
         Ports {
-            listen_ip,
+            listen,
             first,
             last,
             next: first,
@@ -34,9 +77,9 @@ impl Ports {
         self.in_use.len()
     }
 
-    /// Binds a non-blocking UDP socket on the next free port of the slice (round robin, so a
-    /// just-released port is reused last). A port taken by another process is skipped.
-    pub fn bind(&mut self) -> Result<(u16, Socket), ApiError> {
+    /// Binds the next free port of the slice (round robin, so a just-released port is reused
+    /// last). A port taken by another process is skipped.
+    pub fn bind(&mut self) -> Result<Bound, ApiError> {
         let size = u32::from(self.last - self.first) + 1;
         for _ in 0..size {
             let port = self.next;
@@ -48,15 +91,15 @@ impl Ports {
             if self.in_use.contains(&port) {
                 continue;
             }
-            match bind_udp(SocketAddr::new(self.listen_ip, port)) {
-                Ok(socket) => {
+            match self.listen.bind(port) {
+                Ok(bound) => {
                     self.in_use.insert(port);
-                    return Ok((port, socket));
+                    return Ok(bound);
                 }
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
                 Err(e) => {
                     return Err(ApiError::unavailable(format!(
-                        "cannot bind an RTC socket on port {port}: {e}"
+                        "cannot bind RTC sockets on port {port}: {e}"
                     )))
                 }
             }
@@ -72,17 +115,29 @@ impl Ports {
     }
 }
 
-fn bind_udp(addr: SocketAddr) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+fn new_socket(addr: SocketAddr, ty: Type, protocol: Protocol, only_v6: bool) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), ty, Some(protocol))?;
     if addr.is_ipv6() {
-        // "::" also receives IPv4 (dual stack).
-        socket.set_only_v6(false)?;
+        socket.set_only_v6(only_v6)?;
     }
     socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+fn bind_udp(addr: SocketAddr, only_v6: bool) -> io::Result<Socket> {
+    let socket = new_socket(addr, Type::DGRAM, Protocol::UDP, only_v6)?;
     // Best effort: the kernel caps these at net.core.{r,w}mem_max.
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
     socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+fn bind_tcp(addr: SocketAddr, only_v6: bool) -> io::Result<Socket> {
+    let socket = new_socket(addr, Type::STREAM, Protocol::TCP, only_v6)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(TCP_BACKLOG)?;
     Ok(socket)
 }
 
@@ -91,23 +146,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn binds_within_the_slice_and_reports_exhaustion() {
-        // Find 3 consecutive free ports by binding in a high range.
+    fn binds_udp_and_tcp_within_the_slice_and_reports_exhaustion() {
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let base = 47_000 + (std::process::id() % 1000) as u16 * 3;
-        let mut ports = Ports::new(ip, (base, base + 2));
+        let listen = Listen {
+            ips: vec![ip],
+            udp: true,
+            tcp: true,
+        };
+        let mut ports = Ports::new(listen, (base, base + 2));
         let mut held = Vec::new();
-        while let Ok((port, socket)) = ports.bind() {
-            assert!((base..=base + 2).contains(&port));
-            held.push((port, socket));
+        while let Ok(bound) = ports.bind() {
+            assert!((base..=base + 2).contains(&bound.port));
+            assert_eq!((bound.udp.len(), bound.tcp.len()), (1, 1));
+            held.push(bound);
         }
         assert!(held.len() <= 3);
         let err = ports.bind().unwrap_err();
         assert_eq!(err.status, 503);
         assert!(err.message.contains("no free RTC port"), "{}", err.message);
-        let (port, socket) = held.pop().unwrap();
-        drop(socket);
+        let bound = held.pop().unwrap();
+        let port = bound.port;
+        drop(bound);
         ports.release(port);
-        assert_eq!(ports.bind().unwrap().0, port);
+        assert_eq!(ports.bind().unwrap().port, port);
     }
 }

@@ -1,27 +1,31 @@
-//! A shard's executor: the command loop, one receive task per transport socket, the timer tick.
+//! A shard's executor: the command loop, one task per socket, the timer tick.
 //!
-//! Why one task per socket: each transport has its own UDP port (like mediasoup's
-//! WebRtcTransport), and glommio's receive is per socket; a task is a few hundred bytes plus its
-//! 2 KiB receive buffer, allocated once when the transport is created. Sends do not need a task:
-//! the core's output is written at once with a non-blocking `sendto` on the sending transport's
-//! socket, and a full socket buffer is a counted drop (as a router would do).
+//! Why one task per socket: glommio's receive is per socket, and a task is a few hundred bytes
+//! plus its 2 KiB receive buffer, allocated once when the socket is bound. In per-transport mode
+//! each transport has its own port (mediasoup's WebRtcTransport); in single-port mode the shard
+//! has one UDP socket and one TCP listener per listen address (mediasoup's WebRtcServer) and the
+//! core routes datagrams by ICE ufrag and remote address. Sends need no task: the core's output
+//! is written at once (see [`super::sockets`]).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use glommio::net::UdpSocket;
-use glommio::{LocalExecutorBuilder, Placement, Task};
+use glommio::net::{TcpListener, UdpSocket};
+use glommio::{LocalExecutorBuilder, Placement};
 
-use super::ports::Ports;
+use super::ports::{Bound, Listen, Ports};
+use super::sockets::{Kind, SocketEgress, Sockets};
 use super::{Command, Envelope, Reply, ShardHandle, ShardStats};
 use crate::api::{ApiError, RoomEvent};
+use crate::config::PortMode;
 use crate::dtls::DtlsIdentity;
-use crate::sfu::{Egress, Settings, Sfu, TransportKey, BUFFER_SIZE, MAX_DATAGRAM};
+use crate::sfu::{
+    Announced, Path, Settings, Sfu, SocketId, TransportKey, BUFFER_SIZE, MAX_DATAGRAM,
+};
 
 /// Timer resolution: consent, DTLS retransmissions and RTCP run from this tick.
 const TICK: Duration = Duration::from_millis(20);
@@ -30,11 +34,16 @@ const TICK: Duration = Duration::from_millis(20);
 pub struct ShardSetup {
     pub index: usize,
     pub cpu: Option<usize>,
+    /// Per-transport mode: the shard's slice of the range. Single-port mode: (port, port).
     pub ports: (u16, u16),
-    pub listen_ip: std::net::IpAddr,
-    pub announced_ip: std::net::IpAddr,
+    pub mode: PortMode,
+    /// (bind address, announced address) pairs.
+    pub listen: Vec<(IpAddr, IpAddr)>,
+    pub udp: bool,
+    pub tcp: bool,
     pub consent_timeout: Duration,
     pub dtls_timeout: Duration,
+    pub consumer_hold: Duration,
     pub dtls_config: Arc<dimpl::Config>,
     /// Where room events go (the control server's SSE hub).
     pub events: flume::Sender<RoomEvent>,
@@ -84,55 +93,15 @@ pub fn spawn(setup: ShardSetup) -> std::io::Result<(ShardHandle, std::thread::Jo
     Ok((ShardHandle { index, ports, tx }, thread))
 }
 
-struct Socket {
-    fd: RawFd,
-    port: u16,
-    /// The receive task; dropping it cancels it (and closes the socket it holds).
-    _task: Task<()>,
-}
-
-/// Sends the core's output with non-blocking `sendto` on the sending transport's socket.
-struct SocketEgress<'a> {
-    sockets: &'a HashMap<TransportKey, Socket>,
-    sent: u64,
-    bytes: u64,
-    dropped: u64,
-}
-
-impl Egress for SocketEgress<'_> {
-    fn send(&mut self, from: TransportKey, to: SocketAddr, datagram: &[u8]) {
-        let Some(socket) = self.sockets.get(&from) else {
-            self.dropped += 1;
-            return;
-        };
-        let addr = socket2::SockAddr::from(to);
-        // SAFETY: `fd` is an open UDP socket owned by this shard; the pointers and lengths
-        // describe live buffers for the duration of the call.
-        let n = unsafe {
-            libc::sendto(
-                socket.fd,
-                datagram.as_ptr().cast(),
-                datagram.len(),
-                libc::MSG_DONTWAIT,
-                addr.as_ptr().cast(),
-                addr.len(),
-            )
-        };
-        if n < 0 {
-            self.dropped += 1;
-        } else {
-            self.sent += 1;
-            self.bytes += datagram.len() as u64;
-        }
-    }
-}
-
-struct Shard {
-    index: usize,
+pub(super) struct Shard {
+    pub(super) index: usize,
     setup: ShardSetup,
-    sfu: RefCell<Sfu>,
-    sockets: RefCell<HashMap<TransportKey, Socket>>,
+    pub(super) sfu: RefCell<Sfu>,
+    pub(super) sockets: RefCell<Sockets>,
+    /// Per-transport mode: the port slice. Unused in single-port mode.
     ports: RefCell<Ports>,
+    /// Single-port mode: the shard's sockets between `start` and `run`.
+    single: RefCell<Option<Bound>>,
     loop_lag_us: Cell<u64>,
 }
 
@@ -140,18 +109,37 @@ impl Shard {
     fn start(setup: ShardSetup) -> Result<Rc<Shard>, String> {
         let identity = DtlsIdentity::generate()
             .map_err(|e| format!("cannot make the DTLS certificate: {e:?}"))?;
+        let single = match setup.mode {
+            PortMode::Single => Some(
+                listen_of(&setup)
+                    .bind(setup.ports.0)
+                    .map_err(|e| format!("cannot bind the shard's port {}: {e}", setup.ports.0))?,
+            ),
+            PortMode::PerTransport => None,
+        };
+        let announced = setup
+            .listen
+            .iter()
+            .map(|&(_, ip)| Announced {
+                ip,
+                udp: setup.udp,
+                tcp: setup.tcp,
+            })
+            .collect();
         let settings = Settings {
-            announced_ip: setup.announced_ip,
+            announced,
             consent_timeout: setup.consent_timeout,
             dtls_timeout: setup.dtls_timeout,
+            consumer_hold: setup.consumer_hold,
             dtls_config: setup.dtls_config.clone(),
             identity,
         };
         Ok(Rc::new(Shard {
             index: setup.index,
             sfu: RefCell::new(Sfu::new(settings, Instant::now())),
-            sockets: RefCell::new(HashMap::new()),
-            ports: RefCell::new(Ports::new(setup.listen_ip, setup.ports)),
+            sockets: RefCell::new(Sockets::default()),
+            ports: RefCell::new(Ports::new(listen_of(&setup), setup.ports)),
+            single: RefCell::new(single),
             loop_lag_us: Cell::new(0),
             setup,
         }))
@@ -159,6 +147,11 @@ impl Shard {
 
     async fn run(self: Rc<Self>, commands: flume::Receiver<Envelope>) {
         let ticker = glommio::spawn_local(self.clone().tick());
+        if self.setup.mode == PortMode::Single {
+            // Bound before "ready" was reported (see `start`); attach the tasks now.
+            let bound = self.take_single();
+            self.attach(bound, None);
+        }
         tracing::info!(shard = self.index, ports = ?self.setup.ports, "shard ready");
         while let Ok(envelope) = commands.recv_async().await {
             let stop = matches!(envelope.command, Command::Shutdown);
@@ -174,23 +167,18 @@ impl Shard {
 
     /// Runs the core with an egress on the shard's sockets, then applies what the core decided
     /// (events to the control server, transports to release).
-    fn with_core<R>(&self, f: impl FnOnce(&mut Sfu, &mut SocketEgress<'_>) -> R) -> R {
+    pub(super) fn with_core<R>(&self, f: impl FnOnce(&mut Sfu, &mut SocketEgress<'_>) -> R) -> R {
         let result = {
             let sockets = self.sockets.borrow();
-            let mut egress = SocketEgress {
-                sockets: &sockets,
-                sent: 0,
-                bytes: 0,
-                dropped: 0,
-            };
+            let mut egress = SocketEgress::new(&sockets);
             let mut sfu = self.sfu.borrow_mut();
             let result = f(&mut sfu, &mut egress);
             let c = sfu.counters_mut();
             c.datagrams_out += egress.sent;
             c.bytes_out += egress.bytes;
-            if egress.dropped > 0 {
-                c.drop_n("egress", "send_failed", egress.dropped);
-            }
+            c.drop_n("egress", "udp_send_failed", egress.udp_failed);
+            c.drop_n("egress", "tcp_queue_full", egress.tcp_full);
+            c.drop_n("egress", "no_socket", egress.no_socket);
             result
         };
         self.apply_core_output();
@@ -206,11 +194,11 @@ impl Shard {
             let mut sockets = self.sockets.borrow_mut();
             let mut ports = self.ports.borrow_mut();
             for (key, port) in sfu.take_closed() {
-                // Dropping the entry cancels its receive task, which closes the socket.
-                if let Some(s) = sockets.remove(&key) {
-                    debug_assert_eq!(s.port, port);
+                if self.setup.mode == PortMode::PerTransport {
+                    // Cancels the sockets' tasks, which closes the sockets.
+                    sockets.remove_owned(key);
+                    ports.release(port);
                 }
-                ports.release(port);
             }
         }
     }
@@ -224,28 +212,22 @@ impl Shard {
             }
             Command::CreateTransport(req) => {
                 self.sfu.borrow().check_create_transport(&req)?;
-                let (port, socket) = self.ports.borrow_mut().bind()?;
+                let bound = match self.setup.mode {
+                    PortMode::PerTransport => Some(self.ports.borrow_mut().bind()?),
+                    PortMode::Single => None,
+                };
+                let port = bound.as_ref().map_or(self.setup.ports.0, |b| b.port);
                 let created = self.sfu.borrow_mut().create_transport(&req, port, now);
-                match created {
-                    Ok((key, options)) => {
-                        // SAFETY: the fd comes from a socket we own and hand over to glommio.
-                        let socket = unsafe {
-                            <UdpSocket as std::os::fd::FromRawFd>::from_raw_fd(socket.into_raw_fd())
-                        };
-                        let fd = socket.as_raw_fd();
-                        let task = glommio::spawn_local(self.clone().receive(key, socket));
-                        self.sockets.borrow_mut().insert(
-                            key,
-                            Socket {
-                                fd,
-                                port,
-                                _task: task,
-                            },
-                        );
+                match (created, bound) {
+                    (Ok((key, options)), Some(bound)) => {
+                        self.attach(bound, Some(key));
                         Ok(Reply::Transport(options))
                     }
-                    Err(e) => {
-                        self.ports.borrow_mut().release(port);
+                    (Ok((_, options)), None) => Ok(Reply::Transport(options)),
+                    (Err(e), bound) => {
+                        if bound.is_some() {
+                            self.ports.borrow_mut().release(port);
+                        }
                         Err(e)
                     }
                 }
@@ -257,7 +239,7 @@ impl Shard {
                 .with_core(|sfu, _| sfu.produce(&req))
                 .map(Reply::Producer),
             Command::Consume(req) => self
-                .with_core(|sfu, _| sfu.consume(&req))
+                .with_core(|sfu, _| sfu.consume(&req, now))
                 .map(Reply::Consumer),
             Command::Producers {
                 channel_id,
@@ -291,17 +273,52 @@ impl Shard {
         }
     }
 
+    /// Single-port mode: the shard's sockets, bound in `start` (so a busy port fails the start).
+    fn take_single(&self) -> Bound {
+        self.single.borrow_mut().take().unwrap_or(Bound {
+            port: self.setup.ports.0,
+            udp: Vec::new(),
+            tcp: Vec::new(),
+        })
+    }
+
     fn counts(&self) -> crate::api::Counts {
         let mut counts = self.sfu.borrow().counts();
         counts.bound_ports = self.ports.borrow().in_use() as u64;
         counts
     }
 
-    /// One transport's receive loop: each datagram goes through the core at once.
-    async fn receive(self: Rc<Self>, key: TransportKey, socket: UdpSocket) {
+    /// Registers bound sockets (owned by `owner` in per-transport mode) and starts their tasks.
+    fn attach(self: &Rc<Self>, bound: Bound, owner: Option<TransportKey>) {
+        for socket in bound.udp {
+            // SAFETY: the fd comes from a socket we own and hand over to glommio.
+            let socket = unsafe { UdpSocket::from_raw_fd(socket.into_raw_fd()) };
+            let id = self
+                .sockets
+                .borrow_mut()
+                .insert(Kind::Udp(socket.as_raw_fd()), owner);
+            let task = glommio::spawn_local(self.clone().receive_udp(id, owner, socket));
+            self.sockets.borrow_mut().set_task(id, task);
+        }
+        for socket in bound.tcp {
+            // SAFETY: as above, a listening TCP socket.
+            let listener = unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) };
+            let id = self.sockets.borrow_mut().insert(Kind::Listener, owner);
+            let task = glommio::spawn_local(self.clone().accept_tcp(owner, listener));
+            self.sockets.borrow_mut().set_task(id, task);
+        }
+    }
+
+    /// One UDP socket's receive loop: each datagram goes through the core at once.
+    async fn receive_udp(
+        self: Rc<Self>,
+        id: SocketId,
+        owner: Option<TransportKey>,
+        socket: UdpSocket,
+    ) {
         let mut buf = vec![0u8; BUFFER_SIZE].into_boxed_slice();
         loop {
-            let (len, from) = match socket.recv_from(&mut buf[..=MAX_DATAGRAM]).await {
+            let (len, remote) = match socket.recv_from(&mut buf[..=MAX_DATAGRAM]).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(shard = self.index, "receive failed: {e}");
@@ -316,12 +333,10 @@ impl Shard {
                     .drop("datagram", "too_long");
                 continue;
             }
+            let path = Path { socket: id, remote };
             self.with_core(|sfu, out| {
-                sfu.handle_datagram(key, from, &mut buf, len, Instant::now(), out)
+                sfu.handle_datagram(owner, path, &mut buf, len, Instant::now(), out)
             });
-            if !self.sfu.borrow().is_open(key) {
-                return;
-            }
         }
     }
 
@@ -336,5 +351,13 @@ impl Shard {
             self.with_core(|sfu, out| sfu.handle_timeout(now, out));
             due = now + TICK;
         }
+    }
+}
+
+fn listen_of(setup: &ShardSetup) -> Listen {
+    Listen {
+        ips: setup.listen.iter().map(|&(ip, _)| ip).collect(),
+        udp: setup.udp,
+        tcp: setup.tcp,
     }
 }

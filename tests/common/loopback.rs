@@ -12,16 +12,16 @@ use choir::api::{
 };
 use choir::client::{ClientReceived, ClientTransport, ServerParams};
 use choir::dtls::{self, DtlsIdentity};
-use choir::sfu::{Egress, Settings, Sfu, TransportKey};
+use choir::sfu::{Announced, Egress, Path, Settings, Sfu, TransportKey};
 use serde_json::json;
 
 /// Collects what the core sends (allocates: for set-up, not for measured loops).
 #[derive(Default)]
-pub struct Queue(pub Vec<(TransportKey, SocketAddr, Vec<u8>)>);
+pub struct Queue(pub Vec<(Path, Vec<u8>)>);
 
 impl Egress for Queue {
-    fn send(&mut self, from: TransportKey, to: SocketAddr, datagram: &[u8]) {
-        self.0.push((from, to, datagram.to_vec()));
+    fn send(&mut self, path: Path, datagram: &[u8]) {
+        self.0.push((path, datagram.to_vec()));
     }
 }
 
@@ -32,16 +32,17 @@ pub struct Counter {
 }
 
 impl Egress for Counter {
-    fn send(&mut self, _from: TransportKey, _to: SocketAddr, datagram: &[u8]) {
+    fn send(&mut self, _path: Path, datagram: &[u8]) {
         self.sent += 1;
         self.bytes += datagram.len() as u64;
     }
 }
 
+/// One client transport. Each has its own "socket" (the per-transport port) and address.
 pub struct Leg {
     pub client: ClientTransport,
     pub key: TransportKey,
-    pub addr: SocketAddr,
+    pub path: Path,
 }
 
 pub struct Member {
@@ -62,12 +63,21 @@ pub struct Loopback {
 
 impl Loopback {
     pub fn new() -> Loopback {
+        Self::with_consumer_hold(Duration::ZERO)
+    }
+
+    pub fn with_consumer_hold(consumer_hold: Duration) -> Loopback {
         let now = Instant::now();
         let config = dtls::dtls_config();
         let settings = Settings {
-            announced_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            announced: vec![Announced {
+                ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                udp: true,
+                tcp: false,
+            }],
             consent_timeout: Duration::from_secs(30),
             dtls_timeout: Duration::from_secs(30),
+            consumer_hold,
             dtls_config: config.clone(),
             identity: DtlsIdentity::generate().unwrap(),
         };
@@ -117,17 +127,15 @@ impl Loopback {
         self.sfu
             .connect_transport(&connect, self.now, &mut q)
             .unwrap();
-        let addr = SocketAddr::new(
-            IpAddr::V4(Ipv4Addr::new(
-                10,
-                0,
-                (self.next_addr >> 8) as u8,
-                self.next_addr as u8,
-            )),
-            5000,
-        );
+        let [hi, lo] = self.next_addr.to_be_bytes();
+        let remote = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, hi, lo)), 5000);
+        // Each client transport has its own "socket" (a per-transport port).
+        let path = Path {
+            socket: u32::from(self.next_addr),
+            remote,
+        };
         self.next_addr += 1;
-        Leg { client, key, addr }
+        Leg { client, key, path }
     }
 
     /// Joins a participant (send + recv transports; a producer if `produce`).
@@ -165,7 +173,7 @@ impl Loopback {
             producer_id: self.members[producer].producer_id.clone().unwrap(),
             rtp_capabilities: caps,
         };
-        let c = self.sfu.consume(&req).unwrap();
+        let c = self.sfu.consume(&req, self.now).unwrap();
         c.rtp_parameters.encodings[0].ssrc.unwrap()
     }
 
@@ -199,14 +207,14 @@ impl Loopback {
         let mut outgoing = Vec::new();
         for leg in self.legs_mut() {
             while let Some(n) = leg.client.poll_transmit(now, &mut buf) {
-                outgoing.push((leg.key, leg.addr, buf[..n].to_vec()));
+                outgoing.push((leg.key, leg.path, buf[..n].to_vec()));
             }
         }
-        for (key, addr, mut d) in outgoing {
+        for (key, path, mut d) in outgoing {
             let len = d.len();
             d.resize(2048, 0);
             self.sfu
-                .handle_datagram(key, addr, &mut d, len, now, &mut q);
+                .handle_datagram(Some(key), path, &mut d, len, now, &mut q);
         }
         self.sfu.handle_timeout(now, &mut q);
         self.deliver(q);
@@ -217,10 +225,10 @@ impl Loopback {
     pub fn deliver(&mut self, q: Queue) -> Vec<(usize, Vec<u8>)> {
         let now = self.now;
         let mut rtp = Vec::new();
-        for (key, _to, mut d) in q.0 {
+        for (path, mut d) in q.0 {
             for (i, m) in self.members.iter_mut().enumerate() {
                 for leg in [&mut m.send, &mut m.recv] {
-                    if leg.key == key {
+                    if leg.path == path {
                         if let ClientReceived::Rtp(n) = leg.client.handle_datagram(&mut d, now) {
                             rtp.push((i, d[..n].to_vec()));
                         }

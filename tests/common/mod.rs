@@ -9,15 +9,29 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod net;
 pub mod peer;
 
-/// A distinct RTC port range of `n` ports for each daemon a test process starts.
+/// An RTC port range of `n` ports for a daemon: a pseudo-random base (per process and call) whose
+/// first two ports are free for UDP and TCP now (single-port mode binds them at start;
+/// per-transport mode skips ports other processes hold).
 pub fn port_range(n: u16) -> (u16, u16) {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let slot = NEXT.fetch_add(1, Ordering::Relaxed);
-    // Spread processes by pid so parallel test binaries rarely overlap (choir skips ports in use).
-    let base = 20_000 + ((std::process::id() as u16 % 40) * 1000 + slot * n) % 40_000;
-    (base, base + n - 1)
+    for _ in 0..200 {
+        let slot = u32::from(NEXT.fetch_add(1, Ordering::Relaxed));
+        let seed = std::process::id()
+            .wrapping_mul(2_654_435_761)
+            .wrapping_add(slot.wrapping_mul(40_503));
+        let base = 20_000 + (seed % u32::from(40_000 - n)) as u16;
+        let free = |p: u16| {
+            std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+        };
+        if free(base) && free(base + 1) {
+            return (base, base + n - 1);
+        }
+    }
+    panic!("no free port range");
 }
 
 /// RTC ports per test daemon.
@@ -90,9 +104,10 @@ impl Daemon {
                 let _ = etx.send(line);
             }
         });
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("choir did not report its address within 20 s");
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
+            let logs: Vec<String> = erx.try_iter().collect();
+            panic!("choir did not report its address within 20 s: {logs:?}");
+        };
         let base = line
             .strip_prefix("choir listening on ")
             .expect("address line")

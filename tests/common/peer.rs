@@ -7,17 +7,19 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use str0m::change::DirectApi;
 use str0m::format::Codec;
 use str0m::media::{Frequency, MediaKind, Mid, Pt};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
+use super::net::Net;
+pub use super::net::Via;
 use super::Daemon;
 
 /// Payload bytes per packet (a 20 ms Opus frame at ~40 kbit/s).
@@ -56,10 +58,11 @@ pub struct Got {
     pub at: Instant,
 }
 
-/// One transport: a str0m `Rtc` on its own loopback socket.
+/// One transport: a str0m `Rtc` on its own loopback socket or TCP connection.
 pub struct Leg {
     pub rtc: Rtc,
-    socket: UdpSocket,
+    net: Net,
+    pub via: Via,
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub transport_id: String,
@@ -73,7 +76,8 @@ pub struct Leg {
 impl Leg {
     /// Creates the str0m side of a choir transport. `dtls_client`: whether this peer is the
     /// DTLS client (then it signals role "client" and choir is the server).
-    fn new(options: &Value, ext: ExtensionMap, pt: u8, dtls_client: bool, now: Instant) -> Leg {
+    fn new(options: &Value, ext: ExtensionMap, pt: u8, opts: JoinOptions, now: Instant) -> Leg {
+        let dtls_client = opts.dtls_client;
         let mut builder = Rtc::builder()
             .set_rtp_mode(true)
             .clear_codecs()
@@ -88,15 +92,60 @@ impl Leg {
             Default::default(),
         );
         let mut rtc = builder.build(now);
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.set_nonblocking(true).unwrap();
-        let local = socket.local_addr().unwrap();
-        let cand = &options["iceCandidates"][0];
-        let remote: SocketAddr = format!("{}:{}", cand["address"].as_str().unwrap(), cand["port"])
-            .parse()
-            .unwrap();
-        rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
-        rtc.add_remote_candidate(Candidate::host(remote, "udp").unwrap());
+        let protocol = match opts.via {
+            Via::Udp => "udp",
+            Via::Tcp => "tcp",
+        };
+        let remote: SocketAddr = options["iceCandidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["protocol"] == protocol)
+            .map(|c| {
+                SocketAddr::new(
+                    c["address"].as_str().unwrap().parse().unwrap(),
+                    c["port"].as_u64().unwrap() as u16,
+                )
+            })
+            .find(|a| a.is_ipv6() == opts.ipv6)
+            .unwrap_or_else(|| {
+                panic!("no {protocol} candidate (ipv6: {}) in {options}", opts.ipv6)
+            });
+        let loopback = if opts.ipv6 { "[::1]:0" } else { "127.0.0.1:0" };
+        let (net, local) = match opts.via {
+            Via::Udp => {
+                let socket = UdpSocket::bind(loopback).unwrap();
+                socket.set_nonblocking(true).unwrap();
+                let local = socket.local_addr().unwrap();
+                rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+                rtc.add_remote_candidate(Candidate::host(remote, "udp").unwrap());
+                (Net::Udp(socket), local)
+            }
+            Via::Tcp => {
+                let stream = TcpStream::connect_timeout(&remote, Duration::from_secs(5)).unwrap();
+                stream.set_nonblocking(true).unwrap();
+                let local = stream.local_addr().unwrap();
+                let tcp = |addr, tcptype| {
+                    Candidate::builder()
+                        .tcp()
+                        .host(addr)
+                        .tcptype(tcptype)
+                        .build()
+                        .unwrap()
+                };
+                rtc.add_local_candidate(tcp(local, TcpType::Active));
+                rtc.add_remote_candidate(tcp(remote, TcpType::Passive));
+                (
+                    Net::Tcp {
+                        stream,
+                        rx: Vec::new(),
+                        tx: Vec::new(),
+                        remote,
+                    },
+                    local,
+                )
+            }
+        };
         let ice = &options["iceParameters"];
         let fp = options["dtlsParameters"]["fingerprints"]
             .as_array()
@@ -121,7 +170,8 @@ impl Leg {
         }
         Leg {
             rtc,
-            socket,
+            net,
+            via: opts.via,
             local,
             remote,
             transport_id: options["id"].as_str().unwrap().to_string(),
@@ -141,8 +191,9 @@ impl Leg {
     }
 
     /// Sends raw bytes to choir from this leg's socket (garbage and replay tests).
-    pub fn send_raw(&self, bytes: &[u8]) {
-        let _ = self.socket.send_to(bytes, self.remote);
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        let remote = self.remote;
+        self.net.send(bytes, remote);
     }
 
     /// Runs str0m: inputs from the socket, timeouts, outputs to the socket. Returns the events.
@@ -157,8 +208,13 @@ impl Leg {
             }
             self.drain(&mut events);
         }
-        while let Ok((n, source)) = self.socket.recv_from(&mut buf) {
-            if let Ok(r) = Receive::new(Protocol::Udp, source, self.local, &buf[..n]) {
+        self.net.flush();
+        let proto = match self.via {
+            Via::Udp => Protocol::Udp,
+            Via::Tcp => Protocol::Tcp,
+        };
+        while let Some((n, source)) = self.net.recv(&mut buf) {
+            if let Ok(r) = Receive::new(proto, source, self.local, &buf[..n]) {
                 if self.rtc.handle_input(Input::Receive(now, r)).is_err() {
                     self.disconnected = true;
                 }
@@ -172,7 +228,7 @@ impl Leg {
         while self.rtc.is_alive() {
             match self.rtc.poll_output() {
                 Ok(Output::Transmit(t)) => {
-                    let _ = self.socket.send_to(&t.contents, t.destination);
+                    self.net.send(&t.contents, t.destination);
                     if self.sent.len() < 4096 {
                         self.sent.push(t.contents.to_vec());
                     }
@@ -209,6 +265,13 @@ pub struct JoinOptions {
     pub wrong_fingerprint: bool,
     /// Produce (else listen only).
     pub produce: bool,
+    /// Signal the producer's SSRC (else only its mid: choir learns the SSRC from the MID
+    /// header extension).
+    pub signal_ssrc: bool,
+    /// UDP or ICE-TCP for both transports.
+    pub via: Via,
+    /// Use choir's IPv6 candidates (the peer binds ::1).
+    pub ipv6: bool,
 }
 
 impl Default for JoinOptions {
@@ -217,6 +280,9 @@ impl Default for JoinOptions {
             dtls_client: true,
             wrong_fingerprint: false,
             produce: true,
+            signal_ssrc: true,
+            via: Via::Udp,
+            ipv6: false,
         }
     }
 }
@@ -236,6 +302,8 @@ pub struct Peer {
     pub muted: bool,
     /// The peer stopped everything (no STUN, no media): a vanished browser.
     pub silent: bool,
+    /// While silent, do not even read the sockets (a stalled reader).
+    pub stop_reading: bool,
     next_write: Instant,
     /// Consumer SSRC → producer id.
     pub consumers: HashMap<u32, String>,
@@ -256,7 +324,7 @@ impl Peer {
         let mut send_ext = ExtensionMap::empty();
         send_ext.set(SEND_EXT_AUDIO_LEVEL, Extension::AudioLevel);
         send_ext.set(SEND_EXT_MID, Extension::RtpMid);
-        let mut send = Leg::new(&send_opts, send_ext, SEND_PT, opts.dtls_client, now);
+        let mut send = Leg::new(&send_opts, send_ext, SEND_PT, opts, now);
         let mut dtls = send.dtls_parameters(opts.dtls_client);
         if opts.wrong_fingerprint {
             dtls["fingerprints"][0]["value"] = json!(vec!["AB"; 32].join(":"));
@@ -277,7 +345,8 @@ impl Peer {
                 "headerExtensions":[
                   {"uri":"urn:ietf:params:rtp-hdrext:ssrc-audio-level","id":SEND_EXT_AUDIO_LEVEL,"encrypt":false,"parameters":{}},
                   {"uri":"urn:ietf:params:rtp-hdrext:sdes:mid","id":SEND_EXT_MID,"encrypt":false,"parameters":{}}],
-                "encodings":[{"ssrc":ssrc}],"rtcp":{"cname":format!("cname-{user}"),"reducedSize":true}});
+                "encodings":[if opts.signal_ssrc { json!({"ssrc":ssrc}) } else { json!({}) }],
+                "rtcp":{"cname":format!("cname-{user}"),"reducedSize":true}});
             let v = d.ok("produce", &json!({"channelId":channel,"userId":user,"kind":"audio","rtpParameters":rtp}));
             v["producerId"].as_str().unwrap().to_string()
         });
@@ -289,7 +358,7 @@ impl Peer {
         // The consumer side uses the router's ids (what choir's consume reply announces).
         recv_ext.set(10, Extension::AudioLevel);
         recv_ext.set(4, Extension::AbsoluteSendTime);
-        let mut recv = Leg::new(&recv_opts, recv_ext, RECV_PT, opts.dtls_client, now);
+        let mut recv = Leg::new(&recv_opts, recv_ext, RECV_PT, opts, now);
         let dtls = recv.dtls_parameters(opts.dtls_client);
         d.ok(
             "connect-transport",
@@ -306,6 +375,7 @@ impl Peer {
             written: 0,
             muted: false,
             silent: false,
+            stop_reading: false,
             next_write: now,
             consumers: HashMap::new(),
             got: BTreeMap::new(),
@@ -346,12 +416,14 @@ impl Peer {
 
     /// Drives both legs; writes a packet every 20 ms unless muted or silent.
     pub fn tick(&mut self, now: Instant) {
+        if self.silent && self.stop_reading {
+            return;
+        }
         if self.silent {
             // Drain the sockets without answering anything.
             let mut buf = [0u8; 2000];
-            while self.send.socket.recv_from(&mut buf).is_ok()
-                || self.recv.socket.recv_from(&mut buf).is_ok()
-            {}
+            while self.send.net.recv(&mut buf).is_some() || self.recv.net.recv(&mut buf).is_some() {
+            }
             return;
         }
         if self.producer_id.is_some() && self.send.connected && !self.muted {

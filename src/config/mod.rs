@@ -6,6 +6,11 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+mod values;
+
+pub use values::parse_duration;
+use values::{as_millis, first_non_loopback_ipv4, parse_bool, parse_listen_ips};
+
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
@@ -44,6 +49,43 @@ pub struct Cli {
         default_value = "0.0.0.0"
     )]
     pub rtc_listen_ip: String,
+
+    /// RTC listen addresses, each with the address announced in candidates:
+    /// "IP[=ANNOUNCED],..." (IPv4 and IPv6, e.g. "10.0.0.5=203.0.113.5,::=2001:db8::5").
+    /// Overrides --rtc-listen-ip/--announced-ip. A specific IP without "=" announces itself;
+    /// 0.0.0.0 announces --announced-ip.
+    #[arg(long, env = "SFU_LISTEN_IPS", value_name = "LIST")]
+    pub listen_ips: Option<String>,
+
+    /// Offer UDP host candidates.
+    #[arg(
+        long,
+        env = "CHOIR_ENABLE_UDP",
+        value_name = "BOOL",
+        default_value = "true"
+    )]
+    pub enable_udp: String,
+
+    /// Offer passive TCP host candidates (ICE-TCP, RFC 6544; media framed per RFC 4571), ranked
+    /// below UDP.
+    #[arg(
+        long,
+        env = "CHOIR_ENABLE_TCP",
+        value_name = "BOOL",
+        default_value = "true"
+    )]
+    pub enable_tcp: String,
+
+    /// "per-transport": every transport binds its own port from the range (mediasoup's
+    /// WebRtcTransport). "single": shard i listens on RTC_MIN_PORT+i (UDP and TCP) for all its
+    /// transports, routing by ICE ufrag and remote address (mediasoup's WebRtcServer).
+    #[arg(
+        long,
+        env = "CHOIR_PORT_MODE",
+        value_name = "MODE",
+        default_value = "per-transport"
+    )]
+    pub port_mode: String,
 
     /// Address of the HTTP control server (the voice API under /api/voice).
     #[arg(
@@ -90,6 +132,16 @@ pub struct Cli {
     )]
     pub dtls_timeout: String,
 
+    /// A consumer other than its transport's first starts forwarding after this delay, the
+    /// time a browser takes to apply the consumer's SDP (0 disables the hold).
+    #[arg(
+        long,
+        env = "CHOIR_CONSUMER_HOLD",
+        value_name = "DURATION",
+        default_value = "500ms"
+    )]
+    pub consumer_hold: String,
+
     /// Log filter (tracing EnvFilter syntax, e.g. "info", "choir=debug").
     #[arg(long, env = "CHOIR_LOG", value_name = "FILTER", default_value = "info")]
     pub log: String,
@@ -105,6 +157,11 @@ pub struct Cli {
 pub struct Config {
     pub announced_ip: IpAddr,
     pub rtc_listen_ip: IpAddr,
+    /// Where RTC sockets bind and what each announces (at least one).
+    pub listen_ips: Vec<ListenIp>,
+    pub enable_udp: bool,
+    pub enable_tcp: bool,
+    pub port_mode: PortMode,
     pub rtc_min_port: u16,
     pub rtc_max_port: u16,
     pub listen: SocketAddr,
@@ -115,9 +172,27 @@ pub struct Config {
     pub consent_timeout: Duration,
     #[serde(serialize_with = "as_millis", rename = "dtlsTimeoutMs")]
     pub dtls_timeout: Duration,
+    #[serde(serialize_with = "as_millis", rename = "consumerHoldMs")]
+    pub consumer_hold: Duration,
     pub log: String,
     #[serde(skip)]
     pub print_config: bool,
+}
+
+/// An RTC listen address and the address candidates announce for it (they differ behind NAT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ListenIp {
+    pub ip: IpAddr,
+    pub announced: IpAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PortMode {
+    /// One port per transport, from the shard's slice of the range.
+    PerTransport,
+    /// One UDP and one TCP port per shard: RTC_MIN_PORT + shard index.
+    Single,
 }
 
 /// A configuration error: one line, naming the bad value.
@@ -291,11 +366,72 @@ impl Config {
                 "not a duration (e.g. 30s, 500ms)",
             )
         })?;
+        let consumer_hold = match cli.consumer_hold.trim() {
+            "0" | "0s" | "0ms" => Duration::ZERO,
+            v => parse_duration(v).ok_or_else(|| {
+                bad(
+                    "consumer_hold",
+                    "--consumer-hold",
+                    "CHOIR_CONSUMER_HOLD",
+                    &cli.consumer_hold,
+                    "not a duration (e.g. 500ms, 0)",
+                )
+            })?,
+        };
+        let listen_ips = match &cli.listen_ips {
+            None => vec![ListenIp {
+                ip: rtc_listen_ip,
+                announced: announced_ip,
+            }],
+            Some(list) => parse_listen_ips(list, announced_ip)
+                .map_err(|why| bad("listen_ips", "--listen-ips", "SFU_LISTEN_IPS", list, &why))?,
+        };
+        let enable_udp = parse_bool(&cli.enable_udp).ok_or_else(|| {
+            bad(
+                "enable_udp",
+                "--enable-udp",
+                "CHOIR_ENABLE_UDP",
+                &cli.enable_udp,
+                "not a boolean (true/false)",
+            )
+        })?;
+        let enable_tcp = parse_bool(&cli.enable_tcp).ok_or_else(|| {
+            bad(
+                "enable_tcp",
+                "--enable-tcp",
+                "CHOIR_ENABLE_TCP",
+                &cli.enable_tcp,
+                "not a boolean (true/false)",
+            )
+        })?;
+        if !enable_udp && !enable_tcp {
+            return Err(ConfigError(
+                "invalid --enable-udp false with --enable-tcp false: transports need UDP or TCP"
+                    .into(),
+            ));
+        }
+        let port_mode = match cli.port_mode.trim() {
+            "per-transport" => PortMode::PerTransport,
+            "single" => PortMode::Single,
+            other => {
+                return Err(bad(
+                    "port_mode",
+                    "--port-mode",
+                    "CHOIR_PORT_MODE",
+                    other,
+                    "not a port mode (per-transport, single)",
+                ))
+            }
+        };
         tracing_subscriber::EnvFilter::try_new(&cli.log)
             .map_err(|e| bad("log", "--log", "CHOIR_LOG", &cli.log, &e.to_string()))?;
         Ok(Config {
             announced_ip,
             rtc_listen_ip,
+            listen_ips,
+            enable_udp,
+            enable_tcp,
+            port_mode,
             rtc_min_port,
             rtc_max_port,
             listen,
@@ -304,6 +440,7 @@ impl Config {
             cors_origin,
             consent_timeout,
             dtls_timeout,
+            consumer_hold,
             log: cli.log.clone(),
             print_config: cli.print_config,
         })
@@ -321,153 +458,5 @@ impl Config {
     }
 }
 
-fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_millis() as u64)
-}
-
-fn parse_bool(v: &str) -> Option<bool> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Some(true),
-        "0" | "false" | "no" | "off" => Some(false),
-        _ => None,
-    }
-}
-
-/// Parses "30s", "500ms", "2m" or a bare number of seconds; must be positive and ≤ 1 day.
-pub fn parse_duration(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    let (num, unit) = match v.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => v.split_at(i),
-        None => (v, "s"),
-    };
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return None,
-    };
-    (secs > 0.0 && secs <= 86_400.0).then(|| Duration::from_secs_f64(secs))
-}
-
-/// The first IPv4 address of an up, non-loopback interface (as the plan's getLocalIp()).
-fn first_non_loopback_ipv4() -> Option<IpAddr> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we free below with freeifaddrs.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return None;
-    }
-    let mut found = None;
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list returned by getifaddrs, valid until freeifaddrs.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        let up = ifa.ifa_flags & libc::IFF_UP as u32 != 0;
-        let loopback = ifa.ifa_flags & libc::IFF_LOOPBACK as u32 != 0;
-        if !up || loopback || ifa.ifa_addr.is_null() {
-            continue;
-        }
-        // SAFETY: ifa_addr is non-null and points at a sockaddr of family sa_family.
-        if unsafe { (*ifa.ifa_addr).sa_family } as i32 == libc::AF_INET {
-            // SAFETY: family AF_INET means the sockaddr is a sockaddr_in.
-            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            if !ip.is_loopback() && !ip.is_unspecified() {
-                found = Some(IpAddr::V4(ip));
-                break;
-            }
-        }
-    }
-    // SAFETY: `head` came from getifaddrs.
-    unsafe { libc::freeifaddrs(head) };
-    found
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
-        let mut v = vec!["choir"];
-        v.extend_from_slice(args);
-        Config::from_args(v)
-    }
-
-    #[test]
-    fn defaults_validate() {
-        let c = parse(&["--announced-ip", "203.0.113.5", "--shards", "2"]).unwrap();
-        assert_eq!(c.rtc_min_port, 40000);
-        assert_eq!(c.rtc_max_port, 49999);
-        assert_eq!(c.listen, "0.0.0.0:3001".parse::<SocketAddr>().unwrap());
-        assert_eq!(c.consent_timeout, Duration::from_secs(30));
-        assert_eq!(c.port_slice(0), (40000, 44999));
-        assert_eq!(c.port_slice(1), (45000, 49999));
-    }
-
-    #[test]
-    fn slices_cover_the_range_without_overlap() {
-        let c = parse(&[
-            "--rtc-min-port",
-            "1000",
-            "--rtc-max-port",
-            "1006",
-            "--shards",
-            "3",
-        ])
-        .unwrap();
-        let slices: Vec<_> = (0..3).map(|i| c.port_slice(i)).collect();
-        assert_eq!(slices, vec![(1000, 1001), (1002, 1003), (1004, 1006)]);
-    }
-
-    #[test]
-    fn invalid_values_name_the_flag() {
-        let e = parse(&["--rtc-min-port", "abc"]).unwrap_err();
-        assert_eq!(
-            e.0,
-            "invalid --rtc-min-port \"abc\": not a port number (1-65535)"
-        );
-        let e = parse(&["--rtc-min-port", "5000", "--rtc-max-port", "5000"]).unwrap_err();
-        assert!(
-            e.0.contains("--rtc-min-port 5000: must be below --rtc-max-port 5000"),
-            "{e}"
-        );
-        let e = parse(&["--announced-ip", "1.2.3"]).unwrap_err();
-        assert!(e.0.starts_with("invalid --announced-ip \"1.2.3\""), "{e}");
-        let e = parse(&["--announced-ip", "0.0.0.0"]).unwrap_err();
-        assert!(e.0.contains("unspecified"), "{e}");
-        let e = parse(&[
-            "--rtc-min-port",
-            "1000",
-            "--rtc-max-port",
-            "1002",
-            "--shards",
-            "4",
-        ])
-        .unwrap_err();
-        assert!(e.0.contains("3 ports cannot be split over 4 shards"), "{e}");
-        assert!(parse(&["--shards", "0"])
-            .unwrap_err()
-            .0
-            .contains("--shards"));
-        assert!(parse(&["--listen", "nope"])
-            .unwrap_err()
-            .0
-            .contains("--listen"));
-        assert!(parse(&["--consent-timeout", "3x"])
-            .unwrap_err()
-            .0
-            .contains("--consent-timeout"));
-        assert!(parse(&["--pin", "maybe"]).unwrap_err().0.contains("--pin"));
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("0s"), None);
-        assert_eq!(parse_duration("-1s"), None);
-        assert_eq!(parse_duration("s"), None);
-    }
-}
+mod tests;

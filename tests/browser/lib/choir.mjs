@@ -1,0 +1,96 @@
+// Starts choir on free ports (API on 127.0.0.1:0, RTC on a port range of its own, announced IP
+// 127.0.0.1), talks to its API, and stops it with SIGTERM (expecting exit status 0).
+import { spawn } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { CheckFailed, trackChild, withTimeout } from './util.mjs';
+
+/** The RTC port range of the n-th choir of this run (ports taken by others are skipped by choir). */
+function rtcPorts(n) {
+  const base = 41000 + ((process.pid * 7 + n * 500) % 16000);
+  return [base, base + 399];
+}
+
+let started = 0;
+
+export async function startChoir({ bin, logFile, logFilter, consentTimeout = '5s', extraArgs = [] }) {
+  const [min, max] = rtcPorts(started++);
+  const args = [
+    '--listen', '127.0.0.1:0',
+    '--announced-ip', '127.0.0.1',
+    '--rtc-listen-ip', '127.0.0.1',
+    '--rtc-min-port', String(min),
+    '--rtc-max-port', String(max),
+    '--consent-timeout', consentTimeout,
+    '--log', logFilter,
+    ...extraArgs,
+  ];
+  const child = trackChild(spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
+  const log = createWriteStream(logFile);
+  log.write(`$ ${bin} ${args.join(' ')}\n`);
+  const tail = [];
+  const keep = (chunk) => {
+    log.write(chunk);
+    for (const line of chunk.toString().split('\n')) if (line) tail.push(line);
+    if (tail.length > 400) tail.splice(0, tail.length - 400);
+  };
+  child.stderr.on('data', keep);
+  let exited = null;
+  const exit = new Promise((resolve) => {
+    child.on('exit', (code, signal) => {
+      exited = { code, signal };
+      resolve(exited);
+    });
+    child.on('error', (e) => {
+      exited = { code: null, signal: null, error: e };
+      resolve(exited);
+    });
+  });
+  const listening = new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (chunk) => {
+      keep(chunk);
+      out += chunk;
+      const m = out.match(/choir listening on (http:\/\/\S+)/);
+      if (m) resolve(m[1]);
+    });
+    exit.then((e) => reject(new CheckFailed(`choir exited before listening: ${JSON.stringify(e)}\n${tail.join('\n')}`)));
+  });
+  const url = await withTimeout(listening, 10000, 'choir printing "choir listening on ..."');
+  const api = `${url}/api`;
+
+  async function request(method, path, body) {
+    const res = await fetch(`${api}/voice${path}`, {
+      method,
+      headers: body ? { 'Content-Type': 'application/json' } : {},
+      body: body ? JSON.stringify(body) : undefined,
+      signal: AbortSignal.timeout(5000),
+    });
+    const data = await res.json().catch(() => null);
+    if (!res.ok) throw new CheckFailed(`${method} /api/voice${path} -> ${res.status}: ${data?.error}`);
+    return data;
+  }
+
+  return {
+    url,
+    api,
+    rtcPorts: [min, max],
+    logFile,
+    tail: (n = 80) => tail.slice(-n),
+    get: (path) => request('GET', path),
+    post: (path, body) => request('POST', path, body),
+    health: () => request('GET', '/health'),
+    stats: () => request('GET', '/stats'),
+    /** SIGTERM, then waits for the exit; resolves to { code, signal, ms } (SIGKILL after 10 s). */
+    async stop() {
+      if (exited) return { ...exited, ms: 0, alreadyExited: true };
+      const t = Date.now();
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10000);
+      const e = await exit;
+      clearTimeout(timer);
+      await new Promise((resolve) => log.end(resolve));
+      return { ...e, ms: Date.now() - t };
+    },
+    exited: () => exited,
+  };
+}

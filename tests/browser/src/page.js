@@ -1,0 +1,233 @@
+// The test page: the plan's client (rtcService + sfuService) plus hooks for the driver, exposed as
+// `window.choir`. The driver calls them with Playwright's page.evaluate.
+
+import { calls, createApiClient } from './api.js';
+import { HEARD_RMS } from './audio.js';
+import { RTCService } from './rtcService.js';
+import { SFUService } from './sfuService.js';
+
+const logs = [];
+function log(tag, message) {
+  const line = `${(performance.now() / 1000).toFixed(3)} ${tag}: ${message}`;
+  logs.push(line);
+  console.log(line);
+}
+window.addEventListener('error', (e) => log('error', `uncaught: ${e.message}`));
+window.addEventListener('unhandledrejection', (e) => log('error', `unhandled rejection: ${e.reason}`));
+
+let sfu;
+let rtc;
+/** performance.now() just before this page's first API call of the current join. */
+let t0 = null;
+
+/** Samples every remote track's level: first time heard, and the longest silence since. */
+function sample() {
+  if (!rtc) return;
+  const now = performance.now();
+  for (const remote of rtc.remotes.values()) {
+    const level = remote.analyser.rms();
+    remote.level = level;
+    if (level < HEARD_RMS) continue;
+    if (remote.firstHeardAt === null) remote.firstHeardAt = now;
+    else remote.maxGapMs = Math.max(remote.maxGapMs, now - remote.lastHeardAt);
+    remote.lastHeardAt = now;
+  }
+}
+setInterval(sample, 10);
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const round = (x, d = 1) => (x === null || x === undefined ? null : Number(x.toFixed(d)));
+const median = (xs) => {
+  if (!xs.length) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+};
+
+function remoteState(remote, now) {
+  return {
+    userId: remote.userId,
+    producerId: remote.producerId,
+    consumerId: remote.consumerId,
+    ssrc: remote.ssrc,
+    mid: remote.mid,
+    headerExtensions: remote.headerExtensions,
+    source: remote.source,
+    level: round(remote.level ?? 0, 4),
+    firstHeardMs: remote.firstHeardAt === null ? null : round(remote.firstHeardAt - t0),
+    heardAfterAddMs: remote.firstHeardAt === null ? null : round(remote.firstHeardAt - remote.addedAt),
+    maxGapMs: round(remote.maxGapMs),
+    silentForMs: remote.lastHeardAt === null ? null : round(now - remote.lastHeardAt),
+    closedBy: remote.closedBy,
+  };
+}
+
+/** RTCStatsReport -> the fields the suite asserts on and prints, by stats type. */
+function summarize(report) {
+  const out = { inbound: [], outbound: [], transport: [], pairs: [], candidates: {} };
+  for (const s of report.values()) {
+    if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+      out.inbound.push({
+        ssrc: s.ssrc,
+        mid: s.mid,
+        packetsReceived: s.packetsReceived,
+        packetsLost: s.packetsLost,
+        jitter: s.jitter,
+        audioLevel: s.audioLevel,
+        totalAudioEnergy: s.totalAudioEnergy,
+        totalSamplesReceived: s.totalSamplesReceived,
+        concealedSamples: s.concealedSamples,
+        bytesReceived: s.bytesReceived,
+        jitterBufferDelay: s.jitterBufferDelay,
+        jitterBufferEmittedCount: s.jitterBufferEmittedCount,
+      });
+    } else if (s.type === 'outbound-rtp' && s.kind === 'audio') {
+      out.outbound.push({ ssrc: s.ssrc, packetsSent: s.packetsSent, bytesSent: s.bytesSent });
+    } else if (s.type === 'transport') {
+      out.transport.push({
+        iceState: s.iceState,
+        dtlsState: s.dtlsState,
+        dtlsRole: s.dtlsRole,
+        srtpCipher: s.srtpCipher,
+        selectedCandidatePairId: s.selectedCandidatePairId,
+        packetsSent: s.packetsSent,
+        packetsReceived: s.packetsReceived,
+      });
+    } else if (s.type === 'candidate-pair') {
+      out.pairs.push({
+        id: s.id,
+        state: s.state,
+        nominated: s.nominated,
+        local: s.localCandidateId,
+        remote: s.remoteCandidateId,
+        requestsSent: s.requestsSent,
+        responsesReceived: s.responsesReceived,
+        requestsReceived: s.requestsReceived,
+        bytesSent: s.bytesSent,
+        bytesReceived: s.bytesReceived,
+        currentRoundTripTime: s.currentRoundTripTime,
+      });
+    } else if (s.type === 'local-candidate' || s.type === 'remote-candidate') {
+      out.candidates[s.id] = `${s.type} ${s.protocol} ${s.address}:${s.port} ${s.candidateType}`;
+    }
+  }
+  return out;
+}
+
+window.choir = {
+  HEARD_RMS,
+
+  async join({ api, channelId, userId, tone, mic }) {
+    if (rtc?.joinedAt && !rtc.left) throw new Error('already joined');
+    const apiClient = createApiClient(api);
+    sfu = new SFUService(apiClient, log);
+    rtc = new RTCService(sfu, log);
+    t0 = performance.now();
+    await rtc.joinVoiceChannel(channelId, userId, { tone, mic });
+    return { joinMs: round(performance.now() - t0), producerId: sfu.audioProducer.id };
+  },
+
+  async leave() {
+    await rtc.leaveVoiceChannel();
+    rtc.left = true;
+  },
+
+  state() {
+    const now = performance.now();
+    return {
+      recvHeaderExtensions: sfu?.device?.loaded
+        ? sfu.device.recvRtpCapabilities.headerExtensions.filter((e) => e.kind === 'audio').map((e) => `${e.preferredId} ${e.uri}`)
+        : null,
+      userId: sfu?.userId,
+      producerId: sfu?.audioProducer?.id,
+      producerPaused: sfu?.audioProducer?.paused,
+      sendState: sfu?.sendTransport?.connectionState,
+      recvState: sfu?.recvTransport?.connectionState,
+      visibility: document.visibilityState,
+      remotes: rtc ? [...rtc.remotes.values()].map((r) => remoteState(r, now)) : [],
+      closed: rtc ? rtc.history.filter((r) => r.closedAt !== null).map((r) => remoteState(r, now)) : [],
+      events: rtc?.events.map((e) => ({ ...e, at: round(e.at - t0) })) ?? [],
+      errors: rtc?.errors ?? [],
+    };
+  },
+
+  /** Restarts the gap measurement (the longest silence per remote track). */
+  resetGaps() {
+    const now = performance.now();
+    for (const remote of rtc.remotes.values()) {
+      remote.maxGapMs = 0;
+      if (remote.lastHeardAt !== null) remote.lastHeardAt = Math.max(remote.lastHeardAt, now - 10);
+    }
+  },
+
+  /**
+   * Listens for `ms` and reports per remote track: the fraction of samples heard, the median FFT
+   * peak (Hz) and its level, and the level range.
+   */
+  async listen(ms = 1000, everyMs = 50) {
+    const seen = new Map();
+    const end = performance.now() + ms;
+    while (performance.now() < end) {
+      for (const remote of rtc.remotes.values()) {
+        let s = seen.get(remote.producerId);
+        if (!s) seen.set(remote.producerId, (s = { remote, levels: [], peaks: [], dbs: [] }));
+        const level = remote.analyser.rms();
+        s.levels.push(level);
+        if (level >= HEARD_RMS) {
+          const p = remote.analyser.peak();
+          s.peaks.push(p.hz);
+          s.dbs.push(p.db);
+        }
+      }
+      await sleep(everyMs);
+    }
+    return [...seen.values()].map(({ remote, levels, peaks, dbs }) => ({
+      userId: remote.userId,
+      producerId: remote.producerId,
+      heardFraction: round(peaks.length / levels.length, 3),
+      peakHz: round(median(peaks)),
+      peakDb: round(median(dbs)),
+      minLevel: round(Math.min(...levels), 4),
+      maxLevel: round(Math.max(...levels), 4),
+    }));
+  },
+
+  /**
+   * Waits until the track from `userId` is heard (`heard` true) or silent (false) for `holdMs` in a
+   * row; resolves to the ms from this call to the moment the state began.
+   */
+  async waitLevel(userId, heard, { timeoutMs = 5000, holdMs = 100 } = {}) {
+    const start = performance.now();
+    let since = null;
+    while (performance.now() - start < timeoutMs) {
+      const remote = [...rtc.remotes.values()].find((r) => r.userId === userId);
+      const now = performance.now();
+      if (remote && (remote.analyser.rms() >= HEARD_RMS) === heard) {
+        since ??= now;
+        if (now - since >= holdMs) return round(since - start);
+      } else {
+        since = null;
+      }
+      await sleep(5);
+    }
+    throw new Error(`${sfu.userId}: the track from ${userId} was not ${heard ? 'heard' : 'silent'} for ${holdMs} ms within ${timeoutMs} ms`);
+  },
+
+  /** getStats of every consumer, the producer and both transports. */
+  async stats() {
+    const consumers = [];
+    for (const [producerId, { consumer, userId }] of sfu?.consumers ?? []) {
+      consumers.push({ userId, producerId, ...summarize(await consumer.getStats()) });
+    }
+    return {
+      consumers,
+      producer: sfu?.audioProducer ? summarize(await sfu.audioProducer.getStats()) : null,
+      send: sfu?.sendTransport && !sfu.sendTransport.closed ? summarize(await sfu.sendTransport.getStats()) : null,
+      recv: sfu?.recvTransport && !sfu.recvTransport.closed ? summarize(await sfu.recvTransport.getStats()) : null,
+    };
+  },
+
+  calls: () => calls.map((c) => ({ ...c, started: round(c.started - (t0 ?? 0)), ms: round(c.ms) })),
+  logs: () => logs,
+};
+
+log('page', `ready (${navigator.userAgent})`);
