@@ -162,7 +162,7 @@ fn fanout(c: &mut Criterion) {
         }
         lb.settle();
         let key = lb.members[speaker].send.key;
-        let from = lb.members[speaker].send.addr;
+        let path = lb.members[speaker].send.path;
         let ssrc = lb.members[speaker].ssrc;
         let now = lb.now;
         let sfu = &mut lb.sfu;
@@ -180,7 +180,7 @@ fn fanout(c: &mut Criterion) {
                     let n = client.protect_rtp(&mut d, len).unwrap();
                     (d, n)
                 },
-                |(d, n)| sfu.handle_datagram(key, from, d, *n, now, &mut out),
+                |(d, n)| sfu.handle_datagram(Some(key), path, d, *n, now, &mut out),
                 BatchSize::SmallInput,
             )
         });
