@@ -107,6 +107,9 @@ struct Args {
     /// First port of choir's RTC range.
     #[arg(long, default_value_t = 20000)]
     rtc_min_port: u16,
+    /// choir's port mode: per-transport (a UDP port per transport) or single (one per shard).
+    #[arg(long, default_value = "per-transport")]
+    port_mode: String,
     /// Size of choir's RTC port range.
     #[arg(long, default_value_t = 20000)]
     rtc_ports: u16,
@@ -241,6 +244,8 @@ fn start_choir(args: &Args) -> Result<Server, String> {
         .arg(max_port.to_string())
         .arg("--shards")
         .arg(args.shards.to_string())
+        .arg("--port-mode")
+        .arg(&args.port_mode)
         .arg("--pin")
         .arg(if args.shards > 1 { "true" } else { "false" })
         .stdout(Stdio::piped())
@@ -395,6 +400,11 @@ fn ramp(args: &Args, target: &str) -> Result<Vec<Row>, String> {
             return Err(format!("{pending} legs did not connect"));
         }
         let setup_s = t_setup.elapsed().as_secs_f64();
+        // choir holds a new consumer for 500 ms (--consumer-hold) while the browser applies its
+        // SDP; packets held then are not losses of the step.
+        if matches!(server, Server::Choir { .. }) {
+            std::thread::sleep(Duration::from_millis(600));
+        }
         let choir_range = match &server {
             Server::Choir { ports, .. } => Some(*ports),
             Server::Relay(_) => None,

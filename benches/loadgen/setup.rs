@@ -96,7 +96,10 @@ fn transport(
         "create-transport",
         &json!({"channelId":room,"userId":user,"direction":direction}),
     )?;
-    let candidate = &t["iceCandidates"][0];
+    let candidate = t["iceCandidates"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["protocol"] == "udp"))
+        .ok_or("create-transport: no UDP candidate")?;
     let ip: IpAddr = candidate["ip"]
         .as_str()
         .and_then(|s| s.parse().ok())
