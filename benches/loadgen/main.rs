@@ -113,6 +113,12 @@ struct Args {
     /// Size of choir's RTC port range.
     #[arg(long, default_value_t = 20000)]
     rtc_ports: u16,
+    /// Only plot: read this CSV (written by an earlier run) and write an SVG beside it.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Title of the plot.
+    #[arg(long)]
+    title: Option<String>,
     /// Internal: run as the bare relay (driven over stdin).
     #[arg(long, hide = true)]
     relay_server: bool,
@@ -572,6 +578,18 @@ fn main() {
         if let Err(e) = relay::serve(args.relay_shared) {
             eprintln!("relay: {e}");
             std::process::exit(1);
+        }
+        return;
+    }
+    if let Some(csv) = &args.plot {
+        let svg = csv.with_extension("svg");
+        let title = args.title.clone().unwrap_or_else(|| "choir load".into());
+        match report::read_csv(csv).and_then(|rows| report::plot(&rows, &svg, &title)) {
+            Ok(()) => println!("wrote {}", svg.display()),
+            Err(e) => {
+                eprintln!("loadgen: {e}");
+                std::process::exit(1);
+            }
         }
         return;
     }

@@ -112,6 +112,43 @@ pub fn table_line(r: &Row) -> String {
     )
 }
 
+/// Reads rows back from a CSV written by [`write_csv`] (for `--plot`).
+pub fn read_csv(path: &Path) -> Result<Vec<Row>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut rows = Vec::new();
+    for line in text.lines().skip(1).filter(|l| !l.is_empty()) {
+        let f: Vec<&str> = line.split(',').collect();
+        let num = |i: usize| {
+            f.get(i)
+                .and_then(|x| x.parse::<f64>().ok())
+                .unwrap_or(f64::NAN)
+        };
+        let int = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+        rows.push(Row {
+            target: f.first().unwrap_or(&"?").to_string(),
+            rooms: int(1) as usize,
+            participants: int(2) as usize,
+            streams: int(3) as usize,
+            offered_pps: num(4),
+            forwarded_pps: num(5),
+            loss_pct: num(6),
+            latency_us: [num(7), num(8), num(9), num(10), num(11)],
+            app_p99_us: num(12),
+            server_cpu_pct: num(13),
+            server_steal_pct: num(14),
+            gen_steal_pct: num(15),
+            server_rss_mib: num(16),
+            gen_cpu_pct: num(17),
+            gen_lag_p99_us: num(18),
+            server_rx_drops: int(19),
+            gen_rx_drops: int(20),
+            server_send_failed: int(21),
+            good: f.get(22) == Some(&"true"),
+        });
+    }
+    Ok(rows)
+}
+
 pub fn write_csv(rows: &[Row], path: &Path) -> std::io::Result<()> {
     let mut s = String::new();
     let _ = writeln!(s, "{HEADER}");
