@@ -573,6 +573,12 @@ fn ramp(args: &Args, target: &str) -> Result<Vec<Row>, String> {
 }
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` runs bench targets with no argument:
+    // a load test is not a unit test, so that run does nothing.
+    if std::env::args().len() <= 1 {
+        println!("loadgen: run it with `cargo bench --bench loadgen -- [options]` (see --help)");
+        return;
+    }
     let args = Args::parse();
     if args.relay_server {
         if let Err(e) = relay::serve(args.relay_shared) {
