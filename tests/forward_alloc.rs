@@ -1,58 +1,14 @@
 //! The forwarding hot path makes no heap allocation: 10,000 packets from one producer fanned out
 //! to 10 consumers (decrypt once, rewrite + encrypt per consumer), counted by a global allocator.
 
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 #[path = "common/loopback.rs"]
 mod loopback;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use counting_alloc::allocations_in;
 
 use loopback::{Counter, Loopback, Queue};
-
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static MEASURING: Cell<bool> = const { Cell::new(false) };
-}
-
-// SAFETY: forwards to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if MEASURING.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if MEASURING.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn measured<R>(f: impl FnOnce() -> R) -> (R, u64) {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    MEASURING.with(|m| m.set(true));
-    let r = f();
-    MEASURING.with(|m| m.set(false));
-    (r, ALLOCATIONS.load(Ordering::Relaxed) - before)
-}
-
-#[test]
-fn the_counter_sees_allocations() {
-    let (v, n) = measured(|| vec![1u8; 100]);
-    assert!(n >= 1 && v.len() == 100);
-}
 
 #[test]
 fn ten_thousand_packets_to_ten_consumers_allocate_nothing() {
@@ -80,7 +36,7 @@ fn ten_thousand_packets_to_ten_consumers_allocate_nothing() {
             .unwrap();
         let now = lb.now;
         // Only the core's handling of the datagram is measured.
-        let ((), allocations) = measured(|| {
+        let ((), allocations) = allocations_in(|| {
             lb.sfu
                 .handle_datagram(key, path, &mut datagram, n, now, out)
         });

@@ -3,36 +3,16 @@
 //! global allocator.
 //!
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+
+use counting_alloc::allocations_in;
 
 use choir::ice::{IceLite, StunOutcome};
 use choir::stun::{parse_binding_success_with_key, write_binding_request, IntegrityKey};
-
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        System.alloc(layout)
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 const UFRAG: &str = "choirlocalufrag1";
 const PWD: &str = "choir-local-password-0123456789ab";
@@ -91,15 +71,14 @@ fn round(s: &mut Setup, i: usize, out: &mut [u8]) {
 #[test]
 fn no_allocation_per_request() {
     let mut s = setup();
-    assert!(ALLOCATIONS.load(Ordering::Relaxed) > 0, "counter is live");
     let mut out = [0u8; 1500];
     for i in 0..100 {
         round(&mut s, i, &mut out);
     }
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    for i in 0..10_000 {
-        round(&mut s, i, &mut out);
-    }
-    let after = ALLOCATIONS.load(Ordering::Relaxed);
-    assert_eq!(after - before, 0, "allocations on the request path");
+    let ((), allocations) = allocations_in(|| {
+        for i in 0..10_000 {
+            round(&mut s, i, &mut out);
+        }
+    });
+    assert_eq!(allocations, 0, "allocations on the request path");
 }

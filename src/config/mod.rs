@@ -132,13 +132,13 @@ pub struct Cli {
     )]
     pub dtls_timeout: String,
 
-    /// A consumer created on an already connected transport starts forwarding after this
-    /// delay, the time a browser takes to apply the consumer's SDP (0 disables the hold).
+    /// A consumer other than its transport's first starts forwarding after this delay, the
+    /// time a browser takes to apply the consumer's SDP (0 disables the hold).
     #[arg(
         long,
         env = "CHOIR_CONSUMER_HOLD",
         value_name = "DURATION",
-        default_value = "300ms"
+        default_value = "500ms"
     )]
     pub consumer_hold: String,
 
@@ -479,7 +479,7 @@ impl Config {
                     "--consumer-hold",
                     "CHOIR_CONSUMER_HOLD",
                     &cli.consumer_hold,
-                    "not a duration (e.g. 300ms, 0)",
+                    "not a duration (e.g. 500ms, 0)",
                 )
             })?,
         };

@@ -298,7 +298,9 @@ impl Sfu {
             packets: 0,
             octets: 0,
             last_sent_at: None,
-            hold_until: t.is_connected().then(|| now + self.settings.consumer_hold),
+            // The transport's first consumer is in the browser's SDP before DTLS can connect;
+            // later ones may not be yet when their first packets arrive.
+            hold_until: (t.next_mid > 0).then(|| now + self.settings.consumer_hold),
         };
         let ck = self.consumers.insert(consumer);
         self.producers[pk].consumers.push(ck);

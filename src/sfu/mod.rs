@@ -67,11 +67,11 @@ pub struct Settings {
     pub announced: Vec<Announced>,
     pub consent_timeout: Duration,
     pub dtls_timeout: Duration,
-    /// How long a consumer created on an already connected transport waits before its first
-    /// packet. mediasoup-client applies the consumer's SDP after the `consume` reply; a packet
-    /// arriving before that, without a MID header extension to go by (mediasoup-client 3.24
-    /// may not negotiate it), makes Chromium bind the SSRC to the wrong m-line, and the
-    /// consumer then stays silent.
+    /// How long a consumer that is not its transport's first waits before its first packet.
+    /// mediasoup-client applies the consumer's SDP after the `consume` reply; a packet arriving
+    /// before that, without a MID header extension to go by (mediasoup-client 3.24 may not
+    /// negotiate it), makes Chromium bind the SSRC to the wrong m-line, and the consumer then
+    /// stays silent. The first consumer is in the SDP before DTLS can connect.
     pub consumer_hold: Duration,
     pub dtls_config: Arc<dimpl::Config>,
     pub identity: DtlsIdentity,
@@ -116,7 +116,7 @@ struct Consumer {
     packets: u32,
     octets: u32,
     last_sent_at: Option<Instant>,
-    /// Created on a connected transport: forwarding starts at this instant, once the browser
+    /// Not the transport's first consumer: forwarding starts at this instant, once the browser
     /// has had time to apply the consumer's SDP (see [`Settings::consumer_hold`]).
     hold_until: Option<Instant>,
 }
@@ -140,6 +140,8 @@ pub struct Sfu {
     /// Per-consumer copy of the packet being fanned out.
     scratch: Box<[u8; BUFFER_SIZE]>,
     next_rtcp: Option<Instant>,
+    /// The slice of consumers and transports whose reports are due next (see [`RTCP_SLICES`]).
+    rtcp_slice: usize,
     /// A wall-clock reading and the `Instant` it was taken at, for NTP times in reports.
     epoch: (Instant, SystemTime),
     limits: RoomLimits,
@@ -161,6 +163,7 @@ impl Sfu {
             counters: Counters::default(),
             scratch: Box::new([0; BUFFER_SIZE]),
             next_rtcp: None,
+            rtcp_slice: 0,
             epoch: (now, SystemTime::now()),
             limits: RoomLimits::default(),
         }
@@ -234,9 +237,18 @@ impl Sfu {
         for (key, reason) in failed {
             self.transport_failed(key, reason);
         }
-        if self.next_rtcp.is_none_or(|at| at <= now) {
-            self.next_rtcp = Some(now + RTCP_INTERVAL);
-            self.send_reports(now, out);
+        // Reports go out one slice at a time, so a shard with thousands of consumers does not
+        // stall its packets behind a burst of thousands of SRTCP sends once a second. A late
+        // call catches up on the slices it missed (at most one interval's worth).
+        for _ in 0..RTCP_SLICES {
+            if self.next_rtcp.is_some_and(|at| at > now) {
+                break;
+            }
+            let step = RTCP_INTERVAL / RTCP_SLICES as u32;
+            let floor = now.checked_sub(RTCP_INTERVAL).unwrap_or(now);
+            self.next_rtcp = Some(self.next_rtcp.map_or(now, |at| at.max(floor)) + step);
+            self.send_reports(now, self.rtcp_slice, out);
+            self.rtcp_slice = (self.rtcp_slice + 1) % RTCP_SLICES;
         }
     }
 
@@ -276,6 +288,9 @@ impl Sfu {
 }
 
 const RTCP_INTERVAL: Duration = Duration::from_secs(1);
+/// Each interval's reports are spread over this many slices (consumer or transport key modulo
+/// the count): one slice every 20 ms.
+const RTCP_SLICES: usize = 50;
 
 /// Random bytes from the OS RNG (aws-lc).
 fn random_bytes<const N: usize>() -> [u8; N] {

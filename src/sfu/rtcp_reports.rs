@@ -11,9 +11,12 @@ use crate::rtcp;
 const REPORTER_CNAME: &str = "choir";
 
 impl Sfu {
-    pub(super) fn send_reports(&mut self, now: Instant, out: &mut impl Egress) {
+    /// Sends the reports of slice `slice` (of [`super::RTCP_SLICES`]): consumers and transports
+    /// whose key falls in it.
+    pub(super) fn send_reports(&mut self, now: Instant, slice: usize, out: &mut impl Egress) {
         let ntp = rtcp::ntp_timestamp(self.wall_clock(now));
-        for (_, c) in self.consumers.iter_mut() {
+        let mine = |key: usize| key % super::RTCP_SLICES == slice;
+        for (_, c) in self.consumers.iter_mut().filter(|(k, _)| mine(*k)) {
             let (Some(last_ts), Some(sent_at)) = (c.sequence.last_timestamp(), c.last_sent_at)
             else {
                 continue;
@@ -35,7 +38,7 @@ impl Sfu {
                 t.send_rtcp(buf, n + m, out, &mut self.counters);
             }
         }
-        for (_, t) in self.transports.iter_mut() {
+        for (_, t) in self.transports.iter_mut().filter(|(k, _)| mine(*k)) {
             for i in 0..t.producers.len() {
                 let pk = t.producers[i];
                 let Some(block) = self.producers[pk]

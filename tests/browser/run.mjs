@@ -132,6 +132,7 @@ async function runScenario(scenario) {
       logFile: path.join(dir, 'choir.log'),
       logFilter: opts['choir-log'],
       consentTimeout: '5s',
+      extraArgs: scenario.choirArgs ?? [],
     });
     const chromiumLog = createWriteStream(path.join(dir, 'chromium.log'));
     browser = await launchBrowser({

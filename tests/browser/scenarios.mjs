@@ -124,6 +124,24 @@ export const scenarios = [
     },
   },
   {
+    name: 'tcp-only',
+    description: 'UDP blocked (choir offers only passive TCP candidates): three users hear each other over ICE-TCP',
+    choirArgs: ['--enable-udp', 'false'],
+    timeoutMs: 90000,
+    async run(t) {
+      await manyUsers(t, 3, { concurrent: false, protocol: 'tcp' });
+    },
+  },
+  {
+    name: 'single-port',
+    description: 'choir in single-port mode (one UDP and one TCP port per shard): four users hear each other',
+    choirArgs: ['--port-mode', 'single'],
+    timeoutMs: 90000,
+    async run(t) {
+      await manyUsers(t, 4, { concurrent: true, protocol: 'udp' });
+    },
+  },
+  {
     name: 'rejoin',
     description: 'C leaves and rejoins 10 times while A and B keep talking; A and B never lose each other',
     timeoutMs: 180000,
@@ -296,7 +314,14 @@ export const scenarios = [
 ];
 
 /** `n` users in one room; every one must hear every other one at its frequency. */
-async function manyUsers(t, n, { concurrent }) {
+/** The protocol ("udp", "tcp") of the remote candidate of a transport's selected pair. */
+function selectedProtocol(stats) {
+  const transport = stats?.transport?.[0];
+  const pair = stats?.pairs?.find((p) => p.id === transport?.selectedCandidatePairId);
+  return stats?.candidates?.[pair?.remote]?.split(' ')[1];
+}
+
+async function manyUsers(t, n, { concurrent, protocol }) {
   const names = Array.from({ length: n }, (_, i) => `U${i}`);
   const tones = Object.fromEntries(names.map((name, i) => [name, toneOf(i)]));
   let users;
@@ -312,6 +337,14 @@ async function manyUsers(t, n, { concurrent }) {
   await Promise.all(users.map((u) => waitHearing(u, names.filter((x) => x !== u.name), 20000)));
   await Promise.all(users.map((u) => expectHears(u, othersOf(names, u.name, tones), 2000)));
   const snaps = await Promise.all(users.map((u) => expectReceiving(u, names.filter((x) => x !== u.name))));
+  if (protocol) {
+    for (const [u, s] of users.map((u, i) => [u, snaps[i]])) {
+      for (const side of ['send', 'recv']) {
+        const got = selectedProtocol(s[side]);
+        check(got === protocol, `${u.name}: ${side} transport's selected pair uses ${got}, not ${protocol}`, s[side]);
+      }
+    }
+  }
   const q = receiveQuality(snaps);
   t.measure(
     `${n}-user receive (${q.streams} streams)`,

@@ -63,6 +63,10 @@ pub struct Loopback {
 
 impl Loopback {
     pub fn new() -> Loopback {
+        Self::with_consumer_hold(Duration::ZERO)
+    }
+
+    pub fn with_consumer_hold(consumer_hold: Duration) -> Loopback {
         let now = Instant::now();
         let config = dtls::dtls_config();
         let settings = Settings {
@@ -73,7 +77,7 @@ impl Loopback {
             }],
             consent_timeout: Duration::from_secs(30),
             dtls_timeout: Duration::from_secs(30),
-            consumer_hold: Duration::ZERO,
+            consumer_hold,
             dtls_config: config.clone(),
             identity: DtlsIdentity::generate().unwrap(),
         };

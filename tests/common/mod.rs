@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod net;
 pub mod peer;
 
 /// An RTC port range of `n` ports for a daemon: a pseudo-random base (per process and call) whose

@@ -7,7 +7,6 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -19,6 +18,8 @@ use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
+use super::net::Net;
+pub use super::net::Via;
 use super::Daemon;
 
 /// Payload bytes per packet (a 20 ms Opus frame at ~40 kbit/s).
@@ -55,82 +56,6 @@ pub struct Got {
     pub intact: bool,
     pub audio_level: Option<i8>,
     pub at: Instant,
-}
-
-/// A leg's network: a UDP socket, or a TCP connection to choir's passive candidate with
-/// RFC 4571 framing (a 16-bit length before each datagram).
-enum Net {
-    Udp(UdpSocket),
-    Tcp {
-        stream: TcpStream,
-        rx: Vec<u8>,
-        tx: Vec<u8>,
-        remote: SocketAddr,
-    },
-}
-
-impl Net {
-    fn send(&mut self, bytes: &[u8], to: SocketAddr) {
-        match self {
-            Net::Udp(s) => {
-                let _ = s.send_to(bytes, to);
-            }
-            Net::Tcp { tx, .. } => {
-                tx.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
-                tx.extend_from_slice(bytes);
-                self.flush();
-            }
-        }
-    }
-
-    fn flush(&mut self) {
-        if let Net::Tcp { stream, tx, .. } = self {
-            while !tx.is_empty() {
-                match stream.write(tx) {
-                    Ok(n) if n > 0 => {
-                        tx.drain(..n);
-                    }
-                    _ => break,
-                }
-            }
-        }
-    }
-
-    /// The next datagram (or frame) received, with its source.
-    fn recv(&mut self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
-        match self {
-            Net::Udp(s) => s.recv_from(buf).ok(),
-            Net::Tcp {
-                stream, rx, remote, ..
-            } => {
-                let mut chunk = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut chunk) {
-                    if n == 0 {
-                        break;
-                    }
-                    rx.extend_from_slice(&chunk[..n]);
-                }
-                if rx.len() < 2 {
-                    return None;
-                }
-                let len = usize::from(u16::from_be_bytes([rx[0], rx[1]]));
-                if rx.len() < 2 + len {
-                    return None;
-                }
-                buf[..len].copy_from_slice(&rx[2..2 + len]);
-                rx.drain(..2 + len);
-                Some((len, *remote))
-            }
-        }
-    }
-}
-
-/// How a leg reaches choir.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Via {
-    Udp,
-    /// ICE-TCP: only choir's passive TCP candidate is used.
-    Tcp,
 }
 
 /// One transport: a str0m `Rtc` on its own loopback socket or TCP connection.

@@ -12,7 +12,7 @@ function rtcPorts(n) {
 
 let started = 0;
 
-export async function startChoir({ bin, logFile, logFilter, consentTimeout = '5s' }) {
+export async function startChoir({ bin, logFile, logFilter, consentTimeout = '5s', extraArgs = [] }) {
   const [min, max] = rtcPorts(started++);
   const args = [
     '--listen', '127.0.0.1:0',
@@ -22,6 +22,7 @@ export async function startChoir({ bin, logFile, logFilter, consentTimeout = '5s
     '--rtc-max-port', String(max),
     '--consent-timeout', consentTimeout,
     '--log', logFilter,
+    ...extraArgs,
   ];
   const child = trackChild(spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
   const log = createWriteStream(logFile);

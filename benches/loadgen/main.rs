@@ -1,0 +1,668 @@
+//! choir's load generator: forwarded packets per core and forwarding latency, beside the
+//! machine's limit (a bare UDP relay with the same sockets, fan-out and syscalls).
+//!
+//! ```text
+//! cargo bench --bench loadgen -- [--target both|choir|relay] [--streams 900,1800,...]
+//! ```
+//!
+//! It starts choir (the release binary cargo built, `taskset -c <server-cpus>`, `--shards N`)
+//! unless given `--url` of a running one, creates rooms of P participants through the voice API
+//! (everyone consumes every speaker: S·(P−1) consumer streams per room), completes ICE/DTLS with
+//! `choir::client::ClientTransport` over real UDP sockets on 127.0.0.1, publishes Opus-sized
+//! SRTP at 50 packets/s per speaker with a send timestamp in the payload, and counts everything
+//! forwarded. Each step adds rooms, warms up, measures, drains; the ramp stops at the first step
+//! with loss > --max-loss % or p99 > --max-p99-ms. Latency is send → kernel receive timestamp
+//! (SO_TIMESTAMPNS) on the generator's socket, so the generator's own wake-up is not counted
+//! (its own view is the `appp99` column). Output: a table, `<out>/loadgen.csv`, `<out>/loadgen.svg`.
+//!
+//! The generator runs one worker thread per --gen-cpus entry, each pinned, each an epoll loop
+//! over its sockets with one recvmmsg per ready socket (see `worker.rs`, `sys.rs`).
+
+mod relay;
+mod report;
+mod setup;
+mod sys;
+mod worker;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use clap::Parser;
+
+use report::Row;
+use setup::{Api, Clients, Relay};
+use worker::{Cmd, Reply, RunSpec, StepStats};
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "choir load generator (see BENCHMARKS.md)")]
+struct Args {
+    /// What to measure: choir; relay (the bare relay, choir's socket layout); relay-shared (one
+    /// socket, recvmmsg/sendmmsg); both (relay, choir); all (relay, relay-shared, choir).
+    #[arg(long, default_value = "both")]
+    target: String,
+    /// A running choir's base URL (http://ADDR); then choir is not started.
+    #[arg(long)]
+    url: Option<String>,
+    /// The running choir's pid, for CPU and RSS (with --url).
+    #[arg(long)]
+    pid: Option<u32>,
+    /// The choir binary to start (default: the one cargo built for this bench).
+    #[arg(long)]
+    choir_bin: Option<PathBuf>,
+    /// CPUs for the server (taskset list).
+    #[arg(long, default_value = "1")]
+    server_cpus: String,
+    /// CPUs for the generator: one pinned worker thread each (comma list or ranges).
+    #[arg(long, default_value = "0")]
+    gen_cpus: String,
+    /// choir's shard count (with --shards > 1, choir pins shard i to CPU i).
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
+    /// Participants per room.
+    #[arg(long, default_value_t = 10)]
+    participants: usize,
+    /// Speakers per room (default: everyone).
+    #[arg(long)]
+    speakers: Option<usize>,
+    /// The ramp: consumer streams per step (rounded up to whole rooms).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "900,1800,2700,3600,4500,5400,6300,7200,8100,9000,10800,12600,14400,18000,21600,25200,28800,36000"
+    )]
+    streams: Vec<usize>,
+    /// Seconds of warm-up per step (sending, not measured).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Seconds measured per step.
+    #[arg(long, default_value_t = 5.0)]
+    measure: f64,
+    /// Decrypt and time one received packet in N (all are counted).
+    #[arg(long, default_value_t = 1)]
+    sample: u64,
+    /// Busy-poll the generator's sockets while publishing (no wake-ups charged to the server's
+    /// core by loopback delivery); `false` sleeps in epoll between packets.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    busy_poll: bool,
+    /// A step fails above this loss, in percent.
+    #[arg(long, default_value_t = 0.1)]
+    max_loss: f64,
+    /// A step fails above this p99, in ms.
+    #[arg(long, default_value_t = 10.0)]
+    max_p99_ms: f64,
+    /// Measure each step this many times and keep the best (lowest loss, then p99): on a shared
+    /// or virtual machine one scheduling hiccup can decide a short window's p99.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// Run every step even after one fails.
+    #[arg(long)]
+    no_stop: bool,
+    /// Output folder (CSV, SVG, choir's log).
+    #[arg(long, default_value = "target/loadgen")]
+    out: PathBuf,
+    /// First port of choir's RTC range.
+    #[arg(long, default_value_t = 20000)]
+    rtc_min_port: u16,
+    /// choir's port mode: per-transport (a UDP port per transport) or single (one per shard).
+    #[arg(long, default_value = "per-transport")]
+    port_mode: String,
+    /// Size of choir's RTC port range.
+    #[arg(long, default_value_t = 20000)]
+    rtc_ports: u16,
+    /// Only plot: read this CSV (written by an earlier run) and write an SVG beside it.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Title of the plot.
+    #[arg(long)]
+    title: Option<String>,
+    /// Internal: run as the bare relay (driven over stdin).
+    #[arg(long, hide = true)]
+    relay_server: bool,
+    /// Internal: the relay uses one shared socket.
+    #[arg(long, hide = true)]
+    relay_shared: bool,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn cpu_list(s: &str) -> Vec<usize> {
+    let mut v = Vec::new();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<usize>(), b.parse::<usize>()) {
+                    v.extend(a..=b);
+                }
+            }
+            None => v.extend(part.parse::<usize>().ok()),
+        }
+    }
+    v
+}
+
+/// A room name that choir places on shard `index % shards` (rooms spread evenly over shards).
+fn room_name(index: usize, shards: usize) -> String {
+    let shards = shards.max(1);
+    (0..)
+        .map(|k| format!("bench-{index}-{k}"))
+        .find(|name| choir::shard::shard_for(name, shards) == index % shards)
+        .expect("some name lands on every shard")
+}
+
+/// The server under test.
+enum Server {
+    Choir {
+        api: Api,
+        clients: Clients,
+        child: Option<Child>,
+        pid: Option<u32>,
+        ports: (u16, u16),
+    },
+    Relay(Relay),
+}
+
+impl Server {
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Server::Choir { pid, .. } => *pid,
+            Server::Relay(r) => Some(r.child.id()),
+        }
+    }
+
+    /// Choir's `egress.send_failed` drops (or the relay's send failures) so far.
+    fn send_failed(&mut self) -> u64 {
+        match self {
+            Server::Choir { api, .. } => api
+                .get("stats")
+                .ok()
+                .and_then(|v| v["total"]["drops"]["egress.send_failed"].as_u64())
+                .unwrap_or(0),
+            Server::Relay(r) => r.stats().1,
+        }
+    }
+
+    /// Choir's drop counters, for the log.
+    fn drops(&self) -> String {
+        match self {
+            Server::Choir { api, .. } => api
+                .get("stats")
+                .map(|v| {
+                    format!(
+                        "drops {} loop lag {:?}",
+                        v["total"]["drops"],
+                        v["shards"].as_array().map(|s| s
+                            .iter()
+                            .map(|x| x["loopLagUs"].as_u64().unwrap_or(0))
+                            .collect::<Vec<_>>())
+                    )
+                })
+                .unwrap_or_default(),
+            Server::Relay(_) => String::new(),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let child = match self {
+            Server::Choir { child, .. } => child.as_mut(),
+            Server::Relay(r) => Some(&mut r.child),
+        };
+        if let Some(c) = child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn start_choir(args: &Args) -> Result<Server, String> {
+    let clients = Clients::new();
+    let max_port = args.rtc_min_port.saturating_add(args.rtc_ports.max(1) - 1);
+    if let Some(url) = &args.url {
+        return Ok(Server::Choir {
+            api: Api::new(url),
+            clients,
+            child: None,
+            pid: args.pid,
+            ports: (args.rtc_min_port, max_port),
+        });
+    }
+    let bin = args
+        .choir_bin
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_choir")));
+    let log = std::fs::File::create(args.out.join("choir.log")).map_err(|e| e.to_string())?;
+    let mut child = Command::new("taskset")
+        .arg("-c")
+        .arg(&args.server_cpus)
+        .arg(&bin)
+        .args(["--listen", "127.0.0.1:0", "--announced-ip", "127.0.0.1"])
+        .args(["--rtc-listen-ip", "127.0.0.1", "--log", "warn"])
+        .args(["--consent-timeout", "120s", "--dtls-timeout", "60s"])
+        .arg("--rtc-min-port")
+        .arg(args.rtc_min_port.to_string())
+        .arg("--rtc-max-port")
+        .arg(max_port.to_string())
+        .arg("--shards")
+        .arg(args.shards.to_string())
+        .arg("--port-mode")
+        .arg(&args.port_mode)
+        .arg("--pin")
+        .arg(if args.shards > 1 { "true" } else { "false" })
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let base = lines
+        .next()
+        .and_then(Result::ok)
+        .and_then(|l| l.strip_prefix("choir listening on ").map(str::to_string))
+        .ok_or("choir did not print its address")?;
+    std::thread::spawn(move || for _ in lines {});
+    let pid = child.id();
+    Ok(Server::Choir {
+        api: Api::new(&base),
+        clients,
+        child: Some(child),
+        pid: Some(pid),
+        ports: (args.rtc_min_port, max_port),
+    })
+}
+
+fn start_relay(args: &Args, shared: bool) -> Result<Server, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let child = Command::new("taskset")
+        .arg("-c")
+        .arg(&args.server_cpus)
+        .arg(exe)
+        .arg("--relay-server")
+        .args(shared.then_some("--relay-shared"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the relay: {e}"))?;
+    Ok(Server::Relay(Relay::new(child)))
+}
+
+struct Workers {
+    tx: Vec<mpsc::Sender<Cmd>>,
+    rx: mpsc::Receiver<(usize, Reply)>,
+}
+
+impl Workers {
+    fn spawn(cpus: &[usize]) -> Workers {
+        let (reply_tx, rx) = mpsc::channel();
+        let tx = cpus
+            .iter()
+            .enumerate()
+            .map(|(i, &cpu)| {
+                let (tx, cmd_rx) = mpsc::channel();
+                let (inner_tx, inner_rx) = mpsc::channel();
+                let reply_tx = reply_tx.clone();
+                std::thread::Builder::new()
+                    .name(format!("loadgen-{i}"))
+                    .spawn(move || worker::run(Some(cpu), cmd_rx, inner_tx))
+                    .expect("spawn a worker");
+                std::thread::spawn(move || {
+                    for r in inner_rx {
+                        if reply_tx.send((i, r)).is_err() {
+                            return;
+                        }
+                    }
+                });
+                tx
+            })
+            .collect();
+        Workers { tx, rx }
+    }
+
+    /// Sends `cmd(i)` to every worker and collects the replies.
+    fn all(&self, cmd: impl Fn(usize) -> Cmd) -> Vec<Reply> {
+        for (i, tx) in self.tx.iter().enumerate() {
+            let _ = tx.send(cmd(i));
+        }
+        let mut replies: Vec<(usize, Reply)> = (0..self.tx.len())
+            .filter_map(|_| self.rx.recv().ok())
+            .collect();
+        replies.sort_by_key(|(i, _)| *i);
+        replies.into_iter().map(|(_, r)| r).collect()
+    }
+
+    fn one(&self, i: usize, cmd: Cmd) -> Reply {
+        let _ = self.tx[i].send(cmd);
+        match self.rx.recv() {
+            Ok((_, r)) => r,
+            Err(_) => Reply::Failed("worker gone".into()),
+        }
+    }
+}
+
+/// Runs the ramp against one target; returns its rows.
+fn ramp(args: &Args, target: &str) -> Result<Vec<Row>, String> {
+    let mut server = match target {
+        "relay" => start_relay(args, false)?,
+        "relay-shared" => start_relay(args, true)?,
+        _ => start_choir(args)?,
+    };
+    let gen_cpus = cpu_list(&args.gen_cpus);
+    let server_cpus = cpu_list(&args.server_cpus);
+    let workers = Workers::spawn(&gen_cpus);
+    let p = args.participants.max(2);
+    let s = args.speakers.unwrap_or(p).min(p);
+    let per_room = s * (p - 1);
+    let mut rooms = 0usize;
+    let mut gen_ports: HashSet<u16> = HashSet::new();
+    let mut server_ports: HashSet<u16> = HashSet::new();
+    let hz = sys::ticks_per_second() as f64;
+    let pid = server.pid();
+    let rss0 = pid.and_then(sys::rss_kib).unwrap_or(0);
+    let mut rows: Vec<Row> = Vec::new();
+    println!(
+        "\n{target}: rooms of {p} participants, {s} speakers ({per_room} consumer streams per room); server on CPUs {}, generator on {:?}",
+        args.server_cpus, gen_cpus
+    );
+    println!("{}", report::table_header());
+    for &streams in &args.streams {
+        let want = streams.div_ceil(per_room).max(1);
+        let t_setup = std::time::Instant::now();
+        while rooms < want {
+            let legs = match &mut server {
+                Server::Choir { api, clients, .. } => setup::choir_room(
+                    api,
+                    clients,
+                    &room_name(rooms, args.shards),
+                    p,
+                    s,
+                    0x1000_0000 + (rooms * p) as u32,
+                )?,
+                Server::Relay(r) => {
+                    let legs = r.room(p, s)?;
+                    server_ports.extend(legs.iter().map(|l| l.server.port()));
+                    legs
+                }
+            };
+            match workers.one(rooms % gen_cpus.len(), Cmd::Add(legs)) {
+                Reply::Added(ports) => gen_ports.extend(ports),
+                Reply::Failed(e) => return Err(e),
+                _ => {}
+            }
+            rooms += 1;
+        }
+        let pending: usize = workers
+            .all(|_| Cmd::Connect(Duration::from_secs(60)))
+            .into_iter()
+            .map(|r| match r {
+                Reply::Connected(n) => n,
+                _ => 0,
+            })
+            .sum();
+        if pending > 0 {
+            return Err(format!("{pending} legs did not connect"));
+        }
+        let setup_s = t_setup.elapsed().as_secs_f64();
+        // choir holds a new consumer for 500 ms (--consumer-hold) while the browser applies its
+        // SDP; packets held then are not losses of the step.
+        if matches!(server, Server::Choir { .. }) {
+            std::thread::sleep(Duration::from_millis(600));
+        }
+        let choir_range = match &server {
+            Server::Choir { ports, .. } => Some(*ports),
+            Server::Relay(_) => None,
+        };
+        let is_server_port = |port: u16| match choir_range {
+            Some((a, b)) => (a..=b).contains(&port) && !gen_ports.contains(&port),
+            None => server_ports.contains(&port),
+        };
+        let mut best: Option<Row> = None;
+        for attempt in 0..args.repeat.max(1) {
+            let drops0 = (
+                sys::udp_drops(is_server_port),
+                sys::udp_drops(|p| gen_ports.contains(&p)),
+                server.send_failed(),
+            );
+            let warmup = Duration::from_secs_f64(args.warmup);
+            let measure = Duration::from_secs_f64(args.measure);
+            let spec = |_| {
+                Cmd::Run(RunSpec {
+                    warmup,
+                    measure,
+                    drain: Duration::from_millis(300),
+                    sample: args.sample,
+                    busy_poll: args.busy_poll,
+                })
+            };
+            for tx in &workers.tx {
+                let _ = tx.send(spec(0));
+            }
+            std::thread::sleep(warmup);
+            let cpu0 = pid.and_then(sys::process_cpu_ticks);
+            let steal0 = sys::cpu_steal_ticks(&server_cpus);
+            let gsteal0 = sys::cpu_steal_ticks(&gen_cpus);
+            std::thread::sleep(measure);
+            let cpu1 = pid.and_then(sys::process_cpu_ticks);
+            let steal1 = sys::cpu_steal_ticks(&server_cpus);
+            let gsteal1 = sys::cpu_steal_ticks(&gen_cpus);
+            let mut stats = StepStats::empty();
+            for _ in 0..workers.tx.len() {
+                match workers.rx.recv() {
+                    Ok((_, Reply::Step(st))) => stats.merge(&st),
+                    Ok((_, Reply::Failed(e))) => return Err(e),
+                    _ => {}
+                }
+            }
+            let drops = (
+                sys::udp_drops(is_server_port) - drops0.0,
+                sys::udp_drops(|p| gen_ports.contains(&p)) - drops0.1,
+                server.send_failed().saturating_sub(drops0.2),
+            );
+            let window = stats.window_ns.max(1) as f64 / 1e9;
+            let pct =
+                |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+            let loss_pct = if stats.expected == 0 {
+                0.0
+            } else {
+                100.0 * stats.expected.saturating_sub(stats.received) as f64 / stats.expected as f64
+            };
+            let mut row = Row {
+                target: target.to_string(),
+                rooms,
+                participants: rooms * p,
+                streams: rooms * per_room,
+                offered_pps: stats.expected_window as f64 / window,
+                forwarded_pps: stats.received_window as f64 / window,
+                loss_pct,
+                latency_us: [
+                    pct(&stats.latency, 0.5),
+                    pct(&stats.latency, 0.9),
+                    pct(&stats.latency, 0.99),
+                    pct(&stats.latency, 0.999),
+                    stats.latency.max() as f64 / 1000.0,
+                ],
+                app_p99_us: pct(&stats.app_latency, 0.99),
+                server_cpu_pct: match (cpu0, cpu1) {
+                    (Some(a), Some(b)) => 100.0 * (b - a) as f64 / hz / measure.as_secs_f64(),
+                    _ => f64::NAN,
+                },
+                server_steal_pct: 100.0 * (steal1.0 - steal0.0) as f64
+                    / (steal1.1 - steal0.1).max(1) as f64,
+                gen_steal_pct: 100.0 * (gsteal1.0 - gsteal0.0) as f64
+                    / (gsteal1.1 - gsteal0.1).max(1) as f64,
+                server_rss_mib: pid.and_then(sys::rss_kib).unwrap_or(0) as f64 / 1024.0,
+                gen_cpu_pct: 100.0 * stats.cpu_ns as f64 / stats.window_ns.max(1) as f64,
+                gen_lag_p99_us: pct(&stats.send_lag, 0.99),
+                server_rx_drops: drops.0,
+                gen_rx_drops: drops.1,
+                server_send_failed: drops.2,
+                good: false,
+            };
+            row.good =
+                row.loss_pct <= args.max_loss && row.latency_us[2] <= args.max_p99_ms * 1000.0;
+            println!("{}", report::table_line(&row));
+            if stats.decrypt_failed > 0 || stats.send_failed > 0 {
+                println!(
+                    "       (undecryptable {}, generator send failures {})",
+                    stats.decrypt_failed, stats.send_failed
+                );
+            }
+            eprintln!(
+            "loadgen: {target} step {streams}: set-up {setup_s:.1}s, sent {}, expected {}, received {}, rss {:.1} MiB (+{:.1} since start) {}",
+            stats.sent,
+            stats.expected,
+            stats.received,
+            row.server_rss_mib,
+            (row.server_rss_mib * 1024.0 - rss0 as f64) / 1024.0,
+            server.drops()
+        );
+            let better = match &best {
+                None => true,
+                Some(b) => (row.loss_pct, row.latency_us[2]) < (b.loss_pct, b.latency_us[2]),
+            };
+            if better {
+                best = Some(row);
+            }
+            if attempt + 1 < args.repeat
+                && best
+                    .as_ref()
+                    .is_some_and(|b| b.good && b.loss_pct == 0.0 && b.latency_us[2] < 2000.0)
+            {
+                break;
+            }
+        }
+        let Some(row) = best else { continue };
+        if args.repeat > 1 {
+            println!(
+                "{}  (best of up to {})",
+                report::table_line(&row),
+                args.repeat
+            );
+        }
+        let good = row.good;
+        rows.push(row);
+        if !good && !args.no_stop {
+            break;
+        }
+    }
+    let last_good = rows.iter().rev().find(|r| r.good);
+    match last_good {
+        Some(r) => println!(
+            "{target}: last good step: {} streams, {:.0} forwarded packets/s, loss {:.4} %, p99 {:.0} µs, server CPU {:.0} %",
+            r.streams, r.forwarded_pps, r.loss_pct, r.latency_us[2], r.server_cpu_pct
+        ),
+        None => println!("{target}: no step passed"),
+    }
+    if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+        if last.streams > first.streams && rss0 > 0 {
+            println!(
+                "{target}: memory per consumer stream ≈ {:.1} KiB (RSS {:.1} → {:.1} MiB from {} to {} streams)",
+                (last.server_rss_mib - first.server_rss_mib) * 1024.0
+                    / (last.streams - first.streams) as f64,
+                first.server_rss_mib,
+                last.server_rss_mib,
+                first.streams,
+                last.streams
+            );
+        }
+    }
+    Ok(rows)
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` runs bench targets with no argument:
+    // a load test is not a unit test, so that run does nothing.
+    if std::env::args().len() <= 1 {
+        println!("loadgen: run it with `cargo bench --bench loadgen -- [options]` (see --help)");
+        return;
+    }
+    let args = Args::parse();
+    if args.relay_server {
+        if let Err(e) = relay::serve(args.relay_shared) {
+            eprintln!("relay: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if let Some(csv) = &args.plot {
+        let svg = csv.with_extension("svg");
+        let title = args.title.clone().unwrap_or_else(|| "choir load".into());
+        match report::read_csv(csv).and_then(|rows| report::plot(&rows, &svg, &title)) {
+            Ok(()) => println!("wrote {}", svg.display()),
+            Err(e) => {
+                eprintln!("loadgen: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
+    // The main thread (HTTP set-up, /proc readings) belongs to the generator's side too.
+    if let Some(&cpu) = cpu_list(&args.gen_cpus).first() {
+        let _ = sys::pin_to(cpu);
+    }
+    if let Err(e) = std::fs::create_dir_all(&args.out) {
+        eprintln!("loadgen: cannot create {}: {e}", args.out.display());
+        std::process::exit(1);
+    }
+    let targets: Vec<&str> = match args.target.as_str() {
+        "both" => vec!["relay", "choir"],
+        "all" => vec!["relay", "relay-shared", "choir"],
+        "relay" => vec!["relay"],
+        "relay-shared" => vec!["relay-shared"],
+        _ => vec!["choir"],
+    };
+    let mut rows = Vec::new();
+    for target in targets {
+        match ramp(&args, target) {
+            Ok(r) => rows.extend(r),
+            Err(e) => {
+                eprintln!("loadgen: {target}: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    let best = |t: &str| {
+        rows.iter()
+            .filter(|r| r.target == t && r.good)
+            .map(|r| r.forwarded_pps)
+            .fold(0.0, f64::max)
+    };
+    let c = best("choir");
+    for limit in ["relay", "relay-shared"] {
+        let r = best(limit);
+        if c > 0.0 && r > 0.0 {
+            println!(
+                "\nchoir forwards {c:.0} packets/s at its last good step; {limit}: {r:.0}; choir = {:.0} % of it",
+                100.0 * c / r
+            );
+        }
+    }
+    if c > 0.0 {
+        let met = rows.iter().any(|x| {
+            x.target == "choir"
+                && x.forwarded_pps >= 250_000.0
+                && x.loss_pct == 0.0
+                && x.latency_us[2] < 2000.0
+        });
+        println!(
+            "target (≥ 250,000 forwarded SRTP packets/s per shard, 0 loss, p99 < 2 ms): {}",
+            if met { "met" } else { "not met" }
+        );
+    }
+    let csv = args.out.join("loadgen.csv");
+    let svg = args.out.join("loadgen.svg");
+    if let Err(e) = report::write_csv(&rows, &csv) {
+        eprintln!("loadgen: {}: {e}", csv.display());
+    }
+    let title = format!(
+        "choir load: rooms of {} participants, {} shard(s)",
+        args.participants, args.shards
+    );
+    if let Err(e) = report::plot(&rows, &svg, &title) {
+        eprintln!("loadgen: {}: {e}", svg.display());
+    }
+    println!("wrote {} and {}", csv.display(), svg.display());
+}
