@@ -51,17 +51,6 @@ impl Ctx {
         }
         self.shard(channel_id).call(command).await
     }
-
-    async fn counts(&self) -> Result<Counts, ApiError> {
-        let mut total = Counts::default();
-        for shard in &self.shards {
-            match shard.call(Command::Counts).await? {
-                Reply::Counts(c) => total += c,
-                other => return Err(unexpected(other)),
-            }
-        }
-        Ok(total)
-    }
 }
 
 fn unexpected(reply: Reply) -> ApiError {
@@ -335,12 +324,22 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, ApiE
 }
 
 async fn health(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
-    let failed: Vec<usize> = ctx
-        .shards
-        .iter()
-        .filter(|s| !s.is_alive())
-        .map(|s| s.index)
-        .collect();
+    // A shard is failed when its thread has ended, or when it dies while answering (the check
+    // can race a dying shard: its thread is gone a moment after its last reply).
+    let mut failed = Vec::new();
+    let mut counts = Counts::default();
+    for shard in &ctx.shards {
+        if !shard.is_alive() {
+            failed.push(shard.index);
+            continue;
+        }
+        match shard.call(Command::Counts).await {
+            Ok(Reply::Counts(c)) => counts += c,
+            Ok(other) => return Err(unexpected(other)),
+            Err(_) if ctx.shutting_down.get() => break,
+            Err(_) => failed.push(shard.index),
+        }
+    }
     if !failed.is_empty() {
         return Ok(json_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -353,7 +352,6 @@ async fn health(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
             &json!({"status": "shutting down"}),
         ));
     }
-    let counts = ctx.counts().await?;
     Ok(ok(&json!({
         "status": "ok",
         "shards": ctx.shards.len(),

@@ -83,12 +83,16 @@ pub struct ShardHandle {
     pub index: usize,
     pub ports: (u16, u16),
     tx: flume::Sender<Envelope>,
+    /// Disconnects when the shard's thread has ended (its sender lives on the thread that joins
+    /// it). A command queued while the shard died is never received nor dropped (the control
+    /// server's senders keep the queue alive), so a caller waits on this as well as the reply.
+    dead: flume::Receiver<()>,
 }
 
 impl ShardHandle {
     /// False once the shard's command loop is gone (it stopped, or its thread panicked).
     pub fn is_alive(&self) -> bool {
-        !self.tx.is_disconnected()
+        !self.tx.is_disconnected() && !self.dead.is_disconnected()
     }
 
     /// Sends a command and awaits the reply (runtime-agnostic: works from any executor).
@@ -101,12 +105,19 @@ impl ShardHandle {
                 self.index
             )));
         }
-        rx.recv_async().await.unwrap_or_else(|_| {
-            Err(ApiError::unavailable(format!(
-                "shard {} stopped before replying",
-                self.index
-            )))
-        })
+        let reply = async { rx.recv_async().await.ok() };
+        let died = async {
+            let _ = self.dead.recv_async().await;
+            None
+        };
+        futures_lite::future::or(reply, died)
+            .await
+            .unwrap_or_else(|| {
+                Err(ApiError::unavailable(format!(
+                    "shard {} stopped before replying",
+                    self.index
+                )))
+            })
     }
 }
 

@@ -86,14 +86,25 @@ pub fn spawn(setup: ShardSetup) -> std::io::Result<(ShardHandle, std::thread::Jo
             )))
         }
     }
+    // Dropped once the executor's thread has ended, however it ended: see `ShardHandle::dead`.
+    let (dead_tx, dead) = flume::bounded::<()>(1);
     let thread = std::thread::Builder::new()
         .name(format!("choir-shard-{index}-join"))
         .spawn(move || {
             if let Err(e) = handle.join() {
                 tracing::error!(shard = index, "shard executor failed: {e}");
             }
+            drop(dead_tx);
         })?;
-    Ok((ShardHandle { index, ports, tx }, thread))
+    Ok((
+        ShardHandle {
+            index,
+            ports,
+            tx,
+            dead,
+        },
+        thread,
+    ))
 }
 
 pub(super) struct Shard {
