@@ -1,6 +1,7 @@
 //! The browser's side of a choir transport, sans-IO: ICE connectivity checks as the
-//! controlling agent (RFC 8445 §7.2, nominating at once), DTLS once ICE answers, SRTP once DTLS
-//! exports keys. Used by the load generator and the in-memory tests and benches; browsers and
+//! controlling agent (RFC 8445 §7.2, nominating at once) or, against a full agent that offered,
+//! the controlled one; answers to the peer's own checks (a full agent such as Janus checks us
+//! too); DTLS once ICE answers, SRTP once DTLS exports keys. Used by the load generator and the in-memory tests and benches; browsers and
 //! str0m are the independent clients of the real tests.
 
 use std::net::SocketAddr;
@@ -42,6 +43,14 @@ pub struct ClientTransport {
     /// "<server ufrag>:<our ufrag>".
     username: String,
     key: IntegrityKey,
+    local_ufrag: String,
+    local_password: String,
+    /// Keys the answers to the peer's checks.
+    local_key: IntegrityKey,
+    controlling: bool,
+    /// An answer to the peer's check, sent before anything else.
+    reply: Box<[u8; 256]>,
+    reply_len: usize,
     tiebreaker: u64,
     role: DtlsRole,
     config: Arc<dimpl::Config>,
@@ -67,9 +76,16 @@ impl ClientTransport {
     ) -> Self {
         let seed = u64::from_be_bytes(random::<8>());
         let local_ufrag = format!("{:016x}", seed);
+        let local_password = format!("{:032x}", u128::from_be_bytes(random::<16>()));
         ClientTransport {
             username: format!("{}:{}", server.ufrag, local_ufrag),
             key: IntegrityKey::new(server.password.as_bytes()),
+            local_key: IntegrityKey::new(local_password.as_bytes()),
+            local_ufrag,
+            local_password,
+            controlling: true,
+            reply: Box::new([0; 256]),
+            reply_len: 0,
             tiebreaker: seed.rotate_left(17),
             server,
             role,
@@ -82,6 +98,30 @@ impl ClientTransport {
             srtp: None,
             failed: false,
         }
+    }
+
+    /// Uses these ICE credentials (signalled in our SDP) instead of random ones.
+    pub fn with_local_credentials(mut self, ufrag: &str, password: &str) -> Self {
+        self.username = format!("{}:{}", self.server.ufrag, ufrag);
+        self.local_key = IntegrityKey::new(password.as_bytes());
+        self.local_ufrag = ufrag.to_string();
+        self.local_password = password.to_string();
+        self
+    }
+
+    /// Takes the controlled role (RFC 8445 §6.1.1: we answered a full agent's offer): our checks
+    /// carry `ICE-CONTROLLED` and never nominate.
+    pub fn controlled(mut self) -> Self {
+        self.controlling = false;
+        self
+    }
+
+    pub fn local_ufrag(&self) -> &str {
+        &self.local_ufrag
+    }
+
+    pub fn local_password(&self) -> &str {
+        &self.local_password
     }
 
     /// The `dtlsParameters.role` to send in connect-transport.
@@ -115,21 +155,28 @@ impl ClientTransport {
         if self.failed {
             return None;
         }
+        if self.reply_len > 0 {
+            let len = std::mem::take(&mut self.reply_len);
+            out.get_mut(..len)?.copy_from_slice(&self.reply[..len]);
+            return Some(len);
+        }
         if now >= self.next_check {
             self.checks += 1;
             let mut tid = [0u8; 12];
             tid[..8].copy_from_slice(&self.checks.to_be_bytes());
             tid[8..].copy_from_slice(&(self.tiebreaker as u32).to_be_bytes());
-            let len = stun::write_binding_request_with_key(
-                out,
-                &tid,
-                &self.username,
-                &self.key,
-                0x6e00_1eff,
-                true,
-                self.tiebreaker,
-            )
-            .ok()?;
+            let role = if self.controlling {
+                stun::CheckRole::Controlling {
+                    tiebreaker: self.tiebreaker,
+                    nominate: true,
+                }
+            } else {
+                stun::CheckRole::Controlled {
+                    tiebreaker: self.tiebreaker,
+                }
+            };
+            let len =
+                stun::write_check(out, &tid, &self.username, &self.key, 0x6e00_1eff, role).ok()?;
             self.next_check = now
                 + if self.ice_connected {
                     CONSENT_INTERVAL
@@ -174,6 +221,9 @@ impl ClientTransport {
 
     /// When [`ClientTransport::poll_transmit`] has something to send next.
     pub fn poll_timeout(&self) -> Instant {
+        if self.reply_len > 0 {
+            return Instant::now();
+        }
         let dtls = self.dtls.as_ref().and_then(|d| d.poll_timeout());
         dtls.map_or(self.next_check, |d| d.min(self.next_check))
     }
@@ -182,9 +232,21 @@ impl ClientTransport {
     pub fn handle_datagram(&mut self, buf: &mut [u8], now: Instant) -> ClientReceived {
         match demux::classify(buf) {
             PacketKind::Stun => {
-                if stun::parse_binding_success_with_key(buf, &self.key).is_ok()
-                    && !self.ice_connected
-                {
+                let answered = stun::answer_check(
+                    buf,
+                    &self.local_ufrag,
+                    &self.local_key,
+                    self.server.address,
+                    &mut self.reply[..],
+                );
+                let reachable = match answered {
+                    Ok(len) => {
+                        self.reply_len = len;
+                        true
+                    }
+                    Err(_) => stun::parse_binding_success_with_key(buf, &self.key).is_ok(),
+                };
+                if reachable && !self.ice_connected {
                     self.ice_connected = true;
                     self.next_check = now + CONSENT_INTERVAL;
                     let mut d = DtlsTransport::new(
@@ -312,5 +374,81 @@ mod tests {
             server_keys && client.is_connected(),
             "DTLS-SRTP established on both sides"
         );
+    }
+
+    /// A full agent's check to the client is answered with a success response that the agent
+    /// can verify under the client's password, before the client's own next check; the
+    /// controlled client's checks carry ICE-CONTROLLED and no USE-CANDIDATE.
+    #[test]
+    fn answers_a_full_agents_check_and_checks_as_controlled() {
+        let now = Instant::now();
+        let agent: SocketAddr = "127.0.0.1:10000".parse().unwrap();
+        let params = ServerParams {
+            address: agent,
+            ufrag: "janus".into(),
+            password: "januspassword0123456789".into(),
+            fingerprint: "AB".into(),
+        };
+        let mut client = ClientTransport::new(
+            params,
+            DtlsRole::Client,
+            dtls::dtls_config(),
+            DtlsIdentity::generate().unwrap(),
+            now,
+        )
+        .with_local_credentials("clientufrag", "clientpassword0123456789abcdef")
+        .controlled();
+        let mut out = [0u8; 2048];
+        let n = client.poll_transmit(now, &mut out).expect("a check");
+        let check = stun::Message::parse(&out[..n]).unwrap();
+        assert_eq!(
+            check.get(stun::attr::USERNAME),
+            Some(&b"janus:clientufrag"[..])
+        );
+        assert!(check.get(stun::attr::ICE_CONTROLLED).is_some());
+        assert!(check.get(stun::attr::ICE_CONTROLLING).is_none());
+        assert!(check.get(stun::attr::USE_CANDIDATE).is_none());
+        check
+            .check_integrity(&IntegrityKey::new(b"januspassword0123456789"))
+            .unwrap();
+
+        // The agent's check, as it would send it: USERNAME "<client ufrag>:<agent ufrag>".
+        let mut req = [0u8; 512];
+        let len = stun::write_binding_request(
+            &mut req,
+            [7; 12],
+            "clientufrag:janus",
+            "clientpassword0123456789abcdef",
+            1,
+            true,
+            42,
+        );
+        assert_eq!(
+            client.handle_datagram(&mut req[..len], now),
+            ClientReceived::Nothing
+        );
+        let n = client.poll_transmit(now, &mut out).expect("the answer");
+        let ok = stun::parse_binding_success(&out[..n], "clientpassword0123456789abcdef")
+            .expect("a verifiable success response");
+        assert_eq!(ok.transaction_id, [7; 12]);
+        assert_eq!(ok.mapped, agent);
+
+        // A check under the wrong password is not answered.
+        let len = stun::write_binding_request(
+            &mut req,
+            [8; 12],
+            "clientufrag:janus",
+            "wrong",
+            1,
+            true,
+            42,
+        );
+        client.handle_datagram(&mut req[..len], now);
+        let next = client.poll_transmit(now, &mut out);
+        assert!(next.is_none_or(|n| stun::parse_binding_success(
+            &out[..n],
+            "clientpassword0123456789abcdef"
+        )
+        .is_err()));
     }
 }

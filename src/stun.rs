@@ -31,8 +31,8 @@ mod writer;
 pub(crate) mod tests;
 
 pub use client::{
-    parse_binding_success, parse_binding_success_with_key, write_binding_request,
-    write_binding_request_with_key, BindingSuccess,
+    answer_check, parse_binding_success, parse_binding_success_with_key, write_binding_request,
+    write_binding_request_with_key, write_check, BindingSuccess, CheckRole,
 };
 pub use writer::MessageWriter;
 

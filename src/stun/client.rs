@@ -1,6 +1,7 @@
 //! The ICE client side of a connectivity check (RFC 8445 §7.2.2, §7.2.5): writing a Binding
-//! request and reading its success response. Used by tests and load generators that play the
-//! controlling full agent against our ICE-lite agent.
+//! request and reading its success response, and answering a full agent's checks (§7.3). Used
+//! by tests and load generators that play the browser against our ICE-lite agent, or against
+//! a full agent (Janus) in the side-by-side benchmark.
 
 use std::net::SocketAddr;
 
@@ -47,13 +48,83 @@ pub fn write_binding_request_with_key(
     use_candidate: bool,
     ice_controlling_tiebreaker: u64,
 ) -> Result<usize, StunError> {
+    let role = CheckRole::Controlling {
+        tiebreaker: ice_controlling_tiebreaker,
+        nominate: use_candidate,
+    };
+    write_check(out, transaction_id, username, key, priority, role)
+}
+
+/// The sender's ICE role in a check (RFC 8445 §7.1.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckRole {
+    /// `ICE-CONTROLLING`, with `USE-CANDIDATE` when nominating.
+    Controlling { tiebreaker: u64, nominate: bool },
+    /// `ICE-CONTROLLED`: the peer nominates.
+    Controlled { tiebreaker: u64 },
+}
+
+/// [`write_binding_request_with_key`] for either role.
+pub fn write_check(
+    out: &mut [u8],
+    transaction_id: &[u8; 12],
+    username: &str,
+    key: &IntegrityKey,
+    priority: u32,
+    role: CheckRole,
+) -> Result<usize, StunError> {
     let mut w = MessageWriter::new(out, METHOD_BINDING, Class::Request, transaction_id)?;
     w.attribute(attr::USERNAME, username.as_bytes())?;
     w.attribute_u32(attr::PRIORITY, priority)?;
-    w.attribute_u64(attr::ICE_CONTROLLING, ice_controlling_tiebreaker)?;
-    if use_candidate {
-        w.attribute(attr::USE_CANDIDATE, &[])?;
+    match role {
+        CheckRole::Controlling {
+            tiebreaker,
+            nominate,
+        } => {
+            w.attribute_u64(attr::ICE_CONTROLLING, tiebreaker)?;
+            if nominate {
+                w.attribute(attr::USE_CANDIDATE, &[])?;
+            }
+        }
+        CheckRole::Controlled { tiebreaker } => {
+            w.attribute_u64(attr::ICE_CONTROLLED, tiebreaker)?;
+        }
     }
+    w.message_integrity(key)?;
+    w.fingerprint()?;
+    Ok(w.finish())
+}
+
+/// Answers a full agent's connectivity check sent to us (RFC 8445 §7.3): a Binding request with a
+/// valid `FINGERPRINT`, `USERNAME` starting with `"<local_ufrag>:"` and `MESSAGE-INTEGRITY` under
+/// our password (`key`) gets a success response with `from` as `XOR-MAPPED-ADDRESS`, written into
+/// `out`; returns its length. Anything else is an error and gets no answer (a client keeps no
+/// role-conflict state: the benchmark's peers agree on roles through SDP).
+pub fn answer_check(
+    packet: &[u8],
+    local_ufrag: &str,
+    key: &IntegrityKey,
+    from: SocketAddr,
+    out: &mut [u8],
+) -> Result<usize, StunError> {
+    let msg = Message::parse(packet)?;
+    msg.check_fingerprint()?;
+    if msg.method() != METHOD_BINDING || msg.class() != Class::Request {
+        return Err(StunError::UnexpectedMessage);
+    }
+    let username = msg.get(attr::USERNAME).unwrap_or_default();
+    let ours = local_ufrag.as_bytes();
+    if !(username.starts_with(ours) && username.get(ours.len()) == Some(&b':')) {
+        return Err(StunError::UnexpectedMessage);
+    }
+    msg.check_integrity(key)?;
+    let mut w = MessageWriter::new(
+        out,
+        METHOD_BINDING,
+        Class::SuccessResponse,
+        msg.transaction_id(),
+    )?;
+    w.xor_mapped_address(from)?;
     w.message_integrity(key)?;
     w.fingerprint()?;
     Ok(w.finish())
