@@ -2,8 +2,11 @@
 //! machine's limit (a bare UDP relay with the same sockets, fan-out and syscalls).
 //!
 //! ```text
-//! cargo bench --bench loadgen -- [--target both|choir|relay] [--streams 900,1800,...]
+//! cargo bench --bench loadgen -- [--target both|choir|relay|janus] [--streams 900,1800,...]
 //! ```
+//!
+//! `--target janus` drives a running Janus 1.1 (benches/janus/janus.sh starts one) through its
+//! HTTP API and videoroom plugin with the same rooms, packets and measurements (see `janus.rs`).
 //!
 //! It starts choir (the release binary cargo built, `taskset -c <server-cpus>`, `--shards N`)
 //! unless given `--url` of a running one, creates rooms of P participants through the voice API
@@ -18,36 +21,46 @@
 //! The generator runs one worker thread per --gen-cpus entry, each pinned, each an epoll loop
 //! over its sockets with one recvmmsg per ready socket (see `worker.rs`, `sys.rs`).
 
+mod compare;
+mod janus;
 mod relay;
 mod report;
+mod server;
 mod setup;
 mod sys;
 mod worker;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
+use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use clap::Parser;
 
 use report::Row;
-use setup::{Api, Clients, Relay};
+use server::{room_name, start_choir, start_janus, start_relay, Server, JANUS_PORTS};
 use worker::{Cmd, Reply, RunSpec, StepStats};
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "choir load generator (see BENCHMARKS.md)")]
 struct Args {
     /// What to measure: choir; relay (the bare relay, choir's socket layout); relay-shared (one
-    /// socket, recvmmsg/sendmmsg); both (relay, choir); all (relay, relay-shared, choir).
+    /// socket, recvmmsg/sendmmsg); both (relay, choir); all (relay, relay-shared, choir);
+    /// janus (a running Janus, see --janus-url; --pid its pid).
     #[arg(long, default_value = "both")]
     target: String,
     /// A running choir's base URL (http://ADDR); then choir is not started.
     #[arg(long)]
     url: Option<String>,
-    /// The running choir's pid, for CPU and RSS (with --url).
+    /// Janus's HTTP API (with --target janus).
+    #[arg(long, default_value = "http://127.0.0.1:8088/janus")]
+    janus_url: String,
+    /// The address Janus gathers its host candidates on (benches/janus/janus.sh prints it; Janus
+    /// skips the loopback interface). Default: this machine's first IPv4 address.
+    #[arg(long)]
+    janus_ip: Option<IpAddr>,
+    /// The running server's pid, for CPU and RSS (with --url, or with --target janus).
     #[arg(long)]
     pid: Option<u32>,
     /// The choir binary to start (default: the one cargo built for this bench).
@@ -113,6 +126,9 @@ struct Args {
     /// Size of choir's RTC port range.
     #[arg(long, default_value_t = 20000)]
     rtc_ports: u16,
+    /// Only summarize scripts/compare-janus.sh's runs in this folder (choir-<i>/, janus-<i>/).
+    #[arg(long)]
+    compare: Option<PathBuf>,
     /// Only plot: read this CSV (written by an earlier run) and write an SVG beside it.
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -143,151 +159,6 @@ fn cpu_list(s: &str) -> Vec<usize> {
         }
     }
     v
-}
-
-/// A room name that choir places on shard `index % shards` (rooms spread evenly over shards).
-fn room_name(index: usize, shards: usize) -> String {
-    let shards = shards.max(1);
-    (0..)
-        .map(|k| format!("bench-{index}-{k}"))
-        .find(|name| choir::shard::shard_for(name, shards) == index % shards)
-        .expect("some name lands on every shard")
-}
-
-/// The server under test.
-enum Server {
-    Choir {
-        api: Api,
-        clients: Clients,
-        child: Option<Child>,
-        pid: Option<u32>,
-        ports: (u16, u16),
-    },
-    Relay(Relay),
-}
-
-impl Server {
-    fn pid(&self) -> Option<u32> {
-        match self {
-            Server::Choir { pid, .. } => *pid,
-            Server::Relay(r) => Some(r.child.id()),
-        }
-    }
-
-    /// Choir's `egress.send_failed` drops (or the relay's send failures) so far.
-    fn send_failed(&mut self) -> u64 {
-        match self {
-            Server::Choir { api, .. } => api
-                .get("stats")
-                .ok()
-                .and_then(|v| v["total"]["drops"]["egress.send_failed"].as_u64())
-                .unwrap_or(0),
-            Server::Relay(r) => r.stats().1,
-        }
-    }
-
-    /// Choir's drop counters, for the log.
-    fn drops(&self) -> String {
-        match self {
-            Server::Choir { api, .. } => api
-                .get("stats")
-                .map(|v| {
-                    format!(
-                        "drops {} loop lag {:?}",
-                        v["total"]["drops"],
-                        v["shards"].as_array().map(|s| s
-                            .iter()
-                            .map(|x| x["loopLagUs"].as_u64().unwrap_or(0))
-                            .collect::<Vec<_>>())
-                    )
-                })
-                .unwrap_or_default(),
-            Server::Relay(_) => String::new(),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let child = match self {
-            Server::Choir { child, .. } => child.as_mut(),
-            Server::Relay(r) => Some(&mut r.child),
-        };
-        if let Some(c) = child {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn start_choir(args: &Args) -> Result<Server, String> {
-    let clients = Clients::new();
-    let max_port = args.rtc_min_port.saturating_add(args.rtc_ports.max(1) - 1);
-    if let Some(url) = &args.url {
-        return Ok(Server::Choir {
-            api: Api::new(url),
-            clients,
-            child: None,
-            pid: args.pid,
-            ports: (args.rtc_min_port, max_port),
-        });
-    }
-    let bin = args
-        .choir_bin
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_choir")));
-    let log = std::fs::File::create(args.out.join("choir.log")).map_err(|e| e.to_string())?;
-    let mut child = Command::new("taskset")
-        .arg("-c")
-        .arg(&args.server_cpus)
-        .arg(&bin)
-        .args(["--listen", "127.0.0.1:0", "--announced-ip", "127.0.0.1"])
-        .args(["--rtc-listen-ip", "127.0.0.1", "--log", "warn"])
-        .args(["--consent-timeout", "120s", "--dtls-timeout", "60s"])
-        .arg("--rtc-min-port")
-        .arg(args.rtc_min_port.to_string())
-        .arg("--rtc-max-port")
-        .arg(max_port.to_string())
-        .arg("--shards")
-        .arg(args.shards.to_string())
-        .arg("--port-mode")
-        .arg(&args.port_mode)
-        .arg("--pin")
-        .arg(if args.shards > 1 { "true" } else { "false" })
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-    let base = lines
-        .next()
-        .and_then(Result::ok)
-        .and_then(|l| l.strip_prefix("choir listening on ").map(str::to_string))
-        .ok_or("choir did not print its address")?;
-    std::thread::spawn(move || for _ in lines {});
-    let pid = child.id();
-    Ok(Server::Choir {
-        api: Api::new(&base),
-        clients,
-        child: Some(child),
-        pid: Some(pid),
-        ports: (args.rtc_min_port, max_port),
-    })
-}
-
-fn start_relay(args: &Args, shared: bool) -> Result<Server, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let child = Command::new("taskset")
-        .arg("-c")
-        .arg(&args.server_cpus)
-        .arg(exe)
-        .arg("--relay-server")
-        .args(shared.then_some("--relay-shared"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start the relay: {e}"))?;
-    Ok(Server::Relay(Relay::new(child)))
 }
 
 struct Workers {
@@ -348,6 +219,7 @@ fn ramp(args: &Args, target: &str) -> Result<Vec<Row>, String> {
     let mut server = match target {
         "relay" => start_relay(args, false)?,
         "relay-shared" => start_relay(args, true)?,
+        "janus" => start_janus(args)?,
         _ => start_choir(args)?,
     };
     let gen_cpus = cpu_list(&args.gen_cpus);
@@ -372,6 +244,34 @@ fn ramp(args: &Args, target: &str) -> Result<Vec<Row>, String> {
         let want = streams.div_ceil(per_room).max(1);
         let t_setup = std::time::Instant::now();
         while rooms < want {
+            let worker = rooms % gen_cpus.len();
+            if let Server::Janus {
+                janus, clients, ip, ..
+            } = &mut server
+            {
+                // Janus lets subscribers in once a feed's media is up: publishers first.
+                let room = 1000 + rooms as u64;
+                let ssrc_base = 0x1000_0000 + (rooms * p) as u32;
+                let (legs, feeds) = janus::publishers(janus, clients, room, p, s, ssrc_base, *ip)?;
+                match workers.one(worker, Cmd::Add(legs)) {
+                    Reply::Added(ports) => gen_ports.extend(ports),
+                    Reply::Failed(e) => return Err(e),
+                    _ => {}
+                }
+                if let Reply::Connected(n @ 1..) =
+                    workers.one(worker, Cmd::Connect(Duration::from_secs(30)))
+                {
+                    return Err(format!("{n} Janus publisher legs did not connect"));
+                }
+                let legs = janus::subscribers(janus, clients, room, p, &feeds, *ip)?;
+                match workers.one(worker, Cmd::Add(legs)) {
+                    Reply::Added(ports) => gen_ports.extend(ports),
+                    Reply::Failed(e) => return Err(e),
+                    _ => {}
+                }
+                rooms += 1;
+                continue;
+            }
             let legs = match &mut server {
                 Server::Choir { api, clients, .. } => setup::choir_room(
                     api,
@@ -386,8 +286,9 @@ fn ramp(args: &Args, target: &str) -> Result<Vec<Row>, String> {
                     server_ports.extend(legs.iter().map(|l| l.server.port()));
                     legs
                 }
+                Server::Janus { .. } => unreachable!("set up above"),
             };
-            match workers.one(rooms % gen_cpus.len(), Cmd::Add(legs)) {
+            match workers.one(worker, Cmd::Add(legs)) {
                 Reply::Added(ports) => gen_ports.extend(ports),
                 Reply::Failed(e) => return Err(e),
                 _ => {}
@@ -413,6 +314,7 @@ fn ramp(args: &Args, target: &str) -> Result<Vec<Row>, String> {
         }
         let choir_range = match &server {
             Server::Choir { ports, .. } => Some(*ports),
+            Server::Janus { .. } => Some(JANUS_PORTS),
             Server::Relay(_) => None,
         };
         let is_server_port = |port: u16| match choir_range {
@@ -587,6 +489,13 @@ fn main() {
         }
         return;
     }
+    if let Some(dir) = &args.compare {
+        if let Err(e) = compare::summarize(dir) {
+            eprintln!("loadgen: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Some(csv) = &args.plot {
         let svg = csv.with_extension("svg");
         let title = args.title.clone().unwrap_or_else(|| "choir load".into());
@@ -612,6 +521,7 @@ fn main() {
         "all" => vec!["relay", "relay-shared", "choir"],
         "relay" => vec!["relay"],
         "relay-shared" => vec!["relay-shared"],
+        "janus" => vec!["janus"],
         _ => vec!["choir"],
     };
     let mut rows = Vec::new();

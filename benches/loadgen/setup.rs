@@ -163,11 +163,13 @@ pub fn choir_room(
             server: send_addr,
             peer: Peer::Srtp(send),
             publish,
+            socket: None,
         });
         legs.push(LegSpec {
             server: recv_addr,
             peer: Peer::Srtp(recv),
             publish: None,
+            socket: None,
         });
     }
     for u in 0..participants {
@@ -233,11 +235,13 @@ impl Relay {
                 peer: Peer::Plain(first_token + 2 * u as u32),
                 publish: (u < speakers)
                     .then_some((0x2000_0000 + u as u32, participants as u32 - 1)),
+                socket: None,
             });
             legs.push(LegSpec {
                 server: at(ports[2 * u + 1]),
                 peer: Peer::Plain(first_token + 2 * u as u32 + 1),
                 publish: None,
+                socket: None,
             });
         }
         Ok(legs)

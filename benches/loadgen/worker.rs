@@ -38,6 +38,8 @@ pub struct LegSpec {
     pub peer: Peer,
     /// `Some` for a publisher's send leg: its SSRC and how many consumers each packet reaches.
     pub publish: Option<(u32, u32)>,
+    /// A socket already bound (its address went into an SDP); connected to `server` here.
+    pub socket: Option<Socket>,
 }
 
 pub struct RunSpec {
@@ -210,8 +212,16 @@ impl Worker {
     fn add(&mut self, specs: Vec<LegSpec>) -> std::io::Result<Vec<u16>> {
         let mut ports = Vec::new();
         for spec in specs {
-            let bind = SocketAddr::new(spec.server.ip(), 0);
-            let socket = sys::udp_socket(bind, Some(spec.server), sys::RECV_BUFFER, true)?;
+            let socket = match spec.socket {
+                Some(socket) => {
+                    socket.connect(&spec.server.into())?;
+                    socket
+                }
+                None => {
+                    let bind = SocketAddr::new(spec.server.ip(), 0);
+                    sys::udp_socket(bind, Some(spec.server), sys::RECV_BUFFER, true)?
+                }
+            };
             let port = socket
                 .local_addr()?
                 .as_socket()
