@@ -1,8 +1,9 @@
 //! The browser's side of a choir transport, sans-IO: ICE connectivity checks as the
 //! controlling agent (RFC 8445 §7.2, nominating at once) or, against a full agent that offered,
 //! the controlled one; answers to the peer's own checks (a full agent such as Janus checks us
-//! too); DTLS once ICE answers, SRTP once DTLS exports keys. Used by the load generator and the in-memory tests and benches; browsers and
-//! str0m are the independent clients of the real tests.
+//! too); DTLS once ICE answers, SRTP once DTLS exports keys. Used by the load generator and the
+//! in-memory tests and benches; browsers and str0m are the independent clients of the real
+//! tests.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
