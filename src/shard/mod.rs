@@ -134,7 +134,29 @@ pub fn shard_for(channel_id: &str, shards: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::shard_for;
+    use super::{shard_for, Command, Envelope, ShardHandle};
+
+    /// A command sent while the shard's thread dies is neither received nor dropped (the queue
+    /// outlives the shard): the caller must still get 503, not wait forever.
+    #[test]
+    fn a_command_queued_to_a_dead_shard_answers_unavailable() {
+        let (tx, queue) = flume::unbounded::<Envelope>();
+        let (dead_tx, dead) = flume::bounded::<()>(1);
+        let shard = ShardHandle {
+            index: 3,
+            ports: (0, 0),
+            tx,
+            dead,
+        };
+        assert!(shard.is_alive());
+        drop(dead_tx); // the shard's thread ended; `queue` (its receiver) was leaked
+        assert!(!shard.is_alive());
+        let reply = futures_lite::future::block_on(shard.call(Command::Counts));
+        let err = reply.expect_err("no reply from a dead shard");
+        assert_eq!(err.status, 503);
+        assert!(err.message.contains("shard 3"), "{}", err.message);
+        assert_eq!(queue.len(), 1, "the command sat in the queue, unanswered");
+    }
 
     #[test]
     fn hash_is_stable_and_spreads() {
