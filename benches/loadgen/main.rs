@@ -402,6 +402,7 @@ fn ramp(args: &Args, target: &str) -> Result<Vec<Row>, String> {
                 gen_rx_drops: drops.1,
                 server_send_failed: drops.2,
                 good: false,
+                server_fds: pid.and_then(sys::fd_count).unwrap_or(0),
             };
             row.good =
                 row.loss_pct <= args.max_loss && row.latency_us[2] <= args.max_p99_ms * 1000.0;

@@ -30,16 +30,18 @@ pub struct Row {
     pub gen_rx_drops: u64,
     pub server_send_failed: u64,
     pub good: bool,
+    /// The server's open file descriptors after the step (soak: must not grow).
+    pub server_fds: u64,
 }
 
 pub const HEADER: &str = "target,rooms,participants,streams,offered_pps,forwarded_pps,loss_pct,\
 p50_us,p90_us,p99_us,p999_us,max_us,app_p99_us,server_cpu_pct,server_steal_pct,gen_steal_pct,server_rss_mib,\
-gen_cpu_pct,gen_lag_p99_us,server_rx_drops,gen_rx_drops,server_send_failed,good";
+gen_cpu_pct,gen_lag_p99_us,server_rx_drops,gen_rx_drops,server_send_failed,good,server_fds";
 
 pub fn csv_line(r: &Row) -> String {
     let l = r.latency_us;
     format!(
-        "{},{},{},{},{:.0},{:.0},{:.4},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{},{},{},{}",
+        "{},{},{},{},{:.0},{:.0},{:.6},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{},{},{},{},{}",
         r.target,
         r.rooms,
         r.participants,
@@ -62,7 +64,8 @@ pub fn csv_line(r: &Row) -> String {
         r.server_rx_drops,
         r.gen_rx_drops,
         r.server_send_failed,
-        r.good
+        r.good,
+        r.server_fds
     )
 }
 
@@ -144,6 +147,7 @@ pub fn read_csv(path: &Path) -> Result<Vec<Row>, String> {
             gen_rx_drops: int(20),
             server_send_failed: int(21),
             good: f.get(22) == Some(&"true"),
+            server_fds: int(23),
         });
     }
     Ok(rows)

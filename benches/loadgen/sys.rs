@@ -297,6 +297,11 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Open file descriptors of a process (sockets, files, io_uring, timers), from /proc.
+pub fn fd_count(pid: u32) -> Option<u64> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
+
 /// Steal and total ticks of the given CPUs, from /proc/stat: time the hypervisor ran something
 /// else while these virtual CPUs wanted to run.
 pub fn cpu_steal_ticks(cpus: &[usize]) -> (u64, u64) {
