@@ -45,8 +45,7 @@ pub struct ClientTransport {
     username: String,
     key: IntegrityKey,
     local_ufrag: String,
-    local_password: String,
-    /// Keys the answers to the peer's checks.
+    /// Keys the answers to the peer's checks (our ICE password).
     local_key: IntegrityKey,
     controlling: bool,
     /// An answer to the peer's check, sent before anything else.
@@ -83,7 +82,6 @@ impl ClientTransport {
             key: IntegrityKey::new(server.password.as_bytes()),
             local_key: IntegrityKey::new(local_password.as_bytes()),
             local_ufrag,
-            local_password,
             controlling: true,
             reply: Box::new([0; 256]),
             reply_len: 0,
@@ -106,7 +104,6 @@ impl ClientTransport {
         self.username = format!("{}:{}", self.server.ufrag, ufrag);
         self.local_key = IntegrityKey::new(password.as_bytes());
         self.local_ufrag = ufrag.to_string();
-        self.local_password = password.to_string();
         self
     }
 
@@ -115,14 +112,6 @@ impl ClientTransport {
     pub fn controlled(mut self) -> Self {
         self.controlling = false;
         self
-    }
-
-    pub fn local_ufrag(&self) -> &str {
-        &self.local_ufrag
-    }
-
-    pub fn local_password(&self) -> &str {
-        &self.local_password
     }
 
     /// The `dtlsParameters.role` to send in connect-transport.

@@ -32,7 +32,7 @@ pub(crate) mod tests;
 
 pub use client::{
     answer_check, parse_binding_success, parse_binding_success_with_key, write_binding_request,
-    write_binding_request_with_key, write_check, BindingSuccess, CheckRole,
+    write_check, BindingSuccess, CheckRole,
 };
 pub use writer::MessageWriter;
 

@@ -15,7 +15,7 @@ use super::{attr, Class, IntegrityKey, Message, MessageWriter, StunError, METHOD
 /// `MESSAGE-INTEGRITY` keyed with the remote agent's `password` and `FINGERPRINT`.
 ///
 /// This keys HMAC-SHA1 on every call; a sender of many requests should precompute an
-/// [`IntegrityKey`] and use [`write_binding_request_with_key`].
+/// [`IntegrityKey`] and use [`write_check`].
 pub fn write_binding_request(
     out: &mut [u8],
     transaction_id: [u8; 12],
@@ -26,33 +26,11 @@ pub fn write_binding_request(
     ice_controlling_tiebreaker: u64,
 ) -> usize {
     let key = IntegrityKey::new(password.as_bytes());
-    write_binding_request_with_key(
-        out,
-        &transaction_id,
-        username,
-        &key,
-        priority,
-        use_candidate,
-        ice_controlling_tiebreaker,
-    )
-    .unwrap_or(0)
-}
-
-/// [`write_binding_request`] with a precomputed key.
-pub fn write_binding_request_with_key(
-    out: &mut [u8],
-    transaction_id: &[u8; 12],
-    username: &str,
-    key: &IntegrityKey,
-    priority: u32,
-    use_candidate: bool,
-    ice_controlling_tiebreaker: u64,
-) -> Result<usize, StunError> {
     let role = CheckRole::Controlling {
         tiebreaker: ice_controlling_tiebreaker,
         nominate: use_candidate,
     };
-    write_check(out, transaction_id, username, key, priority, role)
+    write_check(out, &transaction_id, username, &key, priority, role).unwrap_or(0)
 }
 
 /// The sender's ICE role in a check (RFC 8445 §7.1.3).
@@ -64,7 +42,8 @@ pub enum CheckRole {
     Controlled { tiebreaker: u64 },
 }
 
-/// [`write_binding_request_with_key`] for either role.
+/// A Binding request as [`write_binding_request`] writes it, for either role, with a
+/// precomputed key.
 pub fn write_check(
     out: &mut [u8],
     transaction_id: &[u8; 12],
