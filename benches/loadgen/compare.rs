@@ -34,12 +34,20 @@ fn good(r: &Row) -> bool {
     r.loss_pct <= 0.1 && r.latency_us[2] <= 10_000.0
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+/// (min, median, max) of `v`; NaN for all three when it is empty.
+fn min_median_max(v: &[f64]) -> (f64, f64, f64) {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => (f64::NAN, f64::NAN, f64::NAN),
+        n => {
+            let median = if n % 2 == 1 {
+                s[n / 2]
+            } else {
+                (s[n / 2 - 1] + s[n / 2]) / 2.0
+            };
+            (s[0], median, s[n - 1])
+        }
     }
 }
 
@@ -48,9 +56,7 @@ fn spread(v: &[f64]) -> String {
     if v.is_empty() {
         return "—".into();
     }
-    let mut s = v.to_vec();
-    let m = median(&mut s);
-    let (lo, hi) = (s[0], s[s.len() - 1]);
+    let (lo, m, hi) = min_median_max(v);
     format!("{} ({}–{})", num(m), num(lo), num(hi))
 }
 
@@ -69,9 +75,8 @@ fn ratios(v: &[f64]) -> String {
     if v.is_empty() {
         return "—".into();
     }
-    let mut s = v.to_vec();
-    let m = median(&mut s);
-    format!("{:.2}/{:.2}/{:.2}", s[0], m, s[s.len() - 1])
+    let (lo, m, hi) = min_median_max(v);
+    format!("{lo:.2}/{m:.2}/{hi:.2}")
 }
 
 /// Reads DIR/<target>-<i>/loadgen.csv for i = 1.. until one is missing.
@@ -138,15 +143,12 @@ pub fn summarize(dir: &Path) -> Result<(), String> {
                 spread(&j),
                 ratios(&r)
             );
-            let mut r_sorted = r.clone();
+            let (r_min, r_median, r_max) = min_median_max(&r);
             let _ = writeln!(
                 csv,
-                "{streams},{name},{:.3},{:.3},{:.3},{:.3},{:.3}",
-                median(&mut c.clone()),
-                median(&mut j.clone()),
-                r.iter().copied().fold(f64::NAN, f64::min),
-                median(&mut r_sorted),
-                r.iter().copied().fold(f64::NAN, f64::max),
+                "{streams},{name},{:.3},{:.3},{r_min:.3},{r_median:.3},{r_max:.3}",
+                min_median_max(&c).1,
+                min_median_max(&j).1,
             );
         }
     }

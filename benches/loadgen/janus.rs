@@ -85,7 +85,7 @@ impl Janus {
     fn request(&mut self, handle: u64, body: Value) -> Result<Value, String> {
         let path = format!("/{}/{handle}", self.session);
         let v = self.post(&path, json!({"janus":"message","body":body}))?;
-        plugin_data(v)
+        plugin_data(&v)
     }
 
     /// A videoroom request answered by an event (`join`, `start`): the event, whole.
@@ -100,7 +100,7 @@ impl Janus {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Some(event) = self.stash.remove(&tx) {
-                plugin_data(event.clone())?;
+                plugin_data(&event)?;
                 return Ok(event);
             }
             let url = format!("{}/{}?maxev=100", self.base, self.session);
@@ -128,7 +128,7 @@ impl Janus {
 }
 
 /// A plugin reply's `plugindata.data`, or its error.
-fn plugin_data(v: Value) -> Result<Value, String> {
+fn plugin_data(v: &Value) -> Result<Value, String> {
     let data = &v["plugindata"]["data"];
     if data.is_null() {
         return Err(format!("janus: no plugin data in {v}"));

@@ -40,7 +40,7 @@ use clap::Parser;
 
 use report::Row;
 use server::{room_name, start_choir, start_janus, start_relay, Server, JANUS_PORTS};
-use worker::{Cmd, Reply, RunSpec, StepStats};
+use worker::{Cmd, LegSpec, Reply, RunSpec, StepStats};
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "choir load generator (see BENCHMARKS.md)")]
@@ -205,6 +205,23 @@ impl Workers {
         replies.into_iter().map(|(_, r)| r).collect()
     }
 
+    /// Hands `legs` to worker `i`; the generator's ports they bound go to `gen_ports`.
+    fn add(
+        &self,
+        i: usize,
+        legs: Vec<LegSpec>,
+        gen_ports: &mut HashSet<u16>,
+    ) -> Result<(), String> {
+        match self.one(i, Cmd::Add(legs)) {
+            Reply::Added(ports) => {
+                gen_ports.extend(ports);
+                Ok(())
+            }
+            Reply::Failed(e) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     fn one(&self, i: usize, cmd: Cmd) -> Reply {
         let _ = self.tx[i].send(cmd);
         match self.rx.recv() {
@@ -253,22 +270,14 @@ fn ramp(args: &Args, target: &str) -> Result<Vec<Row>, String> {
                 let room = 1000 + rooms as u64;
                 let ssrc_base = 0x1000_0000 + (rooms * p) as u32;
                 let (legs, feeds) = janus::publishers(janus, clients, room, p, s, ssrc_base, *ip)?;
-                match workers.one(worker, Cmd::Add(legs)) {
-                    Reply::Added(ports) => gen_ports.extend(ports),
-                    Reply::Failed(e) => return Err(e),
-                    _ => {}
-                }
+                workers.add(worker, legs, &mut gen_ports)?;
                 if let Reply::Connected(n @ 1..) =
                     workers.one(worker, Cmd::Connect(Duration::from_secs(30)))
                 {
                     return Err(format!("{n} Janus publisher legs did not connect"));
                 }
                 let legs = janus::subscribers(janus, clients, room, p, &feeds, *ip)?;
-                match workers.one(worker, Cmd::Add(legs)) {
-                    Reply::Added(ports) => gen_ports.extend(ports),
-                    Reply::Failed(e) => return Err(e),
-                    _ => {}
-                }
+                workers.add(worker, legs, &mut gen_ports)?;
                 rooms += 1;
                 continue;
             }
@@ -288,11 +297,7 @@ fn ramp(args: &Args, target: &str) -> Result<Vec<Row>, String> {
                 }
                 Server::Janus { .. } => unreachable!("set up above"),
             };
-            match workers.one(worker, Cmd::Add(legs)) {
-                Reply::Added(ports) => gen_ports.extend(ports),
-                Reply::Failed(e) => return Err(e),
-                _ => {}
-            }
+            workers.add(worker, legs, &mut gen_ports)?;
             rooms += 1;
         }
         let pending: usize = workers
