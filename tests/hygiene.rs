@@ -139,3 +139,130 @@ fn the_join_timeout_is_a_setting() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("CHOIR_JOIN_TIMEOUT \"soon\""), "{err}");
 }
+
+// --- Start-up: the API port, the announced address, a closed stderr -----------------------
+
+#[test]
+fn a_second_choir_on_the_same_api_port_exits_1_with_one_line() {
+    let first = Daemon::start(&[]);
+    let addr = first.base.trim_start_matches("http://").to_string();
+    let (min, max) = common::port_range(common::RTC_PORTS);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_choir"))
+        .args([
+            "--listen",
+            &addr,
+            "--announced-ip",
+            "127.0.0.1",
+            "--rtc-listen-ip",
+            "127.0.0.1",
+        ])
+        .args([
+            "--rtc-min-port",
+            &min.to_string(),
+            "--rtc-max-port",
+            &max.to_string(),
+        ])
+        .args(["--shards", "1", "--pin", "false", "--log", "off"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("choir: cannot listen on ") && err.contains("already in use"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "it never reported an address");
+    // The first one still answers every request (no second listener shares the port).
+    for _ in 0..20 {
+        assert_eq!(first.get("health").0, 200);
+    }
+}
+
+#[test]
+fn announcing_loopback_while_binding_a_wildcard_address_warns() {
+    let d = Daemon::start(&["--rtc-listen-ip", "0.0.0.0", "--announced-ip", "127.0.0.1"]);
+    let _ = d.health();
+    let logs = d.logs();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("WARN") && l.contains("ANNOUNCED IP IS LOOPBACK")),
+        "{logs:#?}"
+    );
+    drop(d);
+    let d = Daemon::start(&[]);
+    let _ = d.health();
+    assert!(
+        !d.logs()
+            .iter()
+            .any(|l| l.contains("ANNOUNCED IP IS LOOPBACK")),
+        "not for 127.0.0.1 bound"
+    );
+}
+
+#[test]
+fn choir_survives_a_closed_stderr() {
+    let (min, max) = common::port_range(common::RTC_PORTS);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_choir"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--announced-ip",
+            "127.0.0.1",
+            "--rtc-listen-ip",
+            "127.0.0.1",
+        ])
+        .args([
+            "--rtc-min-port",
+            &min.to_string(),
+            "--rtc-max-port",
+            &max.to_string(),
+        ])
+        .args([
+            "--shards",
+            "2",
+            "--pin",
+            "false",
+            "--log",
+            "choir=debug",
+            "--rate-limit",
+            "0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Nobody reads stderr any more: every log line from now on meets EPIPE.
+    drop(child.stderr.take());
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("choir listening on ")
+        .expect(&line)
+        .to_string();
+    for i in 0..20 {
+        let channel = format!("c{i}");
+        let r = ureq::get(&format!("{base}/api/voice/rtp-capabilities/{channel}")).call();
+        assert!(r.is_ok(), "request {i}: {r:?}");
+        let r = ureq::post(&format!("{base}/api/voice/create-transport"))
+            .send_json(create(&channel, "u", "send"));
+        assert!(r.is_ok(), "request {i}: {r:?}");
+    }
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "choir did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
