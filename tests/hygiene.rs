@@ -103,6 +103,23 @@ fn metric_sum(text: &str, prefix: &str) -> f64 {
         .sum()
 }
 
+/// Reads until the peer closes (or the read timeout); returns what came and whether it closed.
+fn read_to_close(stream: &mut std::net::TcpStream) -> (String, bool) {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (String::from_utf8_lossy(&got).into_owned(), true)
+            }
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), false),
+        }
+    }
+}
+
 fn print_config(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_choir"));
     cmd.arg("--print-config").args(args);
@@ -265,4 +282,138 @@ fn choir_survives_a_closed_stderr() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+// --- ICE-TCP: idle and excess connections ------------------------------------------------
+
+/// A transport's passive TCP candidate port and ICE credentials.
+fn tcp_transport(d: &Daemon, user: &str) -> (u16, String, String) {
+    d.get("rtp-capabilities/t");
+    let t = d.ok("create-transport", &create("t", user, "send"));
+    let c = t["iceCandidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["protocol"] == "tcp")
+        .unwrap()
+        .clone();
+    let ice = &t["iceParameters"];
+    (
+        c["port"].as_u64().unwrap() as u16,
+        ice["usernameFragment"].as_str().unwrap().to_string(),
+        ice["password"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Sends a valid Binding request (RFC 4571 framed) and reads its framed success response.
+fn check(s: &mut std::net::TcpStream, ufrag: &str, password: &str, n: u8) -> bool {
+    use std::io::{Read, Write};
+    let mut req = [0u8; 512];
+    let len = choir::stun::write_binding_request(
+        &mut req,
+        [n; 12],
+        &format!("{ufrag}:client{n}"),
+        password,
+        1_845_501_695,
+        false,
+        u64::from(n),
+    );
+    let mut framed = (len as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&req[..len]);
+    if s.write_all(&framed).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 2];
+    if s.read_exact(&mut head).is_err() {
+        return false;
+    }
+    let mut resp = vec![0u8; usize::from(u16::from_be_bytes(head))];
+    s.read_exact(&mut resp).is_ok() && choir::stun::parse_binding_success(&resp, password).is_ok()
+}
+
+fn drops(d: &Daemon, key: &str) -> u64 {
+    d.stats()["total"]["drops"][key].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn ice_tcp_connections_without_a_valid_stun_request_are_closed() {
+    let d = Daemon::start(&[]);
+    let (port, ufrag, password) = tcp_transport(&d, "alice");
+    let connect = || {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    };
+    let started = Instant::now();
+    // A browser's connection: its first check is valid; it is kept past the deadline.
+    let mut good = connect();
+    assert!(check(&mut good, &ufrag, &password, 1));
+    // Twenty that send nothing: sixteen wait (the listener's cap of unvalidated ones), four
+    // are closed at once.
+    let mut idle: Vec<_> = (0..20).map(|_| connect()).collect();
+    assert!(
+        d.wait_for(Duration::from_secs(3), |d| drops(d, "tcp.too_many_pending")
+            == 4)
+    );
+    // Each is watched on its own thread: when did it close?
+    let watchers: Vec<_> = idle
+        .drain(..)
+        .map(|mut s| {
+            std::thread::spawn(move || {
+                let (got, closed) = read_to_close(&mut s);
+                assert!(closed && got.is_empty(), "{got}");
+                started.elapsed()
+            })
+        })
+        .collect();
+    let mut closed_at: Vec<Duration> = watchers.into_iter().map(|w| w.join().unwrap()).collect();
+    closed_at.sort();
+    let early = closed_at
+        .iter()
+        .filter(|t| **t < Duration::from_secs(3))
+        .count();
+    assert_eq!(early, 4, "four closed at once: {closed_at:?}");
+    assert!(
+        closed_at[4..]
+            .iter()
+            .all(|t| *t >= Duration::from_millis(4500) && *t < Duration::from_secs(9)),
+        "sixteen after the 5 s deadline: {closed_at:?}"
+    );
+    assert_eq!(drops(&d, "tcp.stun_timeout"), 16);
+    assert!(
+        check(&mut good, &ufrag, &password, 2),
+        "the valid connection is still served"
+    );
+}
+
+#[test]
+fn ice_tcp_connections_per_transport_are_capped() {
+    let d = Daemon::start(&[]);
+    let (port, ufrag, password) = tcp_transport(&d, "bob");
+    let mut kept = Vec::new();
+    for n in 0..8 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        assert!(check(&mut s, &ufrag, &password, n), "connection {n}");
+        kept.push(s);
+    }
+    // The ninth validates (it gets its answer) and is closed as one too many.
+    let mut ninth = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    ninth
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    check(&mut ninth, &ufrag, &password, 9);
+    let (_, closed) = read_to_close(&mut ninth);
+    assert!(closed);
+    assert_eq!(drops(&d, "tcp.too_many_connections"), 1);
+    // Closing one frees a place.
+    drop(kept.pop());
+    assert!(d.wait_for(Duration::from_secs(5), |_| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        check(&mut s, &ufrag, &password, 10) && {
+            std::thread::sleep(Duration::from_millis(100));
+            check(&mut s, &ufrag, &password, 11)
+        }
+    }));
 }

@@ -189,6 +189,15 @@ impl Sfu {
         self.routes.contains_key(&path)
     }
 
+    /// The id of the transport whose ICE accepted a STUN request on `path` (a valid check: the
+    /// browser knows its credentials): the socket's `owner`, or on a shared socket the
+    /// transport `path` routes to.
+    pub fn validated_by(&self, owner: Option<TransportKey>, path: Path) -> Option<String> {
+        let key = owner.or_else(|| self.routes.get(&path).copied())?;
+        let t = self.transports.get(key)?;
+        t.validated().contains(&path).then(|| t.id.clone())
+    }
+
     fn wall_clock(&self, now: Instant) -> SystemTime {
         self.epoch.1 + now.saturating_duration_since(self.epoch.0)
     }
