@@ -125,3 +125,39 @@ fn a_zero_join_timeout_removes_nothing() {
     }
     assert_eq!((lb.sfu.counts().rooms, users(&lb)), (2, 1));
 }
+
+/// A `create-transport` whose caller has gone before the reply: the shard closes the
+/// transport again, and the participant that call made.
+#[test]
+fn an_abandoned_transport_is_closed_with_the_participant_it_made() {
+    let mut lb = Loopback::new();
+    lb.sfu.open_room("room");
+    create(&mut lb, "keeper", 40_900);
+    let req = CreateTransportRequest {
+        channel_id: "room".into(),
+        user_id: "gone".into(),
+        direction: Direction::Recv,
+    };
+    let (_, options) = lb.sfu.create_transport(&req, 40_901, lb.now).unwrap();
+    assert_eq!(users(&lb), 2);
+    lb.sfu
+        .abandon_transport("room", "gone", "no-such-transport");
+    assert_eq!(users(&lb), 2, "an unknown id changes nothing");
+    lb.sfu.abandon_transport("room", "gone", &options.id);
+    assert_eq!(users(&lb), 1);
+    let closed: Vec<u16> = lb.sfu.take_closed().into_iter().map(|(_, p)| p).collect();
+    assert_eq!(closed, [40_901]);
+    // A participant with another transport keeps it, and its place.
+    let keeper_recv = CreateTransportRequest {
+        channel_id: "room".into(),
+        user_id: "keeper".into(),
+        direction: Direction::Recv,
+    };
+    let (_, recv) = lb
+        .sfu
+        .create_transport(&keeper_recv, 40_903, lb.now)
+        .unwrap();
+    lb.sfu.abandon_transport("room", "keeper", &recv.id);
+    assert_eq!(lb.sfu.counts().transports, 1, "keeper's send");
+    assert_eq!(users(&lb), 1);
+}

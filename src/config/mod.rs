@@ -249,6 +249,9 @@ pub struct Cli {
     )]
     pub test_faults: String,
 
+    #[command(flatten)]
+    pub http: crate::control::limits::HttpArgs,
+
     #[command(subcommand)]
     pub command: Option<crate::auth::Subcommand>,
 }

@@ -93,4 +93,32 @@ impl Sfu {
             self.rooms.remove(&channel_id);
         }
     }
+
+    /// Closes a transport whose `create-transport` caller went away before the reply, and its
+    /// participant when that call made it (it holds nothing else): as if it never joined.
+    pub fn abandon_transport(&mut self, channel_id: &str, user_id: &str, transport_id: &str) {
+        let Some(p) = self
+            .rooms
+            .get(channel_id)
+            .and_then(|r| r.participants.get(user_id))
+        else {
+            return;
+        };
+        let key = [p.send, p.recv]
+            .into_iter()
+            .flatten()
+            .find(|&k| self.transports.get(k).is_some_and(|t| t.id == transport_id));
+        let Some(key) = key else {
+            return;
+        };
+        self.close_transport(key);
+        let empty = self
+            .rooms
+            .get(channel_id)
+            .and_then(|r| r.participants.get(user_id))
+            .is_some_and(|p| p.send.is_none() && p.recv.is_none() && p.producer.is_none());
+        if empty {
+            self.remove_participant(channel_id, user_id, "left");
+        }
+    }
 }
