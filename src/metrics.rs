@@ -536,4 +536,54 @@ mod tests {
         assert!(text.contains("\nchoir_event_streams 0.0\n"), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }
+
+    #[test]
+    fn the_classic_format_names_counters_with_their_suffix_and_has_no_trailer() {
+        let mut control = ControlCounters::default();
+        control.request("produce", 200);
+        let snapshot = Snapshot {
+            control,
+            ..Snapshot::default()
+        };
+        let text = render_as(snapshot.clone(), Format::Text);
+        assert!(text.contains("# HELP choir_http_requests_total API requests"));
+        assert!(text.contains("# TYPE choir_http_requests_total counter\n"));
+        assert!(text.contains("choir_http_requests_total{route=\"produce\",status=\"200\"} 1\n"));
+        assert!(text.contains("# TYPE choir_event_streams gauge\n"));
+        assert!(!text.contains("# EOF"));
+        let open_metrics = render_as(snapshot, Format::OpenMetrics);
+        assert!(open_metrics.contains("# TYPE choir_http_requests counter\n"));
+        assert!(open_metrics.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn accept_header_negotiation() {
+        let format = |accept: &[&str]| {
+            let mut headers = hyper::HeaderMap::new();
+            for a in accept {
+                headers.append(hyper::header::ACCEPT, a.parse().unwrap());
+            }
+            Format::negotiate(&headers)
+        };
+        assert_eq!(format(&[]), Format::Text);
+        assert_eq!(format(&["*/*"]), Format::Text);
+        assert_eq!(format(&["text/plain; version=0.0.4"]), Format::Text);
+        assert_eq!(
+            format(&["application/openmetrics-text"]),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            format(&["APPLICATION/OpenMetrics-Text; q=0.3"]),
+            Format::OpenMetrics
+        );
+        assert_eq!(format(&["application/openmetrics-text;q=0"]), Format::Text);
+        assert_eq!(
+            format(&["text/plain;q=0.9", "application/openmetrics-text;q=0.5"]),
+            Format::Text
+        );
+        assert_eq!(
+            format(&["application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"]),
+            Format::OpenMetrics
+        );
+    }
 }
