@@ -1,6 +1,8 @@
 //! The process: N shards on their own threads, the control server on the main thread, signals.
 
+use std::io::Write;
 use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
 
 use glommio::{LocalExecutorBuilder, Placement};
 
@@ -17,9 +19,13 @@ pub fn run(config: Config) -> Result<(), String> {
             config.listen
         );
     }
+    warn_if_unreachable(&config);
+    // Bound first, so a taken port ends the start before anything else runs.
+    let api = bind_api(config.listen)?;
     let room_limits = crate::sfu::RoomLimits {
         max_rooms: config.limits.rooms_per_shard(config.shards),
         max_room_participants: config.limits.max_room_participants,
+        join_timeout: config.join_timeout,
     };
     let cpus = allowed_cpus();
     let dtls_config = dtls::dtls_config();
@@ -99,11 +105,13 @@ pub fn run(config: Config) -> Result<(), String> {
     let cors = config.cors_origin.clone();
     let shard_count = shards.len();
     let result = executor.run(async move {
-        let listener = glommio::net::TcpListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-        let local: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
+        // SAFETY: the fd comes from the listening socket bound above, handed over to glommio.
+        let listener = unsafe { glommio::net::TcpListener::from_raw_fd(api.into_raw_fd()) };
+        let local: SocketAddr = listener.local_addr().map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         tracing::info!(%local, shards = shard_count, announced_ip = %config.announced_ip, ports = ?(config.rtc_min_port, config.rtc_max_port), "choir ready");
         // A plain line for scripts and tests that start choir on port 0.
-        println!("choir listening on http://{local}");
+        // (A closed stdout must not stop choir either: the line is dropped.)
+        let _ = writeln!(std::io::stdout(), "choir listening on http://{local}");
         sd_notify("READY=1");
         let guard = control::guard::Guard::new(
             config.auth.clone(),
@@ -121,6 +129,46 @@ pub fn run(config: Config) -> Result<(), String> {
     }
     result?;
     crate::faults::exit_status(&shard_failed)
+}
+
+/// Binds the API's listening socket. Not with `SO_REUSEPORT` (glommio's own `bind` sets it, and
+/// then a second choir on the same port starts and the kernel splits connections between the
+/// two): a port another process holds ends the start with one clear line (exit status 1).
+/// `SO_REUSEADDR` lets a restart bind while old connections sit in TIME_WAIT.
+fn bind_api(addr: SocketAddr) -> Result<std::net::TcpListener, String> {
+    use socket2::{Domain, Socket, Type};
+    let fail = |e: std::io::Error| {
+        match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "cannot listen on {addr}: the address is already in use (another choir, or another process, holds it; set CHOIR_LISTEN / --listen)"
+        ),
+        _ => format!("cannot listen on {addr}: {e}"),
+    }
+    };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(fail)?;
+    socket.set_reuse_address(true).map_err(fail)?;
+    socket.bind(&addr.into()).map_err(fail)?;
+    socket.listen(1024).map_err(fail)?;
+    Ok(socket.into())
+}
+
+/// A loud warning when candidates will announce a loopback address while the RTC sockets bind
+/// a wildcard one: browsers on other hosts get candidates they cannot reach. That is what the
+/// default announced address falls back to when no interface lists an IPv4 address, or when
+/// the interfaces cannot be read (under systemd: `RestrictAddressFamilies` without
+/// `AF_NETLINK`).
+fn warn_if_unreachable(config: &Config) {
+    for l in &config.listen_ips {
+        if l.ip.is_unspecified() && l.announced.is_loopback() {
+            tracing::warn!(
+                bind = %l.ip,
+                announced = %l.announced,
+                "ANNOUNCED IP IS LOOPBACK: RTC sockets bind {} but candidates announce {}, which browsers on other hosts cannot reach. Set SFU_ANNOUNCED_IP (or SFU_LISTEN_IPS) to this host's reachable address. (The default, the first non-loopback IPv4 address, falls back to 127.0.0.1 when none can be found; under systemd, RestrictAddressFamilies must allow AF_NETLINK to list the interfaces.)",
+                l.ip,
+                l.announced,
+            );
+        }
+    }
 }
 
 /// The CPUs this process may run on (sched_getaffinity), in order.

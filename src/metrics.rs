@@ -1,4 +1,6 @@
-//! `GET /metrics`: Prometheus/OpenMetrics text.
+//! `GET /metrics`: Prometheus text (format 0.0.4), or OpenMetrics 1.0 when the scraper's
+//! `Accept` header asks for it (as Prometheus does: `application/openmetrics-text` ranked above
+//! `text/plain`).
 //!
 //! Nothing is shared across threads for this: at each scrape the control server asks every
 //! shard for its [`ShardStats`] (a `Stats` command, as `/stats` does) and renders that
@@ -20,8 +22,54 @@ use prometheus_client::registry::Registry;
 use crate::control::limits::Limit;
 use crate::shard::ShardStats;
 
-/// The content type of the reply.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The exposition formats `/metrics` speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The classic Prometheus text format, version 0.0.4 (the default).
+    Text,
+    /// OpenMetrics 1.0 text.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The format an `Accept` header asks for: OpenMetrics when `application/openmetrics-text`
+    /// is acceptable (q > 0) and ranked at least as high as `text/plain` and `*/*`; otherwise
+    /// the classic text format.
+    pub fn negotiate(headers: &hyper::HeaderMap) -> Format {
+        let (mut open_metrics, mut text) = (0.0f32, 0.0f32);
+        let values = headers.get_all(hyper::header::ACCEPT);
+        let ranges = values
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','));
+        for range in ranges {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .and_then(|(_, v)| v.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            match media.as_str() {
+                "application/openmetrics-text" => open_metrics = open_metrics.max(q),
+                "text/plain" | "text/*" | "*/*" => text = text.max(q),
+                _ => {}
+            }
+        }
+        if open_metrics > 0.0 && open_metrics >= text {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
 
 /// The control plane's own counters (kept on the control thread).
 #[derive(Debug, Clone, Default)]
@@ -32,6 +80,10 @@ pub struct ControlCounters {
     pub refusals: BTreeMap<Limit, u64>,
     /// Requests refused for their token (401) by reason, and "forbidden" (403).
     pub auth_refusals: BTreeMap<&'static str, u64>,
+    /// API connections closed at once: their address already held its cap.
+    pub connections_refused: u64,
+    /// API connections closed for not sending a whole request head in time.
+    pub header_timeouts: u64,
 }
 
 impl ControlCounters {
@@ -61,6 +113,8 @@ pub struct Snapshot {
     pub events_delivered: u64,
     pub event_overflows: u64,
     pub rate_limited_clients: u64,
+    /// Open API connections.
+    pub http_connections: u64,
     pub uptime_seconds: u64,
 }
 
@@ -71,6 +125,52 @@ pub fn render(snapshot: Snapshot) -> String {
     let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
         tracing::error!("metrics encoding failed: {e}");
+    }
+    out
+}
+
+/// Renders a snapshot in `format`.
+pub fn render_as(snapshot: Snapshot, format: Format) -> String {
+    let open_metrics = render(snapshot);
+    match format {
+        Format::OpenMetrics => open_metrics,
+        Format::Text => to_text_format(&open_metrics),
+    }
+}
+
+/// OpenMetrics text → Prometheus text 0.0.4. They differ, for what choir writes, in three
+/// ways: a counter family is named without its `_total` suffix in OpenMetrics (`# TYPE
+/// choir_drops counter`, samples `choir_drops_total`) but with it in the classic format (where
+/// the metadata must name the samples' metric); `# UNIT` lines; and the `# EOF` trailer.
+/// Samples, label escaping and values are the same.
+fn to_text_format(open_metrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open_metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open_metrics.len());
+    for line in open_metrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                out.push_str(&format!("{prefix}{name}{suffix} {tail}\n"));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
     }
     out
 }
@@ -267,6 +367,18 @@ impl Collector for Snapshot {
             "Transports closed by ICE consent expiry",
             self.per_shard(|s| s.counters.consent_timeouts),
         )?;
+        counter(
+            &mut e,
+            "choir_join_timeouts",
+            "Participants removed for having no connected transport within the join timeout",
+            self.per_shard(|s| s.counters.join_timeouts),
+        )?;
+        counter(
+            &mut e,
+            "choir_rooms_expired",
+            "Rooms removed for having had no participant within the join timeout",
+            self.per_shard(|s| s.counters.rooms_expired),
+        )?;
         let drops = self.shards.iter().flat_map(|s| {
             s.counters.drops.iter().map(|((layer, reason), n)| {
                 (
@@ -349,6 +461,24 @@ impl Collector for Snapshot {
         )?;
         gauge(
             &mut e,
+            "choir_http_connections",
+            "Open API connections",
+            [(vec![], self.http_connections as f64)],
+        )?;
+        counter(
+            &mut e,
+            "choir_http_connections_refused",
+            "API connections closed at once: their client address held its connection cap",
+            [(vec![], self.control.connections_refused)],
+        )?;
+        counter(
+            &mut e,
+            "choir_http_header_timeouts",
+            "API connections closed for not sending a whole request head within the header timeout",
+            [(vec![], self.control.header_timeouts)],
+        )?;
+        gauge(
+            &mut e,
             "choir_uptime_seconds",
             "Seconds since start",
             [(vec![], self.uptime_seconds as f64)],
@@ -405,5 +535,55 @@ mod tests {
         }
         assert!(text.contains("\nchoir_event_streams 0.0\n"), "{text}");
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn the_classic_format_names_counters_with_their_suffix_and_has_no_trailer() {
+        let mut control = ControlCounters::default();
+        control.request("produce", 200);
+        let snapshot = Snapshot {
+            control,
+            ..Snapshot::default()
+        };
+        let text = render_as(snapshot.clone(), Format::Text);
+        assert!(text.contains("# HELP choir_http_requests_total API requests"));
+        assert!(text.contains("# TYPE choir_http_requests_total counter\n"));
+        assert!(text.contains("choir_http_requests_total{route=\"produce\",status=\"200\"} 1\n"));
+        assert!(text.contains("# TYPE choir_event_streams gauge\n"));
+        assert!(!text.contains("# EOF"));
+        let open_metrics = render_as(snapshot, Format::OpenMetrics);
+        assert!(open_metrics.contains("# TYPE choir_http_requests counter\n"));
+        assert!(open_metrics.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn accept_header_negotiation() {
+        let format = |accept: &[&str]| {
+            let mut headers = hyper::HeaderMap::new();
+            for a in accept {
+                headers.append(hyper::header::ACCEPT, a.parse().unwrap());
+            }
+            Format::negotiate(&headers)
+        };
+        assert_eq!(format(&[]), Format::Text);
+        assert_eq!(format(&["*/*"]), Format::Text);
+        assert_eq!(format(&["text/plain; version=0.0.4"]), Format::Text);
+        assert_eq!(
+            format(&["application/openmetrics-text"]),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            format(&["APPLICATION/OpenMetrics-Text; q=0.3"]),
+            Format::OpenMetrics
+        );
+        assert_eq!(format(&["application/openmetrics-text;q=0"]), Format::Text);
+        assert_eq!(
+            format(&["text/plain;q=0.9", "application/openmetrics-text;q=0.5"]),
+            Format::Text
+        );
+        assert_eq!(
+            format(&["application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"]),
+            Format::OpenMetrics
+        );
     }
 }

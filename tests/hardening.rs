@@ -430,8 +430,8 @@ fn metrics_report_rooms_transports_traffic_drops_and_requests() {
         "choir_http_requests_total{route=\"create-transport\",status=\"200\"} 2",
         "choir_limit_refusals_total{limit=\"rooms\"} 0",
         "choir_event_streams 0",
-        "# TYPE choir_drops counter",
-        "# EOF",
+        // The classic text format (no Accept header; OpenMetrics: tests/hygiene.rs).
+        "# TYPE choir_drops_total counter",
     ] {
         assert!(text.contains(name), "missing {name:?} in\n{text}");
     }

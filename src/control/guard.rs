@@ -1,12 +1,14 @@
-//! What the control server checks before a route runs: the client's request rate, its token
-//! (and that the request stays within the token's channel and user), the metrics token; and
-//! the counters of what it refused.
+//! What the control server checks before a route runs: the client's connections and request
+//! rate, its token (and that the request stays within the token's channel and user), the
+//! metrics token; the headers its refusals carry; and the counters of what it refused.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Instant, SystemTime};
 
-use hyper::{header, HeaderMap};
+use hyper::header::{self, HeaderValue};
+use hyper::HeaderMap;
 
 use super::limits::{Limit, Limits, RateLimiter};
 use crate::api::ApiError;
@@ -20,6 +22,8 @@ pub struct Guard {
     pub limits: Limits,
     pub test_faults: bool,
     rate: RefCell<RateLimiter>,
+    /// Open API connections per client address.
+    connections: RefCell<HashMap<IpAddr, u32>>,
     pub counters: RefCell<ControlCounters>,
 }
 
@@ -36,6 +40,7 @@ impl Guard {
             rate: RefCell::new(RateLimiter::new(&limits)),
             limits,
             test_faults,
+            connections: Default::default(),
             counters: Default::default(),
         }
     }
@@ -48,6 +53,8 @@ impl Guard {
             rate_limit: 0,
             rate_burst: 1,
             max_event_streams_per_user: 0,
+            max_connections_per_ip: 0,
+            ..Limits::default()
         };
         Guard::new(None, None, limits, false)
     }
@@ -66,6 +73,59 @@ impl Guard {
 
     pub fn rate_limited_clients(&self) -> usize {
         self.rate.borrow().tracked()
+    }
+
+    /// A new API connection from `ip`: false (counted) when that address already holds
+    /// `max_connections_per_ip`. Each admitted one is given back with [`Guard::disconnected`].
+    pub fn connected(&self, ip: IpAddr) -> bool {
+        let max = self.limits.max_connections_per_ip;
+        let mut open = self.connections.borrow_mut();
+        let n = open.entry(ip).or_insert(0);
+        if max > 0 && *n >= max {
+            self.counters.borrow_mut().connections_refused += 1;
+            tracing::debug!(%ip, max, "API connection refused: too many from this address");
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    pub fn disconnected(&self, ip: IpAddr) {
+        let mut open = self.connections.borrow_mut();
+        if let Some(n) = open.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&ip);
+            }
+        }
+    }
+
+    /// Open API connections (all addresses).
+    pub fn open_connections(&self) -> u64 {
+        self.connections
+            .borrow()
+            .values()
+            .map(|&n| u64::from(n))
+            .sum()
+    }
+
+    /// The headers a refusal carries: `WWW-Authenticate` on 401, `Retry-After` on every 429,
+    /// `Connection: close` on 413 (the rest of the body is not read).
+    pub fn refusal_headers(e: &ApiError, headers: &mut HeaderMap) {
+        match e.status {
+            401 => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            413 => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            // A bucket refills at least one token a second; an event stream slot frees when
+            // the client's older stream closes.
+            429 => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
     }
 
     /// Checks the request's token when auth is on: `None` when it is off, the claims when the

@@ -9,12 +9,22 @@
 //!   may be refused slightly before the process-wide total is reached. 503.
 //! - **Participants per room**: enforced by the room's shard when a new user's first transport
 //!   is created. 503.
+//! - **API connections per client IP**: concurrent TCP connections to the API from one
+//!   address; one over the cap is closed at once (counted in
+//!   `choir_http_connections_refused_total`).
+//! - **Request head deadline**: a connection that has not sent a whole request head within
+//!   the header timeout (from its start, or from the end of its previous exchange: an idle
+//!   keep-alive connection too) is closed (`choir_http_header_timeouts_total`).
+//! - **Request bodies**: at most [`super::MAX_BODY`] bytes, checked against `Content-Length`
+//!   before reading and while reading; 413 at once, and the connection closes.
 //!
-//! Each refusal is a JSON error and counts in `choir_limit_refusals_total{limit}`.
+//! Each refused request is a JSON error and counts in `choir_limit_refusals_total{limit}`; every 429
+//! carries `Retry-After`. Cleanup is never refused: `leave` is not rate limited (a refused
+//! `leave` would leave the participant's ports bound until its consent or join deadline).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::api::ApiError;
 use crate::auth::Secret;
@@ -68,6 +78,13 @@ pub struct Limits {
     pub rate_limit: u32,
     pub rate_burst: u32,
     pub max_event_streams_per_user: u32,
+    pub max_connections_per_ip: u32,
+    #[serde(serialize_with = "millis", rename = "headerTimeoutMs")]
+    pub header_timeout: Duration,
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
 }
 
 impl Default for Limits {
@@ -78,8 +95,40 @@ impl Default for Limits {
             rate_limit: 100,
             rate_burst: 200,
             max_event_streams_per_user: 4,
+            max_connections_per_ip: 256,
+            header_timeout: Duration::from_secs(30),
         }
     }
+}
+
+/// The HTTP hygiene flags (flattened into [`Cli`]).
+#[derive(clap::Args, Debug, Clone)]
+pub struct HttpArgs {
+    /// Most concurrent API connections per client IP (0 = no limit); more are closed at once.
+    #[arg(
+        long,
+        env = "CHOIR_MAX_CONNECTIONS_PER_IP",
+        value_name = "N",
+        default_value = "256"
+    )]
+    pub max_connections_per_ip: String,
+
+    /// A connection that has not sent a whole request head this long after it opened (or
+    /// after its previous exchange) is closed.
+    #[arg(
+        long,
+        env = "CHOIR_HEADER_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "30s"
+    )]
+    pub header_timeout: String,
+}
+
+/// Whether a route's requests take a token from the client's rate bucket. Health checks and
+/// scrapes come from the operator's tools; `leave` is cleanup, which is never refused;
+/// `OPTIONS` preflights are answered without work.
+pub fn rate_limited(route: &str, method: &hyper::Method) -> bool {
+    !matches!(route, "health" | "metrics" | "leave") && method != hyper::Method::OPTIONS
 }
 
 impl Limits {
@@ -137,6 +186,23 @@ pub(crate) fn parse_hardening(cli: &Cli, bad: Bad<'_>) -> Result<Hardening, Conf
             "--max-event-streams-per-user",
             "CHOIR_MAX_EVENT_STREAMS_PER_USER",
             &cli.max_event_streams_per_user,
+        )?,
+        max_connections_per_ip: number(
+            "max_connections_per_ip",
+            "--max-connections-per-ip",
+            "CHOIR_MAX_CONNECTIONS_PER_IP",
+            &cli.http.max_connections_per_ip,
+        )?,
+        header_timeout: crate::config::parse_duration(&cli.http.header_timeout).ok_or_else(
+            || {
+                bad(
+                    "header_timeout",
+                    "--header-timeout",
+                    "CHOIR_HEADER_TIMEOUT",
+                    &cli.http.header_timeout,
+                    "not a duration (e.g. 30s, 500ms)",
+                )
+            },
         )?,
     };
     if limits.rate_limit > 0 && limits.rate_burst == 0 {

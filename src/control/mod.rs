@@ -2,6 +2,7 @@
 //! voice API and its push channel. It holds no media state: every operation is a command to the
 //! room's shard.
 
+mod conn;
 pub mod guard;
 mod io;
 pub mod limits;
@@ -11,7 +12,6 @@ mod sse;
 use std::future::Future;
 use std::pin::pin;
 use std::rc::Rc;
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -88,13 +88,22 @@ pub async fn serve(
                 continue;
             }
         };
+        let peer = stream
+            .peer_addr()
+            .map(|a| a.ip())
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        if !ctx.guard.connected(peer) {
+            // Over the client's connection cap: closed at once (counted), nothing read.
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         let closing = closing_rx.clone();
         let open = open.clone();
         open.set(open.get() + 1);
         glommio::spawn_local(async move {
-            serve_connection(stream, ctx, closing).await;
+            serve_connection(stream, peer, ctx.clone(), closing).await;
+            ctx.guard.disconnected(peer);
             open.set(open.get() - 1);
         })
         .detach();
@@ -126,33 +135,42 @@ pub async fn serve(
     }
 }
 
+/// Serves one API connection: HTTP/1.1 keep-alive, a deadline on each request head (from the
+/// connection's start or the end of the previous exchange: an idle connection is closed too),
+/// then a lingering close.
 async fn serve_connection(
     stream: glommio::net::TcpStream,
+    peer: std::net::IpAddr,
     ctx: Rc<Ctx>,
     closing: flume::Receiver<()>,
 ) {
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.ip())
-        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-    let svc = service_fn(move |req| routes::handle(req, ctx.clone(), peer));
-    let mut conn = pin!(http1::Builder::new()
+    let header_timeout = ctx.guard.limits.header_timeout;
+    let svc = {
+        let ctx = ctx.clone();
+        service_fn(move |req| Box::pin(routes::handle(req, ctx.clone(), peer)))
+    };
+    let mut conn = http1::Builder::new()
         .keep_alive(true)
-        .serve_connection(io::HyperIo(stream), svc));
+        .timer(conn::GlommioTimer)
+        .header_read_timeout(header_timeout)
+        .serve_connection(io::HyperIo(stream), svc);
     let mut closing = pin!(closing.into_recv_async());
     let mut draining = false;
     let result = std::future::poll_fn(|cx| {
         if !draining && closing.as_mut().poll(cx).is_ready() {
             draining = true;
-            conn.as_mut().graceful_shutdown();
+            std::pin::Pin::new(&mut conn).graceful_shutdown();
         }
-        match conn.as_mut().poll(cx) {
-            Poll::Ready(r) => Poll::Ready(r),
-            Poll::Pending => Poll::Pending,
-        }
+        conn.poll_without_shutdown(cx)
     })
     .await;
     if let Err(e) = result {
-        tracing::debug!("connection ended: {e}");
+        if e.is_timeout() {
+            ctx.guard.counters.borrow_mut().header_timeouts += 1;
+            tracing::debug!(%peer, "connection closed: no whole request head within {header_timeout:?}");
+        } else {
+            tracing::debug!("connection ended: {e}");
+        }
     }
+    conn::linger(conn.into_parts().io.0).await;
 }

@@ -25,8 +25,6 @@ use crate::shard::{shard_for, Command, Reply, ShardHandle};
 
 /// Request bodies above this are refused with 413.
 pub const MAX_BODY: usize = 64 * 1024;
-/// Most bytes of a refused body read (and discarded) before replying 413.
-const DRAIN_LIMIT: usize = 1 << 20;
 /// Longest channelId / userId accepted.
 const MAX_ID_LEN: usize = 256;
 
@@ -67,8 +65,7 @@ pub async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let label = route_label(&path);
-    // Health checks and scrapes are not rate limited (they come from the operator's tools).
-    let limited = !matches!(label, "health" | "metrics") && method != Method::OPTIONS;
+    let limited = super::limits::rate_limited(label, &method);
     let result = match limited {
         true => match ctx.guard.check_rate(peer) {
             Ok(()) => route(req, &ctx).await,
@@ -92,10 +89,7 @@ pub async fn handle(
                 StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
                 &json!({"error": e.message}),
             );
-            if e.status == 401 {
-                r.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
+            Guard::refusal_headers(&e, r.headers_mut());
             r
         }
     };
@@ -160,7 +154,8 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, ApiE
             return Err(ApiError::new(405, "/metrics takes GET"));
         }
         ctx.guard.check_metrics_token(req.headers())?;
-        return Ok(metrics(ctx).await);
+        let format = crate::metrics::Format::negotiate(req.headers());
+        return Ok(metrics(ctx, format).await);
     }
     let Some(rest) = path.strip_prefix("/api/voice/") else {
         return Err(ApiError::not_found(format!("no route {path}")));
@@ -387,7 +382,7 @@ async fn stats(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
 }
 
 /// `GET /metrics`: a `Stats` snapshot of every shard plus the control plane's counters.
-async fn metrics(ctx: &Ctx) -> Response<Body> {
+async fn metrics(ctx: &Ctx, format: crate::metrics::Format) -> Response<Body> {
     let mut snapshot = crate::metrics::Snapshot::default();
     for shard in &ctx.shards {
         match shard.call(Command::Stats).await {
@@ -403,11 +398,12 @@ async fn metrics(ctx: &Ctx) -> Response<Body> {
     }
     snapshot.control = ctx.guard.counters.borrow().clone();
     snapshot.rate_limited_clients = ctx.guard.rate_limited_clients() as u64;
+    snapshot.http_connections = ctx.guard.open_connections();
     snapshot.uptime_seconds = ctx.started.elapsed().as_secs();
     Response::builder()
-        .header(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)
+        .header(header::CONTENT_TYPE, format.content_type())
         .body(BodyExt::boxed_unsync(Full::new(Bytes::from(
-            crate::metrics::render(snapshot),
+            crate::metrics::render_as(snapshot, format),
         ))))
         .expect("static response")
 }
@@ -458,7 +454,9 @@ fn check_ids(channel_id: &str, user_id: &str) -> Result<(), ApiError> {
     check_id("userId", user_id)
 }
 
-/// Reads a JSON body of at most [`MAX_BODY`] bytes; errors name the offending field.
+/// Reads a JSON body of at most [`MAX_BODY`] bytes; errors name the offending field. A body
+/// declared (`Content-Length`) or found (while reading) larger is refused at once with 413:
+/// nothing more of it is read, and the connection closes after the reply.
 async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
     let too_large = || ApiError::new(413, format!("request body is larger than {MAX_BODY} bytes"));
     let declared = req
@@ -466,36 +464,22 @@ async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Api
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let mut body = req.into_body();
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        drain(&mut body).await;
         return Err(too_large());
     }
+    let mut body = req.into_body();
     let mut bytes = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame =
             frame.map_err(|e| ApiError::bad_request(format!("cannot read request body: {e}")))?;
         if let Some(data) = frame.data_ref() {
             if bytes.len() + data.len() > MAX_BODY {
-                drain(&mut body).await;
                 return Err(too_large());
             }
             bytes.extend_from_slice(data);
         }
     }
     parse_json(&bytes)
-}
-
-/// Reads and discards up to [`DRAIN_LIMIT`] bytes of a refused body, so that the client (still
-/// sending) reads the 413 instead of a reset connection. Past that, the connection is dropped.
-async fn drain(body: &mut Incoming) {
-    let mut seen = 0usize;
-    while let Some(Ok(frame)) = body.frame().await {
-        seen += frame.data_ref().map_or(0, |d| d.len());
-        if seen > DRAIN_LIMIT {
-            break;
-        }
-    }
 }
 
 /// Parses a JSON body into `T`; errors say whether the JSON is malformed or which field is

@@ -2,8 +2,20 @@
 //! with a 16-bit length each (RFC 4571). Every frame goes through the core exactly like a UDP
 //! datagram; replies go back through the connection's bounded send queue
 //! ([`super::sockets::TcpOut`]), drained by a writer task.
+//!
+//! Connections cost a socket and a task each, and anyone can open them, so they are bounded:
+//! - a connection is **validated** once ICE has accepted a STUN request on it (the right ufrag
+//!   and password: its transport is known); one not validated within [`STUN_DEADLINE`], or
+//!   after [`MAX_UNVALIDATED_FRAMES`] frames, is closed (`tcp.stun_timeout`,
+//!   `tcp.unrouted_connection`);
+//! - a listener holds at most [`MAX_PENDING_OWN`] (a transport's own port) or
+//!   [`MAX_PENDING_SHARED`] (a shard's single port) connections not validated yet; more are
+//!   closed at once (`tcp.too_many_pending`);
+//! - a transport has at most [`MAX_PER_TRANSPORT`] validated connections; a further one is
+//!   closed when it validates (`tcp.too_many_connections`).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -17,13 +29,72 @@ use super::run::Shard;
 use super::sockets::{Kind, TcpOut};
 use crate::sfu::{Path, SocketId, TransportKey, BUFFER_SIZE, MAX_DATAGRAM};
 
-/// A connection that has not been routed to a transport after this many frames is closed
-/// (single-port mode: nobody's ICE ufrag).
-const MAX_UNROUTED_FRAMES: u32 = 4;
-/// How long a new connection may take to send a frame that routes.
-const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection not validated after this many frames is closed.
+pub const MAX_UNVALIDATED_FRAMES: u32 = 8;
+/// How long a new connection may take to send a valid STUN request.
+pub const STUN_DEADLINE: Duration = Duration::from_secs(5);
+/// Connections not validated yet, per listener: a transport's own, a shard's shared one.
+pub const MAX_PENDING_OWN: u32 = 16;
+pub const MAX_PENDING_SHARED: u32 = 1024;
+/// Validated connections per transport (a browser uses one per candidate pair it checks).
+pub const MAX_PER_TRANSPORT: u32 = 8;
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
+
+thread_local! {
+    /// This shard's validated connections per transport id (ids are never reused, unlike
+    /// transport keys). The shard's thread is its only user.
+    static PER_TRANSPORT: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+}
+
+/// A connection's place in its listener's count of connections not validated yet.
+struct Pending(Option<Rc<Cell<u32>>>);
+
+impl Pending {
+    fn release(&mut self) {
+        if let Some(count) = self.0.take() {
+            count.set(count.get() - 1);
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// A validated connection's place among its transport's.
+struct Slot(String);
+
+impl Slot {
+    /// A place for one more connection of transport `id`, unless it holds its cap.
+    fn take(id: &str) -> Option<Slot> {
+        PER_TRANSPORT.with(|m| {
+            let mut m = m.borrow_mut();
+            let n = m.entry(id.to_string()).or_insert(0);
+            (*n < MAX_PER_TRANSPORT).then(|| {
+                *n += 1;
+                Slot(id.to_string())
+            })
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // `try_with`: a task dropped while the thread ends finds the map gone.
+        let _ = PER_TRANSPORT.try_with(|m| {
+            let mut m = m.borrow_mut();
+            if let Some(n) = m.get_mut(&self.0) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&self.0);
+                }
+            }
+        });
+    }
+}
 
 impl Shard {
     /// Accepts connections on a passive TCP candidate's listener.
@@ -32,12 +103,26 @@ impl Shard {
         owner: Option<TransportKey>,
         listener: TcpListener,
     ) {
+        let pending = Rc::new(Cell::new(0u32));
+        let max_pending = match owner {
+            Some(_) => MAX_PENDING_OWN,
+            None => MAX_PENDING_SHARED,
+        };
         loop {
             match listener.accept().await {
                 Ok(stream) => {
                     let Ok(remote) = stream.peer_addr() else {
                         continue;
                     };
+                    if pending.get() >= max_pending {
+                        self.sfu
+                            .borrow_mut()
+                            .counters_mut()
+                            .drop("tcp", "too_many_pending");
+                        continue;
+                    }
+                    pending.set(pending.get() + 1);
+                    let place = Pending(Some(pending.clone()));
                     let _ = stream.set_nodelay(true);
                     let out = Rc::new(RefCell::new(TcpOut::default()));
                     let id = self
@@ -45,7 +130,8 @@ impl Shard {
                         .borrow_mut()
                         .insert(Kind::Tcp(out.clone()), owner);
                     let task = glommio::spawn_local(
-                        self.clone().serve_tcp(id, owner, remote, stream, out),
+                        self.clone()
+                            .serve_tcp(id, owner, remote, stream, out, place),
                     );
                     self.sockets.borrow_mut().set_task(id, task);
                 }
@@ -65,6 +151,7 @@ impl Shard {
         remote: std::net::SocketAddr,
         stream: TcpStream,
         out: Rc<RefCell<TcpOut>>,
+        mut pending: Pending,
     ) {
         let stream = Shared(Rc::new(RefCell::new(stream)));
         // Dropped (cancelled) when this task ends or is cancelled.
@@ -72,16 +159,17 @@ impl Shard {
         let path = Path { socket: id, remote };
         let mut input = vec![0u8; READ_CHUNK + MAX_DATAGRAM + 2];
         let mut frame = vec![0u8; BUFFER_SIZE].into_boxed_slice();
-        let (mut filled, mut unrouted) = (0usize, 0u32);
-        let mut routed = owner.is_some();
+        let (mut filled, mut unvalidated) = (0usize, 0u32);
+        // Held while the connection lives, once validated.
+        let mut slot: Option<Slot> = None;
         let opened = Instant::now();
         let mut reader = Shared(stream.0.clone());
         loop {
             let read = reader.read(&mut input[filled..]);
-            let n = if routed {
+            let n = if slot.is_some() {
                 read.await
             } else {
-                let left = FIRST_FRAME_TIMEOUT.saturating_sub(opened.elapsed());
+                let left = STUN_DEADLINE.saturating_sub(opened.elapsed());
                 futures_lite::future::or(read, async {
                     glommio::timer::sleep(left).await;
                     Err(std::io::ErrorKind::TimedOut.into())
@@ -89,6 +177,13 @@ impl Shard {
                 .await
             };
             let n = match n {
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    self.sfu
+                        .borrow_mut()
+                        .counters_mut()
+                        .drop("tcp", "stun_timeout");
+                    break;
+                }
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
@@ -109,16 +204,29 @@ impl Shard {
                     self.with_core(|sfu, out| {
                         sfu.handle_datagram(owner, path, &mut frame, len, Instant::now(), out)
                     });
-                    if !routed {
-                        routed = self.sfu.borrow().routes_to(path);
-                        unrouted += 1;
+                    if slot.is_none() {
+                        unvalidated += 1;
+                        let transport = self.sfu.borrow().validated_by(owner, path);
+                        if let Some(transport) = transport {
+                            pending.release();
+                            match Slot::take(&transport) {
+                                Some(s) => slot = Some(s),
+                                None => {
+                                    self.sfu
+                                        .borrow_mut()
+                                        .counters_mut()
+                                        .drop("tcp", "too_many_connections");
+                                    break;
+                                }
+                            }
+                        }
                     }
                 }
                 at += 2 + len;
             }
             input.copy_within(at..filled, 0);
             filled -= at;
-            if !routed && unrouted >= MAX_UNROUTED_FRAMES {
+            if slot.is_none() && unvalidated >= MAX_UNVALIDATED_FRAMES {
                 self.sfu
                     .borrow_mut()
                     .counters_mut()
