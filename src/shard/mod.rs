@@ -41,6 +41,8 @@ pub enum Command {
     Counts,
     /// Counts and counters, for `stats`.
     Stats,
+    /// Each room's channelId and participant count (cluster directory upkeep).
+    Rooms,
     /// Close everything and stop the executor.
     Shutdown,
     /// Test only (`--test-faults`): panic on the shard's thread.
@@ -57,6 +59,7 @@ pub enum Reply {
     Producers(Vec<ProducerInfo>),
     Counts(Counts),
     Stats(Box<ShardStats>),
+    Rooms(Vec<(String, u64)>),
 }
 
 /// A shard's counts and counters.
