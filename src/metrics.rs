@@ -62,6 +62,8 @@ pub struct Snapshot {
     pub event_overflows: u64,
     pub rate_limited_clients: u64,
     pub uptime_seconds: u64,
+    /// Cluster mode's counters.
+    pub cluster: Option<crate::cluster::Metrics>,
 }
 
 /// Renders a snapshot as OpenMetrics text.
@@ -78,7 +80,7 @@ pub fn render(snapshot: Snapshot) -> String {
 type Result = std::result::Result<(), std::fmt::Error>;
 
 /// One metric family: a name, help, and (labels, value) samples.
-fn counter(
+pub(crate) fn counter(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
@@ -96,7 +98,7 @@ fn counter(
     Ok(())
 }
 
-fn gauge(
+pub(crate) fn gauge(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
@@ -353,6 +355,9 @@ impl Collector for Snapshot {
             "Seconds since start",
             [(vec![], self.uptime_seconds as f64)],
         )?;
+        if let Some(cluster) = &self.cluster {
+            cluster.encode(&mut e)?;
+        }
         Ok(())
     }
 }

@@ -15,7 +15,7 @@ use serde_json::json;
 use super::guard::Guard;
 use super::limits::Limit;
 use super::sse::Hub;
-use super::Body;
+use super::{Body, RequestBody};
 use crate::api::{
     ApiError, ConnectTransportRequest, ConsumeRequest, Counts, CreateTransportRequest,
     ParticipantRequest, ProduceRequest, ProducerRequest,
@@ -38,6 +38,7 @@ pub struct Ctx {
     pub shutting_down: std::cell::Cell<bool>,
     pub started: std::time::Instant,
     pub guard: Guard,
+    pub cluster: crate::cluster::Cluster,
 }
 
 impl Ctx {
@@ -68,7 +69,9 @@ pub async fn handle(
     let path = req.uri().path().to_string();
     let label = route_label(&path);
     // Health checks and scrapes are not rate limited (they come from the operator's tools).
-    let limited = !matches!(label, "health" | "metrics") && method != Method::OPTIONS;
+    let limited = !matches!(label, "health" | "metrics")
+        && method != Method::OPTIONS
+        && !ctx.cluster.trusted_hop(req.headers(), peer);
     let result = match limited {
         true => match ctx.guard.check_rate(peer) {
             Ok(()) => route(req, &ctx).await,
@@ -99,6 +102,7 @@ pub async fn handle(
             r
         }
     };
+    ctx.cluster.decorate(&mut response);
     ctx.guard
         .counters
         .borrow_mut()
@@ -131,8 +135,9 @@ fn route_label(path: &str) -> &'static str {
         .strip_prefix("/api/voice/")
         .and_then(|rest| rest.split('/').next())
         .unwrap_or("");
-    const ROUTES: [&str; 14] = [
+    const ROUTES: [&str; 15] = [
         "health",
+        "cluster",
         "stats",
         "rtp-capabilities",
         "producers",
@@ -180,6 +185,7 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, ApiE
     let allowed = match segs.as_slice() {
         ["health"]
         | ["stats"]
+        | ["cluster"]
         | ["rtp-capabilities", _]
         | ["producers", _, _]
         | ["events", _, _] => Method::GET,
@@ -201,7 +207,7 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, ApiE
     }
     let claims = match segs.as_slice() {
         ["health"] | ["test", ..] => None,
-        ["stats"] => {
+        ["stats"] | ["cluster"] => {
             ctx.guard.check_metrics_token(req.headers())?;
             None
         }
@@ -209,10 +215,15 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, ApiE
         ["events", ..] => ctx.guard.authenticate(req.headers(), req.uri().query())?,
         _ => ctx.guard.authenticate(req.headers(), None)?,
     };
+    let req = match ctx.cluster.route(req, &segs, &claims, ctx).await? {
+        crate::cluster::Routed::Local(req) => req,
+        crate::cluster::Routed::Remote(response) => return Ok(response),
+    };
     let guard = &ctx.guard;
     match segs.as_slice() {
         ["health"] => health(ctx).await,
         ["stats"] => stats(ctx).await,
+        ["cluster"] => Ok(ok(&ctx.cluster.nodes_json(ctx).await?)),
         ["test", "panic-shard", n] => test_panic(ctx, n).await,
         ["rtp-capabilities", channel_id] => {
             check_id("channelId", channel_id)?;
@@ -352,7 +363,7 @@ async fn health(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
             &json!({"status": "shutting down"}),
         ));
     }
-    Ok(ok(&json!({
+    let mut body = json!({
         "status": "ok",
         "shards": ctx.shards.len(),
         "rooms": counts.rooms,
@@ -363,7 +374,9 @@ async fn health(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
         "boundPorts": counts.bound_ports,
         "subscribers": ctx.hub.borrow().subscribers(),
         "uptimeSeconds": ctx.started.elapsed().as_secs(),
-    })))
+    });
+    let status = ctx.cluster.health(&mut body);
+    Ok(json_response(status, &body))
 }
 
 async fn stats(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
@@ -404,6 +417,7 @@ async fn metrics(ctx: &Ctx) -> Response<Body> {
     snapshot.control = ctx.guard.counters.borrow().clone();
     snapshot.rate_limited_clients = ctx.guard.rate_limited_clients() as u64;
     snapshot.uptime_seconds = ctx.started.elapsed().as_secs();
+    snapshot.cluster = ctx.cluster.metrics();
     Response::builder()
         .header(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)
         .body(BodyExt::boxed_unsync(Full::new(Bytes::from(
@@ -436,7 +450,7 @@ fn events(ctx: &Ctx, channel_id: &str, user_id: &str) -> Response<Body> {
         .expect("static response")
 }
 
-fn check_id(field: &str, value: &str) -> Result<(), ApiError> {
+pub(crate) fn check_id(field: &str, value: &str) -> Result<(), ApiError> {
     if value.is_empty() {
         return Err(ApiError::bad_request(format!("{field} must not be empty")));
     }
@@ -459,7 +473,7 @@ fn check_ids(channel_id: &str, user_id: &str) -> Result<(), ApiError> {
 }
 
 /// Reads a JSON body of at most [`MAX_BODY`] bytes; errors name the offending field.
-async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
+async fn read_json<T: DeserializeOwned>(req: Request<RequestBody>) -> Result<T, ApiError> {
     let too_large = || ApiError::new(413, format!("request body is larger than {MAX_BODY} bytes"));
     let declared = req
         .headers()
@@ -488,7 +502,7 @@ async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Api
 
 /// Reads and discards up to [`DRAIN_LIMIT`] bytes of a refused body, so that the client (still
 /// sending) reads the 413 instead of a reset connection. Past that, the connection is dropped.
-async fn drain(body: &mut Incoming) {
+async fn drain(body: &mut RequestBody) {
     let mut seen = 0usize;
     while let Some(Ok(frame)) = body.frame().await {
         seen += frame.data_ref().map_or(0, |d| d.len());
