@@ -2,8 +2,7 @@
 # Runs every choir test on a fresh Debian machine, installing what the tests need.
 #   scripts/test.sh
 # Steps: system packages (Chromium for the browser suite, redis-server for the cluster tests),
-# npm packages (pinned in
-# tests/browser/package-lock.json), then fmt, clippy, the Rust tests, and the browser suite.
+# npm packages (pinned in tests/browser/package-lock.json), then fmt, clippy, the Rust tests, and the browser suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
