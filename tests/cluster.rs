@@ -239,6 +239,21 @@ fn rooms_spread_over_the_nodes_and_concurrent_first_joins_agree_on_one_owner() {
         .collect();
     assert_eq!(participants.iter().sum::<u64>(), 10, "{participants:?}");
     assert!(participants.contains(&10), "{participants:?}");
+
+    // The room's directory entry goes once the room empties (and the idle rooms' too).
+    for i in 0..10 {
+        let r = post(
+            &nodes[i % 3],
+            "leave",
+            &json!({"channelId": "race", "userId": format!("user-{i}")}),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert!(
+        until(Duration::from_secs(10), || redis.owner("race").is_none()
+            && redis.owner("spread-0").is_none()),
+        "directory entries of empty rooms remain"
+    );
 }
 
 #[test]

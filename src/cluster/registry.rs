@@ -20,7 +20,7 @@ use crate::shard::{Command, Reply};
 const RETRY: Duration = Duration::from_millis(500);
 /// A room placed on this node, without participants, event streams or requests for this
 /// long, has its directory entry removed.
-const SWEEP_AGE: Duration = Duration::from_secs(10);
+const SWEEP_AGE: Duration = Duration::from_secs(4);
 /// A drain ends once no room has participants and no request used an owned room this long.
 const DRAIN_QUIET: Duration = Duration::from_secs(2);
 
