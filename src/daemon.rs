@@ -132,7 +132,6 @@ pub fn run(config: Config) -> Result<(), String> {
         let setup = store.map(|store| cluster::Setup {
             store,
             config: config.cluster.clone(),
-            max_rooms: config.limits.max_rooms,
             drain: drain_rx,
             stop: cluster_stop.0,
             stopping: cluster_stop.1,

@@ -287,6 +287,12 @@ fn a_room_on_another_node_is_proxied_and_peers_on_different_nodes_hear_each_othe
         .wait_for("newProducer", Duration::from_secs(10))
         .expect("newProducer on the stream proxied by node 1");
     assert_eq!(produced["userId"], "a");
+    // The owner's limits apply to relayed streams (4 per user by default), refusals relayed.
+    let more: Vec<_> = (0..3).map(|_| n1.events(&channel, "b")).collect();
+    let r = get(n1, &format!("events/{channel}/b"));
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.body["error"].as_str().unwrap().contains("event streams"));
+    drop(more);
     let mut b = Peer::join(n3, &channel, "b", 2, JoinOptions::default());
     let (pa, pb) = (
         a.producer_id.clone().unwrap(),
@@ -463,8 +469,9 @@ fn redis_down_keeps_rooms_forwarding_refuses_new_ones_and_recovers() {
         p[0].received_from(2).len() >= 25 && p[1].received_from(1).len() >= 25
     }));
 
-    redis.kill();
+    let before = peers[1].received_from(1).len();
     let down = Instant::now();
+    redis.kill();
     assert!(run_until(&mut peers, Duration::from_secs(5), |_| {
         let h = get(n1, "health");
         h.status == 503 && h.body["cluster"] == "disconnected"
@@ -480,12 +487,12 @@ fn redis_down_keeps_rooms_forwarding_refuses_new_ones_and_recovers() {
         "{}",
         r.body
     );
-    let before = peers[1].received_from(1).len();
-    common::peer::run(
-        &mut peers,
-        Duration::from_secs(2).saturating_sub(down.elapsed()),
+    common::peer::run(&mut peers, Duration::from_secs(1));
+    let (during, took) = (peers[1].received_from(1).len() - before, down.elapsed());
+    assert!(
+        during as f64 >= took.as_secs_f64() * 50.0 * 0.8,
+        "{during} packets in the {took:?} Redis was down"
     );
-    assert!(peers[1].received_from(1).len() > before, "media stopped");
 
     redis.restart();
     let back = Instant::now();
@@ -508,7 +515,6 @@ fn redis_down_keeps_rooms_forwarding_refuses_new_ones_and_recovers() {
     common::peer::run(&mut peers, Duration::from_millis(500));
     for (p, from) in [(&peers[0], 2), (&peers[1], 1)] {
         assert_eq!(gaps(p, from), 0, "packets lost while Redis was down");
-        assert!(p.received_from(from).len() > 150);
     }
 }
 

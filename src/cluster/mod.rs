@@ -96,8 +96,6 @@ fn hostname() -> String {
 pub struct Setup {
     pub store: Store,
     pub config: ClusterConfig,
-    /// The node's room limit (0 = none), advertised so that placement respects it.
-    pub max_rooms: u32,
     /// The first SIGTERM: start draining.
     pub drain: flume::Receiver<()>,
     /// Stops the control server (a drain that finished).
@@ -137,7 +135,6 @@ struct Node {
 struct Live {
     store: Store,
     config: ClusterConfig,
-    max_rooms: u32,
     state: Cell<State>,
     /// The last heartbeat reached Redis (health, placement).
     connected: Cell<bool>,
@@ -173,7 +170,6 @@ impl Cluster {
             Live {
                 store: s.store,
                 config: s.config,
-                max_rooms: s.max_rooms,
                 state: Cell::new(State::Serving),
                 connected: Cell::new(true),
                 registered: Cell::new(false),
@@ -268,7 +264,7 @@ impl Cluster {
     /// `GET /cluster`: this node's id and every live node's entry.
     pub async fn nodes_json(&self, ctx: &Ctx) -> Result<Value, ApiError> {
         let Some(live) = &self.live else {
-            let entry = registry::entry(ctx, State::Serving, 0).await?;
+            let entry = registry::entry(ctx, State::Serving).await?;
             return Ok(json!({"self": self.identity.id, "nodes": [entry]}));
         };
         // A live listing, so that a lost node disappears as soon as its entry expires.
@@ -429,6 +425,11 @@ impl Cluster {
                 let _ = tx.try_send(());
             }
         }
+        // Streams that ended on their own no longer wait for news of their owner.
+        live.lost.borrow_mut().retain(|_, streams| {
+            streams.retain(|tx| !tx.is_disconnected());
+            !streams.is_empty()
+        });
         live.pool.set_nodes(fresh.values().map(|n| n.url.as_str()));
         *live.nodes.borrow_mut() = fresh;
     }

@@ -40,13 +40,15 @@ async fn local_rooms(ctx: &Ctx) -> Result<(Counts, HashMap<String, u64>), ApiErr
 }
 
 /// This node's registry entry.
-pub(super) async fn entry(ctx: &Ctx, state: State, max_rooms: u32) -> Result<Value, ApiError> {
+pub(super) async fn entry(ctx: &Ctx, state: State) -> Result<Value, ApiError> {
     let (counts, _) = local_rooms(ctx).await?;
-    Ok(entry_of(&ctx.cluster, state, max_rooms, &counts))
+    Ok(entry_of(ctx, state, &counts))
 }
 
-fn entry_of(cluster: &Cluster, state: State, max_rooms: u32, c: &Counts) -> Value {
-    let id = &cluster.identity;
+/// The node's room limit (0 = none) is advertised so that placement respects it.
+fn entry_of(ctx: &Ctx, state: State, c: &Counts) -> Value {
+    let id = &ctx.cluster.identity;
+    let max_rooms = ctx.guard.limits.max_rooms;
     json!({
         "id": id.id,
         "url": id.url,
@@ -96,7 +98,7 @@ async fn beat(ctx: &Ctx, live: &Live) {
     let Ok((counts, rooms)) = local_rooms(ctx).await else {
         return; // a shard is down: health says so, the process is about to exit
     };
-    let entry = entry_of(cluster, live.state.get(), live.max_rooms, &counts);
+    let entry = entry_of(ctx, live.state.get(), &counts);
     let op = Op::Heartbeat {
         id: cluster.identity.id.clone(),
         entry: entry.to_string(),

@@ -122,10 +122,23 @@ impl Cluster {
                 }
             }
             let sent = if events {
-                live.pool
-                    .stream(&url, out, deadline)
-                    .await
-                    .map(|r| r.map(Either::Left))
+                match live.pool.stream(&url, out, deadline).await {
+                    // A refusal (401, 429...) is a small JSON reply: relayed whole.
+                    Ok(r) if r.status() != StatusCode::OK => {
+                        let (head, body) = r.into_parts();
+                        let bytes = within(
+                            deadline,
+                            http_body_util::Limited::new(body, 1 << 16).collect(),
+                        )
+                        .await
+                        .ok()
+                        .and_then(|b| b.ok())
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                        Ok(Response::from_parts(head, Either::Right(Full::new(bytes))))
+                    }
+                    other => other.map(|r| r.map(Either::Left)),
+                }
             } else {
                 live.pool
                     .request(&url, out, deadline)
