@@ -3,7 +3,7 @@
 #  1. join time, the plan's API flow, through the room's owner vs through a proxying node;
 #  2. forwarding on a cluster node (one-node cluster on a local Redis) vs a single node, the
 #     same load generator steps, alternating single, cluster, single, cluster (RUNS pairs).
-#   scripts/bench-cluster.sh            # STREAMS=900,1800,2700 RUNS=2 MEASURE=3
+#   scripts/bench-cluster.sh            # STREAMS=900,1800,2700 RUNS=2 MEASURE=3 SKIP_JOIN=0
 # Output: the tables on stdout; loadgen's CSVs under target/bench-cluster/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,8 +16,10 @@ mkdir -p "$OUT"
 
 command -v redis-server >/dev/null || { echo "needs redis-server (apt-get install redis-server)"; exit 1; }
 
-echo "== join time: through the owner vs through a proxying node"
-cargo bench --bench cluster_join -- --rooms "${ROOMS:-20}" --joins "${JOINS:-10}"
+if [ "${SKIP_JOIN:-0}" != 1 ]; then
+  echo "== join time: through the owner vs through a proxying node"
+  cargo bench --bench cluster_join -- --rooms "${ROOMS:-20}" --joins "${JOINS:-10}"
+fi
 
 echo "== forwarding: single node vs a node in cluster mode"
 cargo build --release --bin choir

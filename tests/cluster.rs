@@ -555,6 +555,21 @@ fn bad_cluster_settings_and_unusable_redis_refuse_to_start() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("CHOIR_NODE_ID"), "{err}");
 
+    // --print-config shows the cluster settings, the Redis password redacted.
+    let out = Command::new(env!("CARGO_BIN_EXE_choir"))
+        .args(["--print-config", "--node-id", "n1", "--region", "eu"])
+        .env("CHOIR_REDIS_URL", "redis://:s3cret-pw@10.0.0.2:6379/1")
+        .output()
+        .unwrap();
+    let config: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        config["cluster"]["redisUrl"],
+        "redis://:***@10.0.0.2:6379/1"
+    );
+    assert_eq!(config["cluster"]["nodeId"], "n1");
+    assert_eq!(config["cluster"]["region"], "eu");
+    assert_eq!(config["cluster"]["drainTimeoutMs"], 1_800_000);
+
     // Unreachable Redis: a free port nothing listens on.
     let port = redis_server::free_port();
     let url = format!("redis://127.0.0.1:{port}");
