@@ -420,11 +420,16 @@ fn a_draining_node_takes_no_new_rooms_keeps_its_own_and_exits_when_they_empty() 
 
 #[test]
 fn a_second_sigterm_stops_a_draining_node_at_once() {
-    let (_redis, nodes) = cluster(1);
+    let redis = Redis::start();
+    let nodes = vec![node(&redis, 1, &[])];
     let channel = "held";
+    // A node is registered before it answers: its first request can place a room.
+    let r = get(&nodes[0], &format!("rtp-capabilities/{channel}"));
     assert_eq!(
-        get(&nodes[0], &format!("rtp-capabilities/{channel}")).status,
-        200
+        (r.status, r.node.as_deref()),
+        (200, Some("node-1")),
+        "{}",
+        r.body
     );
     assert_eq!(create_transport(&nodes[0], channel, "u").status, 200);
     let pid = nodes[0].pid() as i32;

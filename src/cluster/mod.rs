@@ -199,12 +199,13 @@ impl Cluster {
         self.live.is_some()
     }
 
-    /// Starts the registry's heartbeat and the drain watcher (cluster mode); they run until
-    /// the returned tasks are dropped.
-    pub fn start(ctx: &Rc<Ctx>) -> Vec<glommio::Task<()>> {
+    /// Registers the node (cluster mode), then starts the registry's heartbeat and the drain
+    /// watcher; they run until the returned tasks are dropped.
+    pub async fn start(ctx: &Rc<Ctx>) -> Vec<glommio::Task<()>> {
         if ctx.cluster.live.is_none() {
             return Vec::new();
         }
+        registry::register(ctx).await;
         vec![
             glommio::spawn_local(registry::run(ctx.clone())),
             glommio::spawn_local(registry::drain(ctx.clone())),

@@ -63,13 +63,20 @@ fn entry_of(ctx: &Ctx, state: State, c: &Counts) -> Value {
     })
 }
 
-/// The heartbeat loop (cluster mode); runs until dropped.
+/// The first heartbeat: the node is registered before it takes a request (placement needs a
+/// registered node).
+pub(super) async fn register(ctx: &Ctx) {
+    if let Some(live) = &ctx.cluster.live {
+        beat(ctx, live).await;
+    }
+}
+
+/// The heartbeat loop (cluster mode), after [`register`]; runs until dropped.
 pub(super) async fn run(ctx: Rc<Ctx>) {
     let Some(live) = &ctx.cluster.live else {
         return;
     };
     loop {
-        beat(&ctx, live).await;
         let wait = if live.connected.get() {
             HEARTBEAT
         } else {
@@ -90,6 +97,7 @@ pub(super) async fn run(ctx: Rc<Ctx>) {
             .await;
         };
         futures_lite::future::or(tick, woken).await;
+        beat(&ctx, live).await;
     }
 }
 

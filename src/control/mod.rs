@@ -55,7 +55,7 @@ pub async fn serve(
         started: std::time::Instant::now(),
         cluster,
     });
-    let cluster_tasks = crate::cluster::Cluster::start(&ctx);
+    let cluster_tasks = crate::cluster::Cluster::start(&ctx).await;
     // Connections watch this: dropping the sender tells them all to finish.
     let (closing_tx, closing_rx) = flume::bounded::<()>(0);
 
