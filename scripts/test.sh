@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every choir test on a fresh Debian machine, installing what the tests need.
 #   scripts/test.sh
-# Steps: system packages (Chromium for the browser suite), npm packages (pinned in
-# tests/browser/package-lock.json), then fmt, clippy, the Rust tests, and the browser suite.
+# Steps: system packages (Chromium for the browser suite, redis-server for the cluster tests),
+# npm packages (pinned in tests/browser/package-lock.json), then fmt, clippy, the Rust tests, and the browser suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +23,13 @@ if [ -d tests/browser ]; then
   fi
   step "npm ci (tests/browser)"
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# tests/cluster.rs starts its own redis-server (Debian's, Redis 7).
+if ! command -v redis-server >/dev/null; then
+  step "installing redis-server (apt)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
 fi
 
 step "cargo fmt --check"

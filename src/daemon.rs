@@ -8,7 +8,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::{Config, PortMode};
 use crate::shard::{self, ShardSetup};
-use crate::{control, dtls};
+use crate::{cluster, control, dtls};
 
 /// Runs choir until SIGTERM/SIGINT. Returns an error line for start-up failures.
 pub fn run(config: Config) -> Result<(), String> {
@@ -26,6 +26,11 @@ pub fn run(config: Config) -> Result<(), String> {
         max_rooms: config.limits.rooms_per_shard(config.shards),
         max_room_participants: config.limits.max_room_participants,
         join_timeout: config.join_timeout,
+    };
+    // Cluster mode: Redis must answer (and accept the password) before anything starts.
+    let store = match &config.cluster.redis_url {
+        Some(url) => Some(crate::cluster::Store::connect(url)?),
+        None => None,
     };
     let cpus = allowed_cpus();
     let dtls_config = dtls::dtls_config();
@@ -70,8 +75,11 @@ pub fn run(config: Config) -> Result<(), String> {
     }
     drop(events_tx);
 
-    // SIGTERM / SIGINT → stop the control server, which shuts the shards down.
+    // SIGTERM / SIGINT → stop the control server, which shuts the shards down. In cluster
+    // mode the first SIGTERM drains instead; a second one, or SIGINT, stops.
     let (stop_tx, stop_rx) = flume::bounded::<()>(1);
+    let (drain_tx, drain_rx) = flume::bounded::<()>(1);
+    let drains = store.is_some();
     let stopping = crate::faults::Stopping::default();
     let shard_failed = crate::faults::Failed::default();
     let threads = crate::faults::watch_shards(
@@ -86,13 +94,22 @@ pub fn run(config: Config) -> Result<(), String> {
     ])
     .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let signal_handle = signals.handle();
+    let cluster_stop = (stop_tx.clone(), stopping.clone());
     std::thread::Builder::new()
         .name("choir-signals".into())
         .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
+            let mut draining = false;
+            for sig in signals.forever() {
+                if drains && !draining && sig == signal_hook::consts::SIGTERM {
+                    draining = true;
+                    tracing::info!(signal = sig, "draining");
+                    let _ = drain_tx.try_send(());
+                    continue;
+                }
                 stopping.set();
                 tracing::info!(signal = sig, "stopping");
-                let _ = stop_tx.send(());
+                let _ = stop_tx.try_send(());
+                break;
             }
         })
         .map_err(|e| e.to_string())?;
@@ -119,7 +136,16 @@ pub fn run(config: Config) -> Result<(), String> {
             config.limits,
             config.test_faults,
         );
-        control::serve(listener, shards, cors, events_rx, stop_rx, guard).await;
+        let identity = cluster::Identity::new(&config.cluster, local, config.announced_ip);
+        let setup = store.map(|store| cluster::Setup {
+            store,
+            config: config.cluster.clone(),
+            drain: drain_rx,
+            stop: cluster_stop.0,
+            stopping: cluster_stop.1,
+        });
+        let cluster = cluster::Cluster::new(identity, setup);
+        control::serve(listener, shards, cors, events_rx, stop_rx, guard, cluster).await;
         sd_notify("STOPPING=1");
         Ok::<(), String>(())
     });

@@ -116,6 +116,8 @@ pub struct Snapshot {
     /// Open API connections.
     pub http_connections: u64,
     pub uptime_seconds: u64,
+    /// Cluster mode's counters.
+    pub cluster: Option<crate::cluster::Metrics>,
 }
 
 /// Renders a snapshot as OpenMetrics text.
@@ -178,7 +180,7 @@ fn to_text_format(open_metrics: &str) -> String {
 type Result = std::result::Result<(), std::fmt::Error>;
 
 /// One metric family: a name, help, and (labels, value) samples.
-fn counter(
+pub(crate) fn counter(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
@@ -196,7 +198,7 @@ fn counter(
     Ok(())
 }
 
-fn gauge(
+pub(crate) fn gauge(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
@@ -483,6 +485,9 @@ impl Collector for Snapshot {
             "Seconds since start",
             [(vec![], self.uptime_seconds as f64)],
         )?;
+        if let Some(cluster) = &self.cluster {
+            cluster.encode(&mut e)?;
+        }
         Ok(())
     }
 }

@@ -252,6 +252,9 @@ pub struct Cli {
     #[command(flatten)]
     pub http: crate::control::limits::HttpArgs,
 
+    #[command(flatten)]
+    pub cluster: crate::cluster::config::ClusterArgs,
+
     #[command(subcommand)]
     pub command: Option<crate::auth::Subcommand>,
 }
@@ -293,6 +296,7 @@ pub struct Config {
     pub log_format: crate::logging::LogFormat,
     #[serde(skip)]
     pub test_faults: bool,
+    pub cluster: crate::cluster::config::ClusterConfig,
 }
 
 fn is_set<T, S: serde::Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
@@ -558,6 +562,7 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(&cli.log)
             .map_err(|e| bad("log", "--log", "CHOIR_LOG", &cli.log, &e.to_string()))?;
         let hardening = crate::control::limits::parse_hardening(cli, &bad)?;
+        let cluster = crate::cluster::config::parse(&cli.cluster, &bad)?;
         Ok(Config {
             announced_ip,
             rtc_listen_ip,
@@ -582,6 +587,7 @@ impl Config {
             limits: hardening.limits,
             log_format: hardening.log_format,
             test_faults: hardening.test_faults,
+            cluster,
         })
     }
 

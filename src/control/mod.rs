@@ -4,7 +4,7 @@
 
 mod conn;
 pub mod guard;
-mod io;
+pub(crate) mod io;
 pub mod limits;
 pub mod routes;
 mod sse;
@@ -27,6 +27,9 @@ pub use routes::{parse_json, Ctx, MAX_BODY};
 
 /// Response body type of every route (JSON or an SSE stream).
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::Infallible>;
+/// Request body as a route reads it: as received, or already read (cluster mode reads a POST
+/// body to find its channel).
+pub type RequestBody = http_body_util::Either<hyper::body::Incoming, http_body_util::Full<Bytes>>;
 
 /// How long connections get to finish after a shutdown starts.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -41,6 +44,7 @@ pub async fn serve(
     events: flume::Receiver<RoomEvent>,
     stop: flume::Receiver<()>,
     guard: guard::Guard,
+    cluster: crate::cluster::Cluster,
 ) {
     let ctx = Rc::new(Ctx {
         guard,
@@ -49,7 +53,9 @@ pub async fn serve(
         cors_origin: cors_origin.and_then(|o| HeaderValue::from_str(&o).ok()),
         shutting_down: Default::default(),
         started: std::time::Instant::now(),
+        cluster,
     });
+    let cluster_tasks = crate::cluster::Cluster::start(&ctx).await;
     // Connections watch this: dropping the sender tells them all to finish.
     let (closing_tx, closing_rx) = flume::bounded::<()>(0);
 
@@ -121,6 +127,8 @@ pub async fn serve(
     }
     drop(pump);
     drop(keepalive);
+    drop(cluster_tasks);
+    ctx.cluster.stop().await;
     ctx.hub.borrow_mut().close_all();
     drop(closing_tx);
     let deadline = std::time::Instant::now() + DRAIN;

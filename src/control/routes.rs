@@ -15,7 +15,7 @@ use serde_json::json;
 use super::guard::Guard;
 use super::limits::Limit;
 use super::sse::Hub;
-use super::Body;
+use super::{Body, RequestBody};
 use crate::api::{
     ApiError, ConnectTransportRequest, ConsumeRequest, Counts, CreateTransportRequest,
     ParticipantRequest, ProduceRequest, ProducerRequest,
@@ -36,6 +36,7 @@ pub struct Ctx {
     pub shutting_down: std::cell::Cell<bool>,
     pub started: std::time::Instant,
     pub guard: Guard,
+    pub cluster: crate::cluster::Cluster,
 }
 
 impl Ctx {
@@ -65,7 +66,8 @@ pub async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let label = route_label(&path);
-    let limited = super::limits::rate_limited(label, &method);
+    let limited = super::limits::rate_limited(label, &method)
+        && !ctx.cluster.trusted_hop(req.headers(), peer);
     let result = match limited {
         true => match ctx.guard.check_rate(peer) {
             Ok(()) => route(req, &ctx).await,
@@ -93,6 +95,7 @@ pub async fn handle(
             r
         }
     };
+    ctx.cluster.decorate(&mut response);
     ctx.guard
         .counters
         .borrow_mut()
@@ -125,8 +128,9 @@ fn route_label(path: &str) -> &'static str {
         .strip_prefix("/api/voice/")
         .and_then(|rest| rest.split('/').next())
         .unwrap_or("");
-    const ROUTES: [&str; 14] = [
+    const ROUTES: [&str; 15] = [
         "health",
+        "cluster",
         "stats",
         "rtp-capabilities",
         "producers",
@@ -175,6 +179,7 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, ApiE
     let allowed = match segs.as_slice() {
         ["health"]
         | ["stats"]
+        | ["cluster"]
         | ["rtp-capabilities", _]
         | ["producers", _, _]
         | ["events", _, _] => Method::GET,
@@ -196,7 +201,7 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, ApiE
     }
     let claims = match segs.as_slice() {
         ["health"] | ["test", ..] => None,
-        ["stats"] => {
+        ["stats"] | ["cluster"] => {
             ctx.guard.check_metrics_token(req.headers())?;
             None
         }
@@ -204,10 +209,15 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, ApiE
         ["events", ..] => ctx.guard.authenticate(req.headers(), req.uri().query())?,
         _ => ctx.guard.authenticate(req.headers(), None)?,
     };
+    let req = match ctx.cluster.route(req, &segs, &claims, ctx).await? {
+        crate::cluster::Routed::Local(req) => req,
+        crate::cluster::Routed::Remote(response) => return Ok(response),
+    };
     let guard = &ctx.guard;
     match segs.as_slice() {
         ["health"] => health(ctx).await,
         ["stats"] => stats(ctx).await,
+        ["cluster"] => Ok(ok(&ctx.cluster.nodes_json(ctx).await?)),
         ["test", "panic-shard", n] => test_panic(ctx, n).await,
         ["rtp-capabilities", channel_id] => {
             check_id("channelId", channel_id)?;
@@ -347,7 +357,7 @@ async fn health(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
             &json!({"status": "shutting down"}),
         ));
     }
-    Ok(ok(&json!({
+    let mut body = json!({
         "status": "ok",
         "shards": ctx.shards.len(),
         "rooms": counts.rooms,
@@ -358,7 +368,9 @@ async fn health(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
         "boundPorts": counts.bound_ports,
         "subscribers": ctx.hub.borrow().subscribers(),
         "uptimeSeconds": ctx.started.elapsed().as_secs(),
-    })))
+    });
+    let status = ctx.cluster.health(&mut body);
+    Ok(json_response(status, &body))
 }
 
 async fn stats(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
@@ -400,6 +412,7 @@ async fn metrics(ctx: &Ctx, format: crate::metrics::Format) -> Response<Body> {
     snapshot.rate_limited_clients = ctx.guard.rate_limited_clients() as u64;
     snapshot.http_connections = ctx.guard.open_connections();
     snapshot.uptime_seconds = ctx.started.elapsed().as_secs();
+    snapshot.cluster = ctx.cluster.metrics();
     Response::builder()
         .header(header::CONTENT_TYPE, format.content_type())
         .body(BodyExt::boxed_unsync(Full::new(Bytes::from(
@@ -432,7 +445,7 @@ fn events(ctx: &Ctx, channel_id: &str, user_id: &str) -> Response<Body> {
         .expect("static response")
 }
 
-fn check_id(field: &str, value: &str) -> Result<(), ApiError> {
+pub(crate) fn check_id(field: &str, value: &str) -> Result<(), ApiError> {
     if value.is_empty() {
         return Err(ApiError::bad_request(format!("{field} must not be empty")));
     }
@@ -454,19 +467,28 @@ fn check_ids(channel_id: &str, user_id: &str) -> Result<(), ApiError> {
     check_id("userId", user_id)
 }
 
-/// Reads a JSON body of at most [`MAX_BODY`] bytes; errors name the offending field. A body
-/// declared (`Content-Length`) or found (while reading) larger is refused at once with 413:
-/// nothing more of it is read, and the connection closes after the reply.
-async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
-    let too_large = || ApiError::new(413, format!("request body is larger than {MAX_BODY} bytes"));
-    let declared = req
-        .headers()
+/// 413 for a body whose `Content-Length` declares more than [`MAX_BODY`] bytes (nothing of it
+/// is read; the connection closes after the reply).
+pub(crate) fn check_declared_length(headers: &hyper::HeaderMap) -> Result<(), ApiError> {
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return Err(too_large());
+    match declared.is_some_and(|n| n > MAX_BODY as u64) {
+        true => Err(body_too_large()),
+        false => Ok(()),
     }
+}
+
+pub(crate) fn body_too_large() -> ApiError {
+    ApiError::new(413, format!("request body is larger than {MAX_BODY} bytes"))
+}
+
+/// Reads a JSON body of at most [`MAX_BODY`] bytes; errors name the offending field. A body
+/// declared (`Content-Length`) or found (while reading) larger is refused at once with 413:
+/// nothing more of it is read, and the connection closes after the reply.
+async fn read_json<T: DeserializeOwned>(req: Request<RequestBody>) -> Result<T, ApiError> {
+    check_declared_length(req.headers())?;
     let mut body = req.into_body();
     let mut bytes = Vec::new();
     while let Some(frame) = body.frame().await {
@@ -474,7 +496,7 @@ async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Api
             frame.map_err(|e| ApiError::bad_request(format!("cannot read request body: {e}")))?;
         if let Some(data) = frame.data_ref() {
             if bytes.len() + data.len() > MAX_BODY {
-                return Err(too_large());
+                return Err(body_too_large());
             }
             bytes.extend_from_slice(data);
         }

@@ -51,6 +51,13 @@ impl Hub {
             .count()
     }
 
+    /// Whether `channel_id` has open streams.
+    pub fn has_streams(&self, channel_id: &str) -> bool {
+        self.rooms
+            .get(channel_id)
+            .is_some_and(|subs| subs.iter().any(|s| !s.tx.is_disconnected()))
+    }
+
     pub fn subscribers(&self) -> usize {
         self.rooms.values().map(Vec::len).sum()
     }

@@ -492,6 +492,14 @@ impl Sfu {
         }
     }
 
+    /// Each room's channelId and participant count.
+    pub fn room_list(&self) -> Vec<(String, u64)> {
+        self.rooms
+            .iter()
+            .map(|(c, r)| (c.clone(), r.participants.len() as u64))
+            .collect()
+    }
+
     pub fn counts(&self) -> Counts {
         Counts {
             rooms: self.rooms.len() as u64,

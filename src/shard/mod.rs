@@ -42,6 +42,8 @@ pub enum Command {
     Counts,
     /// Counts and counters, for `stats`.
     Stats,
+    /// Each room's channelId and participant count (cluster directory upkeep).
+    Rooms,
     /// Close everything and stop the executor.
     Shutdown,
     /// Test only (`--test-faults`): panic on the shard's thread.
@@ -69,6 +71,7 @@ impl Command {
             Command::Leave(_)
             | Command::Counts
             | Command::Stats
+            | Command::Rooms
             | Command::Shutdown
             | Command::TestPanic => None,
         }
@@ -85,6 +88,7 @@ pub enum Reply {
     Producers(Vec<ProducerInfo>),
     Counts(Counts),
     Stats(Box<ShardStats>),
+    Rooms(Vec<(String, u64)>),
 }
 
 /// A shard's counts and counters.

@@ -284,6 +284,7 @@ impl Shard {
                 loop_lag_us: self.loop_lag_us.get(),
                 transport_states: self.sfu.borrow().transport_states(),
             }))),
+            Command::Rooms => Ok(Reply::Rooms(self.sfu.borrow().room_list())),
             Command::Shutdown => {
                 self.with_core(|sfu, _| sfu.close_all());
                 Ok(Reply::Done)

@@ -1,0 +1,467 @@
+//! Cluster mode: many choir nodes behind one voice API, on Redis.
+//!
+//! One room lives on one node; any node answers any request. Each node writes its entry to a
+//! registry in Redis every [`HEARTBEAT`] with a [`TTL`] ([`registry`]); the first request that
+//! names a channel finds its owner in the room directory or places it there atomically
+//! ([`store`]); a request for a channel another node owns is proxied to it over HTTP/1.1
+//! ([`proxy`], [`route`]). Owners are cached per node, so a steady room costs no Redis round
+//! trip; the cache forgets a node when its entry expires.
+//!
+//! Only the control plane calls this module. Shards and the media path never see it: media
+//! goes straight to the owner (its ICE candidates say so) and never waits on Redis or on
+//! another node. Without `CHOIR_REDIS_URL` it only names the node (`GET /cluster`).
+
+pub mod config;
+mod metrics;
+mod proxy;
+mod registry;
+mod route;
+mod store;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use hyper::header::HeaderValue;
+use hyper::{HeaderMap, Response, StatusCode};
+use serde_json::{json, Value};
+
+pub use metrics::Metrics;
+pub use route::Routed;
+pub use store::Store;
+
+use crate::api::ApiError;
+use crate::control::{Body, Ctx};
+use config::{ClusterConfig, NodeUrl};
+use store::{Op, Resolved};
+
+/// How often a node writes its registry entry.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+/// How long an entry lives without a heartbeat: a node is lost this long after its last one.
+pub const TTL: Duration = Duration::from_secs(6);
+/// Longest wait on Redis for a request's directory lookup.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Header naming the node a proxied request comes from: a node never proxies such a request
+/// again (no loops). It grants nothing: the owner checks the request's token as always.
+pub const HOP_HEADER: &str = "x-choir-hop";
+/// Header naming the node that served the request (the room's owner), on every cluster reply.
+pub const NODE_HEADER: &str = "x-choir-node";
+
+/// Who this node is (also without cluster mode, for `GET /cluster`).
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub id: String,
+    pub url: String,
+    pub region: String,
+}
+
+impl Identity {
+    /// This node's id and URL: configured, else from the hostname and the bound API address
+    /// (the listen IP when specific, else the announced IP).
+    pub fn new(config: &ClusterConfig, api: SocketAddr, announced: IpAddr) -> Identity {
+        let id = config
+            .node_id
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", hostname(), api.port()));
+        let url = config.node_url.clone().unwrap_or_else(|| NodeUrl {
+            host: if api.ip().is_unspecified() {
+                announced.to_string()
+            } else {
+                api.ip().to_string()
+            },
+            port: api.port(),
+        });
+        Identity {
+            id,
+            url: url.to_string(),
+            region: config.region.clone(),
+        }
+    }
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(h) if ok && !h.is_empty() => h.to_string(),
+        _ => "choir".into(),
+    }
+}
+
+/// What cluster mode needs from the process (see [`crate::daemon`]).
+pub struct Setup {
+    pub store: Store,
+    pub config: ClusterConfig,
+    /// The first SIGTERM: start draining.
+    pub drain: flume::Receiver<()>,
+    /// Stops the control server (a drain that finished).
+    pub stop: flume::Sender<()>,
+    pub stopping: crate::faults::Stopping,
+}
+
+/// The control plane's view of the cluster (lives on the control executor: no locks).
+pub struct Cluster {
+    pub identity: Identity,
+    live: Option<Live>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Serving,
+    Draining,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Serving => "serving",
+            State::Draining => "draining",
+        }
+    }
+}
+
+/// Another node as the registry lists it.
+#[derive(Debug, Clone)]
+struct Node {
+    url: String,
+    /// Its entry, as it wrote it, plus the directory's count of rooms placed on it.
+    entry: Value,
+}
+
+struct Live {
+    store: Store,
+    config: ClusterConfig,
+    state: Cell<State>,
+    /// The last heartbeat reached Redis (health, placement).
+    connected: Cell<bool>,
+    /// The node wrote its entry at least once.
+    registered: Cell<bool>,
+    /// Live nodes from the last listing, this one included.
+    nodes: RefCell<BTreeMap<String, Node>>,
+    /// Channels this node owns, and when a request last used each.
+    owned: RefCell<HashMap<String, Instant>>,
+    /// Owners of channels other nodes own.
+    cache: RefCell<HashMap<String, String>>,
+    /// Proxied event streams to tell when their owner is lost, by owner id.
+    lost: RefCell<HashMap<String, Vec<flume::Sender<()>>>>,
+    pool: proxy::Pool,
+    counters: RefCell<Metrics>,
+    /// Dropped at shutdown: ends the proxied event streams.
+    closing: RefCell<Option<flume::Sender<()>>>,
+    closed: flume::Receiver<()>,
+    /// Wakes the registry loop (a state change to publish now).
+    wake: (flume::Sender<()>, flume::Receiver<()>),
+    drain: flume::Receiver<()>,
+    stop: flume::Sender<()>,
+    stopping: crate::faults::Stopping,
+}
+
+/// Most owners cached (one entry per channel seen); past it the cache starts over.
+const MAX_CACHE: usize = 100_000;
+
+impl Cluster {
+    pub fn new(identity: Identity, setup: Option<Setup>) -> Cluster {
+        let live = setup.map(|s| {
+            let (closing, closed) = flume::bounded(1);
+            Live {
+                store: s.store,
+                config: s.config,
+                state: Cell::new(State::Serving),
+                connected: Cell::new(true),
+                registered: Cell::new(false),
+                nodes: Default::default(),
+                owned: Default::default(),
+                cache: Default::default(),
+                lost: Default::default(),
+                pool: Default::default(),
+                counters: Default::default(),
+                closing: RefCell::new(Some(closing)),
+                closed,
+                wake: flume::bounded(1),
+                drain: s.drain,
+                stop: s.stop,
+                stopping: s.stopping,
+            }
+        });
+        Cluster { identity, live }
+    }
+
+    /// A single node: no Redis.
+    pub fn single(identity: Identity) -> Cluster {
+        Cluster::new(identity, None)
+    }
+
+    pub fn is_clustered(&self) -> bool {
+        self.live.is_some()
+    }
+
+    /// Registers the node (cluster mode), then starts the registry's heartbeat and the drain
+    /// watcher; they run until the returned tasks are dropped.
+    pub async fn start(ctx: &Rc<Ctx>) -> Vec<glommio::Task<()>> {
+        if ctx.cluster.live.is_none() {
+            return Vec::new();
+        }
+        registry::register(ctx).await;
+        vec![
+            glommio::spawn_local(registry::run(ctx.clone())),
+            glommio::spawn_local(registry::drain(ctx.clone())),
+        ]
+    }
+
+    /// At shutdown (after the shards closed their rooms): leave the registry and end the
+    /// proxied event streams.
+    pub async fn stop(&self) {
+        let Some(live) = &self.live else { return };
+        live.closing.borrow_mut().take();
+        let op = Op::Unregister {
+            id: self.identity.id.clone(),
+        };
+        if let Err(e) = live.store.call(op, REDIS_TIMEOUT).await {
+            tracing::warn!("could not leave the cluster registry: {e}");
+        }
+    }
+
+    /// Whether a request with a hop header comes from a node of the cluster (it was rate
+    /// limited by the node that received it; it is still authenticated here).
+    pub fn trusted_hop(&self, headers: &HeaderMap, peer: IpAddr) -> bool {
+        let Some(live) = &self.live else { return false };
+        headers.contains_key(HOP_HEADER) && live.pool.is_node_ip(peer)
+    }
+
+    /// Cluster mode: names this node on every reply it served itself.
+    pub fn decorate(&self, response: &mut Response<Body>) {
+        if self.live.is_some() {
+            if let Ok(v) = HeaderValue::from_str(&self.identity.id) {
+                response.headers_mut().entry(NODE_HEADER).or_insert(v);
+            }
+        }
+    }
+
+    /// Adds the cluster's state to `/health`; 503 while Redis is unreachable.
+    pub fn health(&self, body: &mut Value) -> StatusCode {
+        let Some(live) = &self.live else {
+            return StatusCode::OK;
+        };
+        let connected = live.connected.get();
+        body["node"] = json!(self.identity.id);
+        body["state"] = json!(live.state.get().as_str());
+        body["cluster"] = json!(if connected {
+            "connected"
+        } else {
+            "disconnected"
+        });
+        if connected {
+            StatusCode::OK
+        } else {
+            body["status"] = json!("degraded");
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    }
+
+    /// `GET /cluster`: this node's id and every live node's entry.
+    pub async fn nodes_json(&self, ctx: &Ctx) -> Result<Value, ApiError> {
+        let Some(live) = &self.live else {
+            let entry = registry::entry(ctx, State::Serving).await?;
+            return Ok(json!({"self": self.identity.id, "nodes": [entry]}));
+        };
+        // A live listing, so that a lost node disappears as soon as its entry expires.
+        let nodes = match live.store.call(Op::List, REDIS_TIMEOUT).await {
+            Ok(store::Answer::Nodes(records)) => {
+                self.learn_nodes(&records);
+                live.nodes
+                    .borrow()
+                    .values()
+                    .map(|n| n.entry.clone())
+                    .collect()
+            }
+            _ => {
+                self.redis_failed();
+                let nodes = live.nodes.borrow();
+                nodes.values().map(|n| n.entry.clone()).collect::<Vec<_>>()
+            }
+        };
+        Ok(json!({"self": self.identity.id, "nodes": nodes}))
+    }
+
+    /// The cluster's metrics (None without cluster mode).
+    pub fn metrics(&self) -> Option<Metrics> {
+        let live = self.live.as_ref()?;
+        let mut m = live.counters.borrow().clone();
+        m.connected = live.connected.get();
+        m.draining = live.state.get() == State::Draining;
+        m.nodes = live.nodes.borrow().len() as u64;
+        m.rooms_owned = live.owned.borrow().len() as u64;
+        Some(m)
+    }
+
+    fn redis_failed(&self) {
+        if let Some(live) = &self.live {
+            live.counters.borrow_mut().redis_errors += 1;
+            live.connected.set(false);
+        }
+    }
+
+    /// Where `channel` lives: here, or on another node (by id). `hop`: the request came from
+    /// another node, which believes this one owns the channel: never proxied again.
+    async fn locate(&self, live: &Live, channel: &str, hop: bool) -> Result<Place, ApiError> {
+        if let Some(used) = live.owned.borrow_mut().get_mut(channel) {
+            *used = Instant::now();
+            return Ok(Place::Here);
+        }
+        let me = &self.identity.id;
+        if hop {
+            let op = Op::Resolve {
+                channel: channel.to_string(),
+                region: String::new(),
+                seed: 0,
+                place: false,
+            };
+            return match live.store.call(op, REDIS_TIMEOUT).await {
+                Ok(store::Answer::Resolved(Resolved::Owner { id, .. })) if &id == me => {
+                    self.own(live, channel);
+                    Ok(Place::Here)
+                }
+                Ok(_) => Err(ApiError::new(
+                    421,
+                    format!("node {me} does not own channel {channel:?}"),
+                )),
+                Err(e) => {
+                    self.redis_failed();
+                    Err(directory_unavailable(&e))
+                }
+            };
+        }
+        let cached = live.cache.borrow().get(channel).cloned();
+        if let Some(owner) = cached {
+            if live.nodes.borrow().contains_key(&owner) {
+                live.counters.borrow_mut().cache_hits += 1;
+                return Ok(Place::Node(owner));
+            }
+        }
+        live.counters.borrow_mut().cache_misses += 1;
+        self.resolve(live, channel).await
+    }
+
+    /// Asks the directory for `channel`'s owner, placing the room if it has none.
+    async fn resolve(&self, live: &Live, channel: &str) -> Result<Place, ApiError> {
+        let op = Op::Resolve {
+            channel: channel.to_string(),
+            region: self.identity.region.clone(),
+            seed: random_u32(),
+            place: true,
+        };
+        match live.store.call(op, REDIS_TIMEOUT).await {
+            Ok(store::Answer::Resolved(Resolved::Owner { id, entry, placed })) => {
+                if placed {
+                    live.counters.borrow_mut().placements += 1;
+                    tracing::info!(channel = %channel, node = %id, "room placed");
+                }
+                if id == self.identity.id {
+                    self.own(live, channel);
+                    return Ok(Place::Here);
+                }
+                self.learn_node(live, &id, &entry);
+                let mut cache = live.cache.borrow_mut();
+                if cache.len() >= MAX_CACHE {
+                    cache.clear();
+                }
+                cache.insert(channel.to_string(), id.clone());
+                Ok(Place::Node(id))
+            }
+            Ok(_) => Err(ApiError::unavailable(
+                "no cluster node can take a new room now",
+            )),
+            Err(e) => {
+                self.redis_failed();
+                Err(directory_unavailable(&e))
+            }
+        }
+    }
+
+    fn own(&self, live: &Live, channel: &str) {
+        live.owned
+            .borrow_mut()
+            .insert(channel.to_string(), Instant::now());
+        live.cache.borrow_mut().remove(channel);
+    }
+
+    /// Forgets `channel`'s cached owner (it answered that it does not own it, or is gone).
+    fn forget_owner(&self, live: &Live, channel: &str) {
+        live.cache.borrow_mut().remove(channel);
+    }
+
+    /// A node seen in a directory answer before the next listing.
+    fn learn_node(&self, live: &Live, id: &str, entry: &str) {
+        if let Some(node) = parse_entry(entry, None) {
+            live.nodes
+                .borrow_mut()
+                .entry(id.to_string())
+                .or_insert(node);
+        }
+    }
+
+    /// The registry's listing: the live nodes. A node missing from it is lost: its cached
+    /// rooms are forgotten and the event streams proxied to it told.
+    fn learn_nodes(&self, records: &[store::NodeRecord]) {
+        let Some(live) = &self.live else { return };
+        let fresh: BTreeMap<String, Node> = records
+            .iter()
+            .filter_map(|r| Some((r.id.clone(), parse_entry(&r.entry, Some(r.rooms))?)))
+            .collect();
+        let lost: Vec<String> = live
+            .nodes
+            .borrow()
+            .keys()
+            .filter(|id| !fresh.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in &lost {
+            tracing::warn!(node = %id, "cluster node lost (its registry entry expired)");
+            live.cache.borrow_mut().retain(|_, owner| owner != id);
+            for tx in live.lost.borrow_mut().remove(id).unwrap_or_default() {
+                let _ = tx.try_send(());
+            }
+        }
+        // Streams that ended on their own no longer wait for news of their owner.
+        live.lost.borrow_mut().retain(|_, streams| {
+            streams.retain(|tx| !tx.is_disconnected());
+            !streams.is_empty()
+        });
+        live.pool.set_nodes(fresh.values().map(|n| n.url.as_str()));
+        *live.nodes.borrow_mut() = fresh;
+    }
+
+    fn node_url(&self, live: &Live, id: &str) -> Option<String> {
+        live.nodes.borrow().get(id).map(|n| n.url.clone())
+    }
+}
+
+/// Where a channel lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Place {
+    Here,
+    Node(String),
+}
+
+fn parse_entry(entry: &str, placed: Option<u64>) -> Option<Node> {
+    let mut v: Value = serde_json::from_str(entry).ok()?;
+    let url = v.get("url")?.as_str()?.to_string();
+    if let Some(p) = placed {
+        v["placedRooms"] = json!(p);
+    }
+    Some(Node { url, entry: v })
+}
+
+fn directory_unavailable(e: &str) -> ApiError {
+    ApiError::unavailable(format!("cluster directory unavailable: {e}"))
+}
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    u32::from_be_bytes(b)
+}
