@@ -4,7 +4,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
 
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::Placement;
 
 use crate::config::{Config, PortMode};
 use crate::shard::{self, ShardSetup};
@@ -114,8 +114,7 @@ pub fn run(config: Config) -> Result<(), String> {
         })
         .map_err(|e| e.to_string())?;
 
-    let executor = LocalExecutorBuilder::new(Placement::Unbound)
-        .name("choir-control")
+    let executor = crate::shard::executor(Placement::Unbound, "choir-control")
         .make()
         .map_err(|e| format!("cannot start the control executor: {e}"))?;
     let listen = config.listen;

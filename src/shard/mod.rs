@@ -153,6 +153,28 @@ impl ShardHandle {
     }
 }
 
+/// A glommio executor builder for choir's threads (shards and the control server).
+///
+/// glommio 0.9.0 (its latest release) parks an executor that still has runnable tasks when its
+/// preempt timer fires between the reactor poll (which re-arms the timer) and the first
+/// `need_preempt()` check of `run_task_queues`: nothing ran, so it takes "nothing to do" and
+/// sleeps; with no timer or I/O pending (the woken tasks are the ones that would arm them), it
+/// never wakes, and later wakes of the already-scheduled tasks write no eventfd. Seen here as a
+/// shard that stopped answering commands (health, SIGTERM) on a loaded machine, where a thread
+/// descheduled for the default 100 ms inside that window is enough. A minimal example hangs
+/// every time with `preempt_timer(1 µs)`: two tasks passing messages over a local channel.
+/// Fixed upstream after 0.9 (glommio/glommio#53, "do not park the executor while a task queue
+/// is still runnable"), not released. choir has one task queue per executor, so preemption
+/// between queues buys nothing: the timer is set far beyond any stall, which closes the window.
+pub fn executor(placement: glommio::Placement, name: &str) -> glommio::LocalExecutorBuilder {
+    glommio::LocalExecutorBuilder::new(placement)
+        .name(name)
+        .preempt_timer(PREEMPT_TIMER)
+}
+
+/// See [`executor`]: long enough that no thread is ever descheduled for it.
+const PREEMPT_TIMER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// The shard owning `channel_id`: FNV-1a (64-bit) of its UTF-8 bytes, modulo the shard count.
 /// Stable across runs and builds, so a room always lands on the same shard for a given count.
 pub fn shard_for(channel_id: &str, shards: usize) -> usize {

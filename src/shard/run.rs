@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use glommio::net::{TcpListener, UdpSocket};
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::Placement;
 
 use super::ports::{Bound, Listen, Ports};
 use super::sockets::{Kind, SocketEgress, Sockets};
@@ -61,7 +61,7 @@ pub fn spawn(setup: ShardSetup) -> std::io::Result<(ShardHandle, std::thread::Jo
         Some(cpu) => Placement::Fixed(cpu),
         None => Placement::Unbound,
     };
-    let builder = LocalExecutorBuilder::new(placement).name(&format!("choir-shard-{index}"));
+    let builder = super::executor(placement, &format!("choir-shard-{index}"));
     let handle = builder
         .spawn(move || async move {
             // Every event of this thread (one shard) carries `shard{index}`.
