@@ -111,7 +111,7 @@ pub fn run(config: Config) -> Result<(), String> {
             config.limits,
             config.test_faults,
         );
-        control::serve(listener, shards, cors, events_rx, stop_rx, guard).await;
+        control::serve(listener, shards, cors, events_rx, stop_rx, guard, config.demo_page).await;
         sd_notify("STOPPING=1");
         Ok::<(), String>(())
     });

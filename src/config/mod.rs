@@ -239,6 +239,15 @@ pub struct Cli {
     )]
     pub test_faults: String,
 
+    /// Serve the try-it page at `/` (join a channel from a browser; embedded, no network).
+    #[arg(
+        long,
+        env = "CHOIR_DEMO_PAGE",
+        value_name = "BOOL",
+        default_value = "true"
+    )]
+    pub demo_page: String,
+
     #[command(subcommand)]
     pub command: Option<crate::auth::Subcommand>,
 }
@@ -278,6 +287,7 @@ pub struct Config {
     pub log_format: crate::logging::LogFormat,
     #[serde(skip)]
     pub test_faults: bool,
+    pub demo_page: bool,
 }
 
 fn is_set<T, S: serde::Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
@@ -531,6 +541,16 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(&cli.log)
             .map_err(|e| bad("log", "--log", "CHOIR_LOG", &cli.log, &e.to_string()))?;
         let hardening = crate::control::limits::parse_hardening(cli, &bad)?;
+        let demo_page = parse_bool(&cli.demo_page).ok_or_else(|| {
+            let why = "not a boolean (true/false)";
+            bad(
+                "demo_page",
+                "--demo-page",
+                "CHOIR_DEMO_PAGE",
+                &cli.demo_page,
+                why,
+            )
+        })?;
         Ok(Config {
             announced_ip,
             rtc_listen_ip,
@@ -554,6 +574,7 @@ impl Config {
             limits: hardening.limits,
             log_format: hardening.log_format,
             test_faults: hardening.test_faults,
+            demo_page,
         })
     }
 

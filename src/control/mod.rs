@@ -2,6 +2,7 @@
 //! voice API and its push channel. It holds no media state: every operation is a command to the
 //! room's shard.
 
+mod demo;
 pub mod guard;
 mod io;
 pub mod limits;
@@ -41,9 +42,11 @@ pub async fn serve(
     events: flume::Receiver<RoomEvent>,
     stop: flume::Receiver<()>,
     guard: guard::Guard,
+    demo_page: bool,
 ) {
     let ctx = Rc::new(Ctx {
         guard,
+        demo_page,
         shards,
         hub: Default::default(),
         cors_origin: cors_origin.and_then(|o| HeaderValue::from_str(&o).ok()),

@@ -38,6 +38,8 @@ pub struct Ctx {
     pub shutting_down: std::cell::Cell<bool>,
     pub started: std::time::Instant,
     pub guard: Guard,
+    /// Serve the try-it page at `/` (`--demo-page`).
+    pub demo_page: bool,
 }
 
 impl Ctx {
@@ -127,6 +129,9 @@ fn route_label(path: &str) -> &'static str {
     if path == "/metrics" {
         return "metrics";
     }
+    if super::demo::is_page_path(path) {
+        return "page";
+    }
     let first = path
         .strip_prefix("/api/voice/")
         .and_then(|rest| rest.split('/').next())
@@ -155,6 +160,12 @@ fn route_label(path: &str) -> &'static str {
 
 async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_string();
+    let page = ctx
+        .demo_page
+        .then(|| super::demo::serve(req.method(), &path, ctx.guard.auth.is_some()));
+    if let Some(reply) = page.flatten() {
+        return reply;
+    }
     if path == "/metrics" {
         if req.method() != Method::GET {
             return Err(ApiError::new(405, "/metrics takes GET"));
