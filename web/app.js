@@ -220,8 +220,10 @@ function wire(c) {
   const known = new Set();
   c.addEventListener('participant', (e) => {
     if (e.detail.speakingKnown) speakingSeen = true;
-    if (!known.has(e.detail.userId) && c.joined && ui.joinSection.hidden) setStatus(`${e.detail.userId} joined.`);
-    known.add(e.detail.userId);
+    if (!e.detail.self && !known.has(e.detail.userId)) {
+      if (c.joined && ui.joinSection.hidden) setStatus(`${e.detail.userId} joined.`);
+      known.add(e.detail.userId);
+    }
     renderParticipants();
   });
   c.addEventListener('participantgone', (e) => known.delete(e.detail.userId));
@@ -287,7 +289,7 @@ function renderParticipants() {
   if (!client?.joined) return;
   const items = [];
   const selfWhat = !client.producerId ? 'you, listening only' : client.muted ? 'you, muted' : 'you';
-  items.push(li(client.userId, selfWhat, { self: true, muted: client.muted }));
+  items.push(li(client.userId, selfWhat, { self: true, muted: client.muted, speaking: !client.muted && client.speaking }));
   for (const r of [...client.remotes.values()].sort((a, b) => a.userId.localeCompare(b.userId))) {
     let what;
     if (r.paused) what = 'muted';

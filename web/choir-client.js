@@ -276,6 +276,8 @@ export class ChoirClient extends EventTarget {
     this.recv = null;
     this.producerId = null;
     this.muted = false;
+    /** Whether choir says we speak (speakingChanged about us). */
+    this.speaking = false;
     this.joined = false;
     this.router = null;
     this.queue = serial();
@@ -364,7 +366,14 @@ export class ChoirClient extends EventTarget {
   }
 
   #onEvent(e) {
-    if (e.userId === this.userId && e.type !== 'transportClosed') return;
+    if (e.userId === this.userId) {
+      // Only speaking says something about us that we do not know already.
+      if (e.type === 'speakingChanged') {
+        this.speaking = !!e.speaking;
+        this.#emit('participant', { userId: this.userId, self: true, speakingKnown: true });
+      }
+      if (e.type !== 'transportClosed' && e.type !== 'dominantSpeaker') return;
+    }
     const remote = this.remotes.get(e.userId);
     switch (e.type) {
       case 'newProducer':
