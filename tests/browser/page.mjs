@@ -66,6 +66,10 @@ async function twoPeople(t, kind, tones, addListener) {
   const dora = await t.pageUser(b1, 'dora', { url: `${far.url}/` });
   await dora.join(`${t.channel}-far`);
   const doraJoined = Date.now();
+  // And one whose choir offers only TCP: the page connects over ICE-TCP and says so.
+  const tcpOnly = await t.startChoir(['--listen-ips', t.rtcIp, '--enable-udp', 'false']);
+  const tess = await t.pageUser(b0, 'tess', { url: `${tcpOnly.url}/` });
+  await tess.join(`${t.channel}-tcp`);
 
   const ana = await t.pageUser(b0, 'ana');
   const ben = await t.pageUser(b1, 'ben');
@@ -122,6 +126,13 @@ async function twoPeople(t, kind, tones, addListener) {
   check(d.error.includes('cannot reach') && d.error.includes(unreachable), `dora's page says "${d.error}"`, d);
   t.note(`unreachable choir: the page says "${d.error.slice(0, 120)}…"`);
   await dora.leave();
+  const tcp = await eventually("tess's send path over TCP", 10000, async () => {
+    const p = (await tess.panel()).send;
+    check(p.protocol === 'tcp' && p.remote?.startsWith(`${t.rtcIp}:`), `tess's send path: ${p.text}`, p);
+    return p;
+  });
+  t.note(`TCP-only choir: "${tcp.text}"`);
+  await tess.leave();
 
   // Leave: ben is gone from ana's list and ears.
   await ben.leave();
@@ -139,7 +150,7 @@ async function twoPeople(t, kind, tones, addListener) {
 export const pageScenarios = [
   {
     name: 'page-chromium',
-    description: "choir's try-it page in two Chromium processes (fake mics 1000/1300 Hz): hear, list, panel, mute, leave; a refused microphone; an unreachable choir",
+    description: "choir's try-it page in two Chromium processes (fake mics 1000/1300 Hz): hear, list, panel, mute, leave; a refused microphone, an unreachable choir, TCP only, a token",
     ownBrowsers: true,
     timeoutMs: 120000,
     async run(t) {
@@ -161,7 +172,7 @@ export const pageScenarios = [
   },
   {
     name: 'page-firefox',
-    description: "choir's try-it page in two Firefox processes (fake mics 700/900 Hz): hear, list, panel, mute, leave; an unreachable choir",
+    description: "choir's try-it page in two Firefox processes (fake mics 700/900 Hz): hear, list, panel, mute, leave; an unreachable choir, TCP only",
     netns: true,
     ownBrowsers: true,
     consentTimeout: FIREFOX_CONSENT_TIMEOUT,

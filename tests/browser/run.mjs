@@ -398,7 +398,7 @@ function printSummary() {
     console.log('\nmeasurements:');
     for (const m of measurements) console.log(`  ${m.name}: ${m.text}`);
   }
-  const screenshots = results.some((r) => r.ok && r.name.startsWith('page-'));
+  const screenshots = results.some((r) => r.ok && !r.skipped && r.name.startsWith('page-'));
   if (screenshots) console.log(`\nscreenshots of choir's page: ${artifacts}`);
   const failed = results.filter((r) => !r.ok).length;
   const skip = skipped.length ? `, ${skipped.length} skipped (${skipped[0].error})` : '';
