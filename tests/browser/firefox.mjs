@@ -32,6 +32,7 @@ export async function expectAllHearAll(users, tones) {
   }
   const snaps = [];
   for (const u of users) if (u.kind !== 'page') snaps.push(await expectFlowing(u, names.filter((n) => n !== u.name)));
+  snaps.minRate = Math.min(...snaps.map((s) => s.minRate));
   return snaps;
 }
 
@@ -53,6 +54,7 @@ async function expectFlowing(user, userIds, ms = 2000) {
     const rate = (a.packetsReceived - b.packetsReceived) / seconds;
     check(seconds >= ms / 2000 && rate >= 40, `${user.name}: ${a.packetsReceived - b.packetsReceived} packets from ${id} in ${fmt(seconds, 2)} s of stats time`, { before: b, after: a });
     check(a.audioLevel > 0, `${user.name}: inbound-rtp audioLevel from ${id} is ${a.audioLevel}`, { after: a });
+    after.minRate = Math.min(after.minRate ?? Infinity, rate);
   }
   return after;
 }
@@ -137,7 +139,7 @@ export const firefoxScenarios = [
       const lines = await expectNarrowing(users, () => 'firefox');
       t.note(`extensions per consumer: ${lines.join('; ')}`);
       const q = receiveQuality(snaps);
-      t.measure('firefox-three receive', `jitter median ${fmt(median(q.jitterMs))} ms; lost ${q.lost} of ${q.lost + q.received}`);
+      t.measure('firefox-three receive', `jitter median ${fmt(median(q.jitterMs))} ms; lost ${q.lost} of ${q.lost + q.received}; slowest stream ${fmt(snaps.minRate)} packets/s`);
       for (const u of users) await u.leave();
       await expectEmpty(t);
     },
@@ -161,7 +163,7 @@ export const firefoxScenarios = [
       const lines = await expectNarrowing(users, (n) => (n.startsWith('F') ? 'firefox' : 'chromium'));
       t.note(`extensions per consumer: ${lines.join('; ')}`);
       const q = receiveQuality(snaps);
-      t.measure('mixed-room receive', `${q.streams} streams, jitter median ${fmt(median(q.jitterMs))} ms; lost ${q.lost} of ${q.lost + q.received}`);
+      t.measure('mixed-room receive', `${q.streams} streams, jitter median ${fmt(median(q.jitterMs))} ms; lost ${q.lost} of ${q.lost + q.received}; slowest stream ${fmt(snaps.minRate)} packets/s`);
       for (const u of users) await u.leave();
       await expectEmpty(t);
     },

@@ -28,7 +28,8 @@ export async function startPulse(dir) {
     '--use-pid-file=no',
     '--log-target=stderr',
     '-n',
-    '--load=module-null-sink sink_name=null',
+    // 48 kHz like Opus: Firefox's AudioContext takes the device's rate, so nothing resamples.
+    '--load=module-null-sink sink_name=null rate=48000',
     '--load=module-native-protocol-unix auth-anonymous=1',
   ];
   const child = trackChild(spawn('pulseaudio', args, { env, stdio: ['ignore', 'pipe', 'pipe'] }));
