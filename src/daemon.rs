@@ -144,7 +144,11 @@ pub fn run(config: Config) -> Result<(), String> {
             stopping: cluster_stop.1,
         });
         let cluster = cluster::Cluster::new(identity, setup);
-        control::serve(listener, shards, cors, events_rx, stop_rx, guard, cluster).await;
+        let site = control::Site {
+            cors_origin: cors,
+            demo_page: config.demo_page,
+        };
+        control::serve(listener, shards, site, events_rx, stop_rx, guard, cluster).await;
         sd_notify("STOPPING=1");
         Ok::<(), String>(())
     });

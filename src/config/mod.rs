@@ -254,6 +254,14 @@ pub struct Cli {
 
     #[command(flatten)]
     pub cluster: crate::cluster::config::ClusterArgs,
+    /// Serve the try-it page at `/` (join a channel from a browser; embedded, no network).
+    #[arg(
+        long,
+        env = "CHOIR_DEMO_PAGE",
+        value_name = "BOOL",
+        default_value = "true"
+    )]
+    pub demo_page: String,
 
     #[command(subcommand)]
     pub command: Option<crate::auth::Subcommand>,
@@ -297,6 +305,7 @@ pub struct Config {
     #[serde(skip)]
     pub test_faults: bool,
     pub cluster: crate::cluster::config::ClusterConfig,
+    pub demo_page: bool,
 }
 
 fn is_set<T, S: serde::Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
@@ -563,6 +572,16 @@ impl Config {
             .map_err(|e| bad("log", "--log", "CHOIR_LOG", &cli.log, &e.to_string()))?;
         let hardening = crate::control::limits::parse_hardening(cli, &bad)?;
         let cluster = crate::cluster::config::parse(&cli.cluster, &bad)?;
+        let demo_page = parse_bool(&cli.demo_page).ok_or_else(|| {
+            let why = "not a boolean (true/false)";
+            bad(
+                "demo_page",
+                "--demo-page",
+                "CHOIR_DEMO_PAGE",
+                &cli.demo_page,
+                why,
+            )
+        })?;
         Ok(Config {
             announced_ip,
             rtc_listen_ip,
@@ -588,6 +607,7 @@ impl Config {
             log_format: hardening.log_format,
             test_faults: hardening.test_faults,
             cluster,
+            demo_page,
         })
     }
 

@@ -3,6 +3,7 @@
 //! room's shard.
 
 mod conn;
+mod demo;
 pub mod guard;
 pub(crate) mod io;
 pub mod limits;
@@ -35,19 +36,32 @@ pub type RequestBody = http_body_util::Either<hyper::body::Incoming, http_body_u
 const DRAIN: Duration = Duration::from_secs(2);
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(15);
 
+/// What the HTTP side serves besides the voice API's rules (set from the configuration).
+pub struct Site {
+    /// `Access-Control-Allow-Origin` (`None`: no CORS headers).
+    pub cors_origin: Option<String>,
+    /// Serve the try-it page at `/` (`--demo-page`).
+    pub demo_page: bool,
+}
+
 /// Runs the control server until `stop` fires (or is dropped), then shuts the shards down and
 /// drains connections. Must run inside a glommio executor.
 pub async fn serve(
     listener: TcpListener,
     shards: Vec<ShardHandle>,
-    cors_origin: Option<String>,
+    site: Site,
     events: flume::Receiver<RoomEvent>,
     stop: flume::Receiver<()>,
     guard: guard::Guard,
     cluster: crate::cluster::Cluster,
 ) {
+    let Site {
+        cors_origin,
+        demo_page,
+    } = site;
     let ctx = Rc::new(Ctx {
         guard,
+        demo_page,
         shards,
         hub: Default::default(),
         cors_origin: cors_origin.and_then(|o| HeaderValue::from_str(&o).ok()),

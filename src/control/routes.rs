@@ -37,6 +37,8 @@ pub struct Ctx {
     pub started: std::time::Instant,
     pub guard: Guard,
     pub cluster: crate::cluster::Cluster,
+    /// Serve the try-it page at `/` (`--demo-page`).
+    pub demo_page: bool,
 }
 
 impl Ctx {
@@ -124,6 +126,9 @@ fn route_label(path: &str) -> &'static str {
     if path == "/metrics" {
         return "metrics";
     }
+    if super::demo::is_page_path(path) {
+        return "page";
+    }
     let first = path
         .strip_prefix("/api/voice/")
         .and_then(|rest| rest.split('/').next())
@@ -153,6 +158,12 @@ fn route_label(path: &str) -> &'static str {
 
 async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_string();
+    let page = ctx
+        .demo_page
+        .then(|| super::demo::serve(req.method(), &path, ctx.guard.auth.is_some()));
+    if let Some(reply) = page.flatten() {
+        return reply;
+    }
     if path == "/metrics" {
         if req.method() != Method::GET {
             return Err(ApiError::new(405, "/metrics takes GET"));

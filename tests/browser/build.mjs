@@ -1,4 +1,5 @@
-// Bundles the test page (src/page.js + mediasoup-client) into dist/ with esbuild.
+// Bundles the test page (src/page.js + mediasoup-client) into dist/ with esbuild, and the probe
+// that the driver puts into choir's own try-it page (src/probe.js).
 //   node build.mjs
 import { copyFile, mkdir } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
@@ -7,17 +8,17 @@ import * as esbuild from 'esbuild';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
-/** Builds dist/index.html + dist/page.js; returns the dist directory. */
+/** Builds dist/index.html, dist/page.js and dist/probe.js; returns the dist directory. */
 export async function buildPage({ minify = false } = {}) {
   const dist = path.join(here, 'dist');
   await mkdir(dist, { recursive: true });
   await esbuild.build({
-    entryPoints: [path.join(here, 'src', 'page.js')],
-    outfile: path.join(dist, 'page.js'),
+    entryPoints: [path.join(here, 'src', 'page.js'), path.join(here, 'src', 'probe.js')],
+    outdir: dist,
     bundle: true,
     format: 'iife',
     platform: 'browser',
-    target: 'chrome120',
+    target: ['chrome120', 'firefox115'],
     sourcemap: 'inline',
     minify,
     logLevel: 'warning',

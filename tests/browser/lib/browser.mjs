@@ -102,6 +102,14 @@ export async function launchBrowser({ executablePath, headed, pageUrl, fakeAudio
     return user;
   }
 
+  /** A tab at `url` in a browser context of its own (a page other than the test page). */
+  async function openPage(url, { viewport = { width: 1000, height: 800 } } = {}) {
+    const context = await browser.newContext({ viewport });
+    const page = await context.newPage();
+    await withTimeout(page.goto(url, { timeout: 15000 }), 20000, `loading ${url}`);
+    return page;
+  }
+
   /** Closes the tabs, then ends Chromium (SIGTERM, SIGKILL after 10 s); resolves to its exit. */
   async function close() {
     for (const user of users) if (!user.closed) await user.page.context().close().catch(() => {});
@@ -110,7 +118,7 @@ export async function launchBrowser({ executablePath, headed, pageUrl, fakeAudio
     return exited;
   }
 
-  return { version: browser.version(), openUser, users, close };
+  return { kind: 'chromium', version: browser.version(), openUser, openPage, users, close };
 }
 
 /** One browser tab running the test page. */

@@ -6,6 +6,24 @@ import { HEARD_RMS } from './audio.js';
 import { RTCService } from './rtcService.js';
 import { SFUService } from './sfuService.js';
 
+/**
+ * Every RTCPeerConnection mediasoup-client makes: negotiated() reads the browser's own answer on
+ * the recv transport (Firefox leaves RTCRtpReceiver.getParameters().headerExtensions empty).
+ */
+const peerConnections = [];
+window.RTCPeerConnection = class extends window.RTCPeerConnection {
+  constructor(...args) {
+    super(...args);
+    peerConnections.push(this);
+  }
+};
+
+/** The header extensions ({uri, id}) of the m-section `mid` in `sdp`. */
+function extmapsOf(sdp, mid) {
+  const section = (sdp ?? '').split(/\r\n(?=m=)/).find((m) => m.split('\r\n').includes(`a=mid:${mid}`)) ?? '';
+  return [...section.matchAll(/^a=extmap:(\d+)(?:\/\w+)? (\S+)/gm)].map((m) => ({ uri: m[2], id: Number(m[1]) }));
+}
+
 const logs = [];
 function log(tag, message) {
   const line = `${(performance.now() / 1000).toFixed(3)} ${tag}: ${message}`;
@@ -79,6 +97,7 @@ function summarize(report) {
         bytesReceived: s.bytesReceived,
         jitterBufferDelay: s.jitterBufferDelay,
         jitterBufferEmittedCount: s.jitterBufferEmittedCount,
+        timestamp: s.timestamp,
       });
     } else if (s.type === 'outbound-rtp' && s.kind === 'audio') {
       out.outbound.push({ ssrc: s.ssrc, packetsSent: s.packetsSent, bytesSent: s.bytesSent });
@@ -223,6 +242,28 @@ window.choir = {
       producer: sfu?.audioProducer ? summarize(await sfu.audioProducer.getStats()) : null,
       send: sfu?.sendTransport && !sfu.sendTransport.closed ? summarize(await sfu.sendTransport.getStats()) : null,
       recv: sfu?.recvTransport && !sfu.recvTransport.closed ? summarize(await sfu.recvTransport.getStats()) : null,
+    };
+  },
+
+  /**
+   * The header extensions in play ({uri, id}): this device's receive capabilities, what its
+   * producer sends, and per consumer what choir's `consume` reply gave and what the browser
+   * accepted from it (its SDP answer on the recv transport).
+   */
+  negotiated() {
+    const ext = (list) => (list ?? []).map(({ uri, id }) => ({ uri, id }));
+    const answer = peerConnections.find((pc) => pc.signalingState !== 'closed' && pc.localDescription?.type === 'answer');
+    return {
+      recvCaps: sfu.device.recvRtpCapabilities.headerExtensions
+        .filter((e) => e.kind === 'audio')
+        .map((e) => ({ uri: e.uri, id: e.preferredId })),
+      producer: ext(sfu.audioProducer?.rtpParameters.headerExtensions),
+      consumers: [...sfu.consumers].map(([producerId, { consumer, userId }]) => ({
+        userId,
+        producerId,
+        choir: ext(consumer.rtpParameters.headerExtensions),
+        receiver: extmapsOf(answer?.localDescription.sdp, consumer.rtpParameters.mid),
+      })),
     };
   },
 
