@@ -9,6 +9,7 @@
 //!
 //! Nothing here allocates.
 
+pub mod audio_level;
 mod extension;
 mod sequence;
 #[cfg(test)]
@@ -16,6 +17,7 @@ mod tests;
 
 use std::fmt;
 
+pub use audio_level::{audio_level, opus_ticks};
 pub use extension::{
     ExtensionMap, Extensions, EXTENSION_MAP_HIGH_CAPACITY, PROFILE_ONE_BYTE, PROFILE_TWO_BYTE,
 };
