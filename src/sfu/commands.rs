@@ -32,6 +32,7 @@ impl Sfu {
                 channel_id.to_string(),
                 Room {
                     participants: Default::default(),
+                    dominant: Default::default(),
                 },
             );
         }
@@ -205,6 +206,7 @@ impl Sfu {
             }
         }
         let id = new_id();
+        let speaker = super::speaking::Speaker::new(&rtp, &self.limits.speaking);
         let producer = Producer {
             id: id.clone(),
             channel_id: req.channel_id.clone(),
@@ -215,6 +217,7 @@ impl Sfu {
             paused: req.paused,
             stats: None,
             consumers: Vec::new(),
+            speaker,
         };
         let key = self.producers.insert(producer);
         self.producer_ids.insert(id.clone(), key);
@@ -333,6 +336,8 @@ impl Sfu {
                     user_id: uid.clone(),
                     producer_id: self.producers[k].id.clone(),
                     kind: "audio".into(),
+                    speaking: self.producers[k].speaker.is_speaking(),
+                    paused: self.producers[k].paused,
                 })
             })
             .collect();
@@ -358,6 +363,11 @@ impl Sfu {
         if p.paused == paused {
             return Ok(());
         }
+        if paused {
+            // speakingChanged false goes before producerPaused.
+            self.stop_speaking(pk);
+        }
+        let p = &mut self.producers[pk];
         p.paused = paused;
         if !paused {
             for &ck in &p.consumers {
@@ -431,6 +441,7 @@ impl Sfu {
             }
         }
         for pk in t.producers {
+            self.stop_speaking(pk);
             let Some(p) = self.producers.try_remove(pk) else {
                 continue;
             };
@@ -443,12 +454,11 @@ impl Sfu {
                     ct.consumers.retain(|&k| k != ck);
                 }
             }
-            if let Some(part) = self
-                .rooms
-                .get_mut(&p.channel_id)
-                .and_then(|r| r.participants.get_mut(&p.user_id))
-            {
-                part.producer = None;
+            if let Some(room) = self.rooms.get_mut(&p.channel_id) {
+                room.dominant.forget(pk);
+                if let Some(part) = room.participants.get_mut(&p.user_id) {
+                    part.producer = None;
+                }
             }
             self.events.push(RoomEvent {
                 channel_id: p.channel_id.clone(),

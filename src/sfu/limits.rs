@@ -16,12 +16,13 @@ pub struct TransportStates {
     pub connected: u64,
 }
 
-/// Room limits of one shard; 0 means no limit.
+/// Room limits of one shard (0 means no limit), and how its rooms detect speaking.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RoomLimits {
     /// This shard's share of the process's room limit.
     pub max_rooms: u32,
     pub max_room_participants: u32,
+    pub speaking: super::SpeakingSettings,
 }
 
 impl Sfu {

@@ -8,9 +8,11 @@
 
 mod commands;
 pub mod counters;
+mod dominant;
 mod forward;
 mod limits;
 mod rtcp_reports;
+mod speaking;
 pub mod transport;
 
 use std::collections::HashMap;
@@ -28,6 +30,7 @@ use crate::rtp::{ExtensionMap, SequenceMapper};
 
 pub use counters::Counters;
 pub use limits::{RoomLimits, TransportStates};
+pub use speaking::SpeakingSettings;
 pub use transport::Transport;
 
 /// Index of a transport in its shard (stable while the transport lives).
@@ -84,6 +87,7 @@ pub const BUFFER_SIZE: usize = 2048;
 
 struct Room {
     participants: HashMap<String, Participant>,
+    dominant: dominant::Dominant,
 }
 
 #[derive(Default)]
@@ -104,6 +108,7 @@ struct Producer {
     paused: bool,
     stats: Option<ReceiveStats>,
     consumers: Vec<ConsumerKey>,
+    speaker: speaking::Speaker,
 }
 
 struct Consumer {
@@ -145,6 +150,7 @@ pub struct Sfu {
     /// A wall-clock reading and the `Instant` it was taken at, for NTP times in reports.
     epoch: (Instant, SystemTime),
     limits: RoomLimits,
+    speaking_clock: speaking::SpeakingClock,
 }
 
 impl Sfu {
@@ -166,6 +172,7 @@ impl Sfu {
             rtcp_slice: 0,
             epoch: (now, SystemTime::now()),
             limits: RoomLimits::default(),
+            speaking_clock: Default::default(),
         }
     }
 
@@ -214,10 +221,14 @@ impl Sfu {
     /// The earliest instant [`Sfu::handle_timeout`] has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let transports = self.transports.iter().filter_map(|(_, t)| t.poll_timeout());
-        transports.chain(self.next_rtcp).min()
+        transports
+            .chain(self.next_rtcp)
+            .chain(self.speaking_poll_timeout())
+            .min()
     }
 
-    /// Runs timers: ICE consent, DTLS retransmission and handshake deadlines, RTCP reports.
+    /// Runs timers: ICE consent, DTLS retransmission and handshake deadlines, RTCP reports,
+    /// speaking indicators.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut impl Egress) {
         let mut failed = Vec::new();
         for (key, t) in self.transports.iter_mut() {
@@ -250,6 +261,7 @@ impl Sfu {
             self.send_reports(now, self.rtcp_slice, out);
             self.rtcp_slice = (self.rtcp_slice + 1) % RTCP_SLICES;
         }
+        self.speaking_timeout(now);
     }
 
     /// A transport failed (DTLS) or lost consent: close it, and on consent loss remove its
