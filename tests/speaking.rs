@@ -284,7 +284,10 @@ fn bursts_turn_on_and_off_with_a_dominant_speaker_that_follows() {
         };
         assert!(delay <= bound, "{user} {on}: {delay:?} > {bound:?}: {v}");
         if *on {
-            assert!(v["volume"].as_i64().unwrap() >= -22, "{v}");
+            // The window that starts speaking is at least 40 % loud (of its wall-clock time; a
+            // little less of the packets that arrived in it): its mean power is about 4 dB
+            // under the loud level at most.
+            assert!(v["volume"].as_i64().unwrap() >= -(LOUD as i64) - 5, "{v}");
         }
         eprintln!("{user} speaking {on}: {delay:?} after the gate");
     }

@@ -38,13 +38,13 @@ pub fn opus_ticks(payload: &[u8]) -> u32 {
     let Some(&toc) = payload.first() else {
         return 0;
     };
-    let config = toc >> 3;
-    // Frame length in 2.5 ms units: SILK 10/20/40/60 ms, Hybrid 10/20 ms, CELT 2.5/5/10/20 ms.
-    let units: u32 = match config {
-        0..=11 => [4, 8, 16, 24][usize::from(config & 3)],
-        12..=15 => [4, 8][usize::from(config & 1)],
-        _ => [1, 2, 4, 8][usize::from(config & 3)],
-    };
+    // Frame length by configuration, in 2.5 ms units: SILK 10/20/40/60 ms, Hybrid 10/20 ms,
+    // CELT 2.5/5/10/20 ms.
+    const UNITS: [u8; 32] = [
+        4, 8, 16, 24, 4, 8, 16, 24, 4, 8, 16, 24, 4, 8, 4, 8, 1, 2, 4, 8, 1, 2, 4, 8, 1, 2, 4, 8,
+        1, 2, 4, 8,
+    ];
+    let units = u32::from(UNITS[usize::from(toc >> 3)]);
     let frames = match toc & 3 {
         0 => 1,
         1 | 2 => 2,
@@ -97,6 +97,39 @@ mod tests {
         let p = [0x80, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7, 0xf8];
         let h = parse(&p).unwrap();
         assert_eq!(audio_level(&h, &p, 1), None);
+    }
+
+    /// `RtpHeader::extension` goes through the layout `parse` recorded; it must find what a
+    /// walk over the bytes finds, in both forms, with padding, after an id-15 stop, and past the
+    /// layout's capacity.
+    #[test]
+    fn layout_lookup_matches_the_walk() {
+        let blocks: Vec<(u16, Vec<u8>)> = vec![
+            (0xBEDE, vec![0x10, 7, 0, 0x21, 1, 2, 0, 0]),
+            (0xBEDE, vec![0, 0, 0x30, 9, 0xf0, 0x10, 5, 0]),
+            (
+                0xBEDE,
+                (1..=12u8)
+                    .flat_map(|id| [id << 4, id])
+                    .chain([0, 0, 0, 0])
+                    .collect(),
+            ),
+            (0x1000, vec![1, 1, 5, 0, 2, 3, 1, 2, 3, 0, 0, 0]),
+            (0x1000, vec![3, 0, 200, 2, 1, 2, 0, 0]),
+            (0x1234, vec![0x10, 7, 0, 0]),
+        ];
+        for (profile, block) in blocks {
+            let p = packet(profile, &block);
+            let h = parse(&p).unwrap();
+            for id in 0..=255u8 {
+                let walked = h.extensions(&p).find(|&(i, _)| i == id).map(|(_, d)| d);
+                assert_eq!(
+                    h.extension(&p, id),
+                    walked,
+                    "{profile:#x} {block:?} id {id}"
+                );
+            }
+        }
     }
 
     #[test]
