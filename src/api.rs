@@ -191,6 +191,9 @@ pub struct ProducerInfo {
     pub user_id: String,
     pub producer_id: String,
     pub kind: String,
+    /// Speaking now (see the README's speaking indicators), for a late joiner.
+    pub speaking: bool,
+    pub paused: bool,
 }
 
 /// Counts reported by `health` (summed over shards).
@@ -249,6 +252,32 @@ pub enum Event {
         transport_id: String,
         reason: String,
     },
+    /// A producer started or stopped speaking (to everyone, the speaker included). `volume`:
+    /// the window's mean level in dBov (−127..=0).
+    #[serde(rename_all = "camelCase")]
+    SpeakingChanged {
+        user_id: String,
+        producer_id: String,
+        speaking: bool,
+        volume: i8,
+    },
+    /// The room's dominant speaker changed (to everyone).
+    #[serde(rename_all = "camelCase")]
+    DominantSpeaker {
+        user_id: String,
+        producer_id: String,
+    },
+    /// The audible producers' levels, loudest first; only to streams opened with `?levels=1`.
+    AudioLevels { levels: Vec<LevelEntry> },
+}
+
+/// An entry of `audioLevels`.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LevelEntry {
+    pub user_id: String,
+    /// dBov, −127..=0.
+    pub volume: i8,
 }
 
 impl Event {
@@ -261,6 +290,9 @@ impl Event {
             Event::ProducerResumed { .. } => "producerResumed",
             Event::ParticipantLeft { .. } => "participantLeft",
             Event::TransportClosed { .. } => "transportClosed",
+            Event::SpeakingChanged { .. } => "speakingChanged",
+            Event::DominantSpeaker { .. } => "dominantSpeaker",
+            Event::AudioLevels { .. } => "audioLevels",
         }
     }
 }
@@ -272,6 +304,8 @@ pub enum Audience {
     Others(String),
     /// Only this user.
     Only(String),
+    /// Everyone in the room.
+    All,
 }
 
 /// An event leaving a shard for the control server's subscribers.

@@ -26,6 +26,7 @@ pub fn run(config: Config) -> Result<(), String> {
         max_rooms: config.limits.rooms_per_shard(config.shards),
         max_room_participants: config.limits.max_room_participants,
         join_timeout: config.join_timeout,
+        speaking: config.speaking,
     };
     // Cluster mode: Redis must answer (and accept the password) before anything starts.
     let store = match &config.cluster.redis_url {

@@ -381,6 +381,30 @@ impl Collector for Snapshot {
             "Rooms removed for having had no participant within the join timeout",
             self.per_shard(|s| s.counters.rooms_expired),
         )?;
+        let speaking = self.shards.iter().flat_map(|s| {
+            [
+                ("on", s.counters.speaking_started),
+                ("off", s.counters.speaking_stopped),
+            ]
+            .map(|(to, n)| {
+                (
+                    vec![("shard", s.shard.to_string()), ("to", to.to_string())],
+                    n,
+                )
+            })
+        });
+        counter(
+            &mut e,
+            "choir_speaking_transitions",
+            "Producers that started (to=on) or stopped (to=off) speaking",
+            speaking,
+        )?;
+        counter(
+            &mut e,
+            "choir_dominant_speaker_changes",
+            "Changes of a room's dominant speaker",
+            self.per_shard(|s| s.counters.dominant_changes),
+        )?;
         let drops = self.shards.iter().flat_map(|s| {
             s.counters.drops.iter().map(|((layer, reason), n)| {
                 (
@@ -502,6 +526,7 @@ mod tests {
     fn renders_labelled_families() {
         let mut counters = Counters {
             rtp_forwarded: 42,
+            speaking_started: 2,
             ..Counters::default()
         };
         counters.drop("srtp", "auth_failed");
@@ -527,6 +552,8 @@ mod tests {
         for line in [
             "choir_rooms{shard=\"1\"} 3.0",
             "choir_rtp_forwarded_total{shard=\"1\"} 42",
+            "choir_speaking_transitions_total{shard=\"1\",to=\"on\"} 2",
+            "choir_dominant_speaker_changes_total{shard=\"1\"} 0",
             "choir_drops_total{shard=\"1\",layer=\"srtp\",reason=\"auth_failed\"} 1",
             "choir_event_loop_lag_seconds{shard=\"1\"} 0.0015",
             "choir_shard_up{shard=\"0\"} 0.0",

@@ -113,7 +113,7 @@ fn full_flow_with_contract_bodies() {
     assert_eq!(s, 200);
     assert_eq!(
         v,
-        json!({"producers":[{"userId":"alice","producerId":producer_a,"kind":"audio"}]})
+        json!({"producers":[{"userId":"alice","producerId":producer_a,"kind":"audio","speaking":false,"paused":false}]})
     );
     let (_, v) = d.get("producers/c1/alice");
     assert_eq!(v["producers"][0]["producerId"], producer_b.as_str());

@@ -6,6 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+mod speaking;
 mod values;
 
 pub use values::parse_duration;
@@ -239,6 +240,44 @@ pub struct Cli {
     )]
     pub log_format: String,
 
+    /// Speaking indicators: the window after which each producer's speaking state is decided
+    /// (0 turns speaking detection off).
+    #[arg(
+        long,
+        env = "CHOIR_SPEAKING_INTERVAL",
+        value_name = "DURATION",
+        default_value = "200ms"
+    )]
+    pub speaking_interval: String,
+
+    /// A packet is loud when its RFC 6464 audio level is at or above this (dBov, -127..0).
+    #[arg(
+        long,
+        env = "CHOIR_SPEAKING_THRESHOLD",
+        value_name = "DBOV",
+        default_value = "-40",
+        allow_hyphen_values = true
+    )]
+    pub speaking_threshold: String,
+
+    /// Share of a window that must be loud to start speaking (0-1, e.g. 0.4 or 40%).
+    #[arg(
+        long,
+        env = "CHOIR_SPEAKING_RATIO",
+        value_name = "SHARE",
+        default_value = "0.4"
+    )]
+    pub speaking_ratio: String,
+
+    /// Speaking stops after this long without a loud window (rounded up to whole windows).
+    #[arg(
+        long,
+        env = "CHOIR_SPEAKING_HANG",
+        value_name = "DURATION",
+        default_value = "600ms"
+    )]
+    pub speaking_hang: String,
+
     /// Test only: enables POST /api/voice/test/panic-shard/:n (fault tests). Never in production.
     #[arg(
         long,
@@ -302,6 +341,7 @@ pub struct Config {
     pub metrics_token: Option<String>,
     pub limits: crate::control::limits::Limits,
     pub log_format: crate::logging::LogFormat,
+    pub speaking: crate::sfu::SpeakingSettings,
     #[serde(skip)]
     pub test_faults: bool,
     pub cluster: crate::cluster::config::ClusterConfig,
@@ -582,6 +622,7 @@ impl Config {
                 why,
             )
         })?;
+        let speaking = speaking::parse(cli, &bad)?;
         Ok(Config {
             announced_ip,
             rtc_listen_ip,
@@ -605,6 +646,7 @@ impl Config {
             metrics_token: hardening.metrics_token,
             limits: hardening.limits,
             log_format: hardening.log_format,
+            speaking,
             test_faults: hardening.test_faults,
             cluster,
             demo_page,

@@ -207,7 +207,7 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The value of `name` in a query string (`+` and percent-escapes decoded).
-fn query_param(query: &str, name: &str) -> Option<String> {
+pub(super) fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
         (k == name).then(|| super::routes::percent_decode(&v.replace('+', " ")).ok())?

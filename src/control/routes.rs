@@ -268,7 +268,22 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, ApiE
                     "user {user_id:?} already has {max} open event streams"
                 )));
             }
-            Ok(events(ctx, channel_id, user_id))
+            // `?levels=1`: this stream also gets `audioLevels`.
+            let levels = match req
+                .uri()
+                .query()
+                .and_then(|q| super::guard::query_param(q, "levels"))
+                .as_deref()
+            {
+                None | Some("0") | Some("false") => false,
+                Some("1") | Some("true") => true,
+                Some(other) => {
+                    return Err(ApiError::bad_request(format!(
+                        "levels must be 1 or 0, not {other:?}"
+                    )))
+                }
+            };
+            Ok(events(ctx, channel_id, user_id, levels))
         }
         ["create-transport"] => {
             let body: CreateTransportRequest = read_json(req).await?;
@@ -444,8 +459,11 @@ async fn test_panic(ctx: &Ctx, n: &str) -> Result<Response<Body>, ApiError> {
     Ok(ok(&json!({"success": true})))
 }
 
-fn events(ctx: &Ctx, channel_id: &str, user_id: &str) -> Response<Body> {
-    let rx = ctx.hub.borrow_mut().subscribe(channel_id, user_id);
+fn events(ctx: &Ctx, channel_id: &str, user_id: &str, levels: bool) -> Response<Body> {
+    let rx = ctx
+        .hub
+        .borrow_mut()
+        .subscribe_with(channel_id, user_id, levels);
     let stream = futures_lite::StreamExt::map(rx.into_stream(), |b| {
         Ok::<_, std::convert::Infallible>(Frame::data(b))
     });

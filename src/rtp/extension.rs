@@ -178,6 +178,36 @@ pub(super) fn scan(profile: u16, block: &[u8]) -> Result<Layout, RtpError> {
     Ok(layout)
 }
 
+/// The data of element `id` in an RFC 8285 block, found through the layout [`scan`] recorded
+/// (no walk over the bytes): `Some(None)` when absent, `None` when the layout is incomplete
+/// or the profile is not RFC 8285 (then walk with [`Extensions`]).
+#[inline]
+pub(super) fn find<'a>(
+    profile: u16,
+    block: &'a [u8],
+    layout: &Layout,
+    id: u8,
+) -> Option<Option<&'a [u8]>> {
+    let form = Form::of(profile)?;
+    if !layout.complete {
+        return None;
+    }
+    for start in layout.starts() {
+        let Some(&first) = block.get(start) else {
+            return Some(None);
+        };
+        if form.id(first) != id {
+            continue;
+        }
+        let (data, len) = match form {
+            Form::OneByte => (start + 1, usize::from(first & 0x0f) + 1),
+            Form::TwoByte => (start + 2, usize::from(*block.get(start + 1)?)),
+        };
+        return Some(block.get(data..data + len));
+    }
+    Some(None)
+}
+
 /// Iterator over the RFC 8285 elements of a block as `(id, data)`; see
 /// [`RtpHeader::extensions`](super::RtpHeader::extensions). Stops at the first malformed
 /// element.

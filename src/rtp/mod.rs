@@ -9,6 +9,7 @@
 //!
 //! Nothing here allocates.
 
+pub mod audio_level;
 mod extension;
 mod sequence;
 #[cfg(test)]
@@ -16,6 +17,7 @@ mod tests;
 
 use std::fmt;
 
+pub use audio_level::{audio_level, opus_ticks};
 pub use extension::{
     ExtensionMap, Extensions, EXTENSION_MAP_HIGH_CAPACITY, PROFILE_ONE_BYTE, PROFILE_TWO_BYTE,
 };
@@ -194,6 +196,11 @@ impl RtpHeader {
     /// (§4.2, ids 1..=14) or the two-byte form (§4.3, ids 1..=255). `None` when absent or when
     /// the block uses another profile.
     pub fn extension<'a>(&self, packet: &'a [u8], id: u8) -> Option<&'a [u8]> {
+        let ext = self.extension.as_ref()?;
+        let block = packet.get(ext.start..ext.end)?;
+        if let Some(found) = extension::find(ext.profile, block, &ext.layout, id) {
+            return found;
+        }
         self.extensions(packet)
             .find(|&(element_id, _)| element_id == id)
             .map(|(_, data)| data)

@@ -201,6 +201,7 @@ impl Sfu {
             }
         }
         let id = new_id();
+        let speaker = super::speaking::Speaker::new(&rtp, &self.limits.speaking);
         let producer = Producer {
             id: id.clone(),
             channel_id: req.channel_id.clone(),
@@ -211,6 +212,7 @@ impl Sfu {
             paused: req.paused,
             stats: None,
             consumers: Vec::new(),
+            speaker,
         };
         let key = self.producers.insert(producer);
         self.producer_ids.insert(id.clone(), key);
@@ -329,6 +331,8 @@ impl Sfu {
                     user_id: uid.clone(),
                     producer_id: self.producers[k].id.clone(),
                     kind: "audio".into(),
+                    speaking: self.producers[k].speaker.is_speaking(),
+                    paused: self.producers[k].paused,
                 })
             })
             .collect();
@@ -354,6 +358,11 @@ impl Sfu {
         if p.paused == paused {
             return Ok(());
         }
+        if paused {
+            // speakingChanged false goes before producerPaused.
+            self.stop_speaking(pk);
+        }
+        let p = &mut self.producers[pk];
         p.paused = paused;
         if !paused {
             for &ck in &p.consumers {
@@ -427,6 +436,7 @@ impl Sfu {
             }
         }
         for pk in t.producers {
+            self.stop_speaking(pk);
             let Some(p) = self.producers.try_remove(pk) else {
                 continue;
             };
@@ -439,12 +449,11 @@ impl Sfu {
                     ct.consumers.retain(|&k| k != ck);
                 }
             }
-            if let Some(part) = self
-                .rooms
-                .get_mut(&p.channel_id)
-                .and_then(|r| r.participants.get_mut(&p.user_id))
-            {
-                part.producer = None;
+            if let Some(room) = self.rooms.get_mut(&p.channel_id) {
+                room.dominant.forget(pk);
+                if let Some(part) = room.participants.get_mut(&p.user_id) {
+                    part.producer = None;
+                }
             }
             self.events.push(RoomEvent {
                 channel_id: p.channel_id.clone(),

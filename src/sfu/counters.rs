@@ -31,6 +31,10 @@ pub struct Counters {
     pub rtcp_received: u64,
     pub rtcp_receiver_reports: u64,
     pub rtcp_sent: u64,
+    /// Speaking transitions (`speakingChanged` true / false) and dominant speaker changes.
+    pub speaking_started: u64,
+    pub speaking_stopped: u64,
+    pub dominant_changes: u64,
     #[serde(serialize_with = "dotted")]
     pub drops: BTreeMap<(&'static str, &'static str), u64>,
 }
@@ -86,6 +90,9 @@ impl Counters {
         self.rtcp_received += o.rtcp_received;
         self.rtcp_receiver_reports += o.rtcp_receiver_reports;
         self.rtcp_sent += o.rtcp_sent;
+        self.speaking_started += o.speaking_started;
+        self.speaking_stopped += o.speaking_stopped;
+        self.dominant_changes += o.dominant_changes;
         for (k, v) in &o.drops {
             *self.drops.entry(*k).or_insert(0) += v;
         }

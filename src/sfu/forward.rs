@@ -107,6 +107,9 @@ impl Sfu {
         if producer.paused {
             return self.counters.drop("rtp", "producer_paused");
         }
+        producer
+            .speaker
+            .on_packet(&header, packet, &mut self.counters);
         let len = packet.len();
         let payload_len = header.payload_len as u32;
         for &ck in &producer.consumers {

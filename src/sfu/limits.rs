@@ -16,7 +16,7 @@ pub struct TransportStates {
     pub connected: u64,
 }
 
-/// Room limits of one shard; 0 means no limit.
+/// Room limits of one shard (0 means no limit), and how its rooms detect speaking.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RoomLimits {
     /// This shard's share of the process's room limit.
@@ -24,6 +24,7 @@ pub struct RoomLimits {
     pub max_room_participants: u32,
     /// The join deadline (see `super::deadline`); zero: none.
     pub join_timeout: std::time::Duration,
+    pub speaking: super::SpeakingSettings,
 }
 
 impl Sfu {

@@ -9,9 +9,11 @@
 mod commands;
 pub mod counters;
 mod deadline;
+mod dominant;
 mod forward;
 mod limits;
 mod rtcp_reports;
+mod speaking;
 pub mod transport;
 
 use std::collections::HashMap;
@@ -29,6 +31,7 @@ use crate::rtp::{ExtensionMap, SequenceMapper};
 
 pub use counters::Counters;
 pub use limits::{RoomLimits, TransportStates};
+pub use speaking::SpeakingSettings;
 pub use transport::Transport;
 
 /// Index of a transport in its shard (stable while the transport lives).
@@ -88,6 +91,7 @@ struct Room {
     participants: HashMap<String, Participant>,
     /// The last successful API call for the room (see [`deadline`]).
     touched: Option<Instant>,
+    dominant: dominant::Dominant,
 }
 
 #[derive(Default)]
@@ -110,6 +114,7 @@ struct Producer {
     paused: bool,
     stats: Option<ReceiveStats>,
     consumers: Vec<ConsumerKey>,
+    speaker: speaking::Speaker,
 }
 
 struct Consumer {
@@ -153,6 +158,7 @@ pub struct Sfu {
     limits: RoomLimits,
     /// When the join deadlines are checked next (see [`deadline`]).
     next_join_check: Option<Instant>,
+    speaking_clock: speaking::SpeakingClock,
 }
 
 impl Sfu {
@@ -175,6 +181,7 @@ impl Sfu {
             epoch: (now, SystemTime::now()),
             limits: RoomLimits::default(),
             next_join_check: None,
+            speaking_clock: Default::default(),
         }
     }
 
@@ -235,11 +242,12 @@ impl Sfu {
         transports
             .chain(self.next_rtcp)
             .chain(self.next_join_check())
+            .chain(self.speaking_poll_timeout())
             .min()
     }
 
     /// Runs timers: ICE consent, DTLS retransmission and handshake deadlines, RTCP reports, join
-    /// deadlines.
+    /// deadlines, speaking indicators.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut impl Egress) {
         let mut failed = Vec::new();
         for (key, t) in self.transports.iter_mut() {
@@ -273,6 +281,7 @@ impl Sfu {
             self.rtcp_slice = (self.rtcp_slice + 1) % RTCP_SLICES;
         }
         self.expire_joins(now);
+        self.speaking_timeout(now);
     }
 
     /// A transport failed (DTLS) or lost consent: close it, and on consent loss remove its

@@ -81,14 +81,13 @@ async function twoPeople(t, kind, tones, addListener) {
   await expectHears(ben, { ana: tones.ana }, 1500);
   await expectList(ana, ['ben']);
   await expectList(ben, ['ana']);
-  // Speaking indicators, once choir has speaking state (GET /producers entries say `speaking`).
-  const listed = await t.choir.get(`/producers/${encodeURIComponent(t.channel)}/ben`);
-  if (listed.producers.length && listed.producers.every((p) => 'speaking' in p)) {
-    await expectList(ben, ['ana'], (x) => x.speaking && x.what.startsWith('speaking'));
-    t.note("speaking events: ben's page shows ana speaking");
-  } else {
-    t.note('choir reports no speaking state yet (GET /producers has no "speaking"): the page shows presence');
-  }
+  // Speaking indicators: ana's fake microphone plays a steady tone, so ben's page lights her ring.
+  await eventually("GET /producers for ben lists ana's producer as speaking", 3000, async () => {
+    const { producers } = await t.choir.get(`/producers/${encodeURIComponent(t.channel)}/ben`);
+    check(producers.length === 1 && producers[0].speaking === true, JSON.stringify(producers));
+  });
+  await expectList(ben, ['ana'], (x) => x.speaking && x.what.startsWith('speaking'));
+  t.note("speaking events: ben's page shows ana speaking");
   await expectPanel(t, ana, ['ben']);
   await expectPanel(t, ben, ['ana']);
   if (listener) {

@@ -8,6 +8,7 @@ import {
   waitHearing,
 } from './lib/checks.mjs';
 import { check, eventually, fmt, median, sleep } from './lib/util.mjs';
+import { speakingScenarios } from './speaking.mjs';
 
 /** Opens one tab per name and joins them one after the other (tone i for the i-th name). */
 async function joinInOrder(t, names, tones = {}) {
@@ -311,6 +312,7 @@ export const scenarios = [
       await expectEmpty(t);
     },
   },
+  ...speakingScenarios,
 ];
 
 /** `n` users in one room; every one must hear every other one at its frequency. */

@@ -15,11 +15,16 @@ export function currentAudioContext() {
   return context;
 }
 
+/** The GainNode of the last tone made (the speaking scenarios gate it). */
+let toneAmp = null;
+export const toneGain = () => toneAmp;
+
 /** A live audio track carrying a sine tone: OscillatorNode -> MediaStreamAudioDestinationNode. */
 export async function toneTrack(frequency, gain = 0.3) {
   const ctx = await audioContext();
   const osc = new OscillatorNode(ctx, { type: 'sine', frequency });
   const amp = new GainNode(ctx, { gain });
+  toneAmp = amp;
   const dest = ctx.createMediaStreamDestination();
   osc.connect(amp).connect(dest);
   osc.start();

@@ -2,7 +2,7 @@
 // `window.choir`. The driver calls them with Playwright's page.evaluate.
 
 import { calls, createApiClient } from './api.js';
-import { HEARD_RMS } from './audio.js';
+import { currentAudioContext, HEARD_RMS, toneGain } from './audio.js';
 import { RTCService } from './rtcService.js';
 import { SFUService } from './sfuService.js';
 
@@ -135,13 +135,13 @@ function summarize(report) {
 window.choir = {
   HEARD_RMS,
 
-  async join({ api, channelId, userId, tone, mic }) {
+  async join({ api, channelId, userId, tone, mic, gain, dtx }) {
     if (rtc?.joinedAt && !rtc.left) throw new Error('already joined');
     const apiClient = createApiClient(api);
     sfu = new SFUService(apiClient, log);
     rtc = new RTCService(sfu, log);
     t0 = performance.now();
-    await rtc.joinVoiceChannel(channelId, userId, { tone, mic });
+    await rtc.joinVoiceChannel(channelId, userId, { tone, mic, gain, dtx });
     return { joinMs: round(performance.now() - t0), producerId: sfu.audioProducer.id };
   },
 
@@ -265,6 +265,21 @@ window.choir = {
         receiver: extmapsOf(answer?.localDescription.sdp, consumer.rtpParameters.mid),
       })),
     };
+  },
+
+  /**
+   * Sets the published tone's gain 20 ms ahead on the audio clock and resolves to the wall-clock
+   * time (Date.now(), ms) at which the context rendered that instant: the ground truth of the
+   * speaking scenarios, right even when a loaded machine stalls the audio thread.
+   */
+  async gate(gain) {
+    const amp = toneGain();
+    const ctx = currentAudioContext();
+    const at = ctx.currentTime + 0.02;
+    amp.gain.cancelScheduledValues(0);
+    amp.gain.setValueAtTime(gain, at);
+    while (ctx.currentTime < at) await sleep(1);
+    return Date.now();
   },
 
   calls: () => calls.map((c) => ({ ...c, started: round(c.started - (t0 ?? 0)), ms: round(c.ms) })),

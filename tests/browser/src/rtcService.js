@@ -22,8 +22,9 @@ export class RTCService {
   }
 
   /**
-   * @param {{ tone?: number, mic?: boolean }} source  a tone frequency, or the microphone
-   *   (`getUserMedia` with the plan's constraints; Chromium's fake capture device in tests).
+   * @param {{ tone?: number, mic?: boolean, gain?: number, dtx?: boolean }} source  a tone
+   *   frequency (and its gain), or the microphone (`getUserMedia` with the plan's constraints;
+   *   Chromium's fake capture device in tests); `dtx`: produce with Opus DTX.
    */
   async joinVoiceChannel(channelId, userId, source) {
     this.log('join', `joining ${channelId} as ${userId} (${source.mic ? 'microphone' : `tone ${source.tone} Hz`})`);
@@ -41,12 +42,12 @@ export class RTCService {
         audio: { echoCancellation: true, noiseSuppression: true },
       });
     } else {
-      this.localStream = new MediaStream([await toneTrack(source.tone)]);
+      this.localStream = new MediaStream([await toneTrack(source.tone, source.gain)]);
     }
 
     // 3. Produce audio
     const audioTrack = this.localStream.getAudioTracks()[0];
-    await this.sfu.produceAudio(audioTrack);
+    await this.sfu.produceAudio(audioTrack, source.dtx ? { opusDtx: true } : undefined);
 
     // 4. Consume existing
     const tracks = await this.sfu.consumeExisting();

@@ -13,6 +13,9 @@ export const EVENT_TYPES = [
   'producerPaused',
   'producerResumed',
   'transportClosed',
+  // choir's speaking indicators (README): the plan's frontend ignores them.
+  'speakingChanged',
+  'dominantSpeaker',
 ];
 
 export class SFUService {
@@ -117,8 +120,8 @@ export class SFUService {
     );
   }
 
-  async produceAudio(track) {
-    this.audioProducer = await this.sendTransport.produce({ track });
+  async produceAudio(track, codecOptions) {
+    this.audioProducer = await this.sendTransport.produce({ track, codecOptions });
   }
 
   async consumeAudio(producerId, userId) {
