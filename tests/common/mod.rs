@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod impair;
 pub mod net;
 pub mod peer;
 
