@@ -20,6 +20,7 @@ pub fn run(config: Config) -> Result<(), String> {
     let room_limits = crate::sfu::RoomLimits {
         max_rooms: config.limits.rooms_per_shard(config.shards),
         max_room_participants: config.limits.max_room_participants,
+        join_timeout: config.join_timeout,
     };
     let cpus = allowed_cpus();
     let dtls_config = dtls::dtls_config();

@@ -267,6 +267,18 @@ impl Collector for Snapshot {
             "Transports closed by ICE consent expiry",
             self.per_shard(|s| s.counters.consent_timeouts),
         )?;
+        counter(
+            &mut e,
+            "choir_join_timeouts",
+            "Participants removed for having no connected transport within the join timeout",
+            self.per_shard(|s| s.counters.join_timeouts),
+        )?;
+        counter(
+            &mut e,
+            "choir_rooms_expired",
+            "Rooms removed for having had no participant within the join timeout",
+            self.per_shard(|s| s.counters.rooms_expired),
+        )?;
         let drops = self.shards.iter().flat_map(|s| {
             s.counters.drops.iter().map(|((layer, reason), n)| {
                 (

@@ -132,6 +132,16 @@ pub struct Cli {
     )]
     pub dtls_timeout: String,
 
+    /// A participant with no connected transport this long after its last successful API
+    /// call is removed (like a leave); so is a room nobody joined (0 = never).
+    #[arg(
+        long,
+        env = "CHOIR_JOIN_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "60s"
+    )]
+    pub join_timeout: String,
+
     /// A consumer other than its transport's first starts forwarding after this delay, the
     /// time a browser takes to apply the consumer's SDP (0 disables the hold).
     #[arg(
@@ -264,6 +274,8 @@ pub struct Config {
     pub consent_timeout: Duration,
     #[serde(serialize_with = "as_millis", rename = "dtlsTimeoutMs")]
     pub dtls_timeout: Duration,
+    #[serde(serialize_with = "as_millis", rename = "joinTimeoutMs")]
+    pub join_timeout: Duration,
     #[serde(serialize_with = "as_millis", rename = "consumerHoldMs")]
     pub consumer_hold: Duration,
     pub log: String,
@@ -471,6 +483,18 @@ impl Config {
                 "not a duration (e.g. 30s, 500ms)",
             )
         })?;
+        let join_timeout = match cli.join_timeout.trim() {
+            "0" | "0s" | "0ms" => Duration::ZERO,
+            v => parse_duration(v).ok_or_else(|| {
+                bad(
+                    "join_timeout",
+                    "--join-timeout",
+                    "CHOIR_JOIN_TIMEOUT",
+                    &cli.join_timeout,
+                    "not a duration (e.g. 60s, 0 = never)",
+                )
+            })?,
+        };
         let consumer_hold = match cli.consumer_hold.trim() {
             "0" | "0s" | "0ms" => Duration::ZERO,
             v => parse_duration(v).ok_or_else(|| {
@@ -546,6 +570,7 @@ impl Config {
             cors_origin,
             consent_timeout,
             dtls_timeout,
+            join_timeout,
             consumer_hold,
             log: cli.log.clone(),
             print_config: cli.print_config,

@@ -28,12 +28,7 @@ impl Sfu {
         }
         if !self.rooms.contains_key(channel_id) {
             tracing::info!(channel = %channel_id, "room created");
-            self.rooms.insert(
-                channel_id.to_string(),
-                Room {
-                    participants: Default::default(),
-                },
-            );
+            self.rooms.insert(channel_id.to_string(), Room::default());
         }
         Ok(())
     }
@@ -123,6 +118,7 @@ impl Sfu {
             tracing::info!(channel = %req.channel_id, user = %req.user_id, "participant joined");
             Participant::default()
         });
+        participant.touched = Some(now);
         match req.direction {
             Direction::Send => participant.send = Some(key),
             Direction::Recv => participant.recv = Some(key),

@@ -20,6 +20,10 @@ pub struct Counters {
     /// Transports the browser closed with a DTLS close_notify.
     pub dtls_closed: u64,
     pub consent_timeouts: u64,
+    /// Participants removed without a connected transport by the join deadline.
+    pub join_timeouts: u64,
+    /// Rooms removed for having had no participant within the join deadline.
+    pub rooms_expired: u64,
     pub rtp_received: u64,
     pub rtp_forwarded: u64,
     /// Packets not forwarded to a consumer yet (its hold after creation).
@@ -74,6 +78,8 @@ impl Counters {
         self.dtls_failures += o.dtls_failures;
         self.dtls_closed += o.dtls_closed;
         self.consent_timeouts += o.consent_timeouts;
+        self.join_timeouts += o.join_timeouts;
+        self.rooms_expired += o.rooms_expired;
         self.rtp_received += o.rtp_received;
         self.rtp_forwarded += o.rtp_forwarded;
         self.rtp_held += o.rtp_held;

@@ -22,6 +22,8 @@ pub struct RoomLimits {
     /// This shard's share of the process's room limit.
     pub max_rooms: u32,
     pub max_room_participants: u32,
+    /// The join deadline (see `super::deadline`); zero: none.
+    pub join_timeout: std::time::Duration,
 }
 
 impl Sfu {

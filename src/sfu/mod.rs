@@ -8,6 +8,7 @@
 
 mod commands;
 pub mod counters;
+mod deadline;
 mod forward;
 mod limits;
 mod rtcp_reports;
@@ -82,8 +83,11 @@ pub const MAX_DATAGRAM: usize = 1500;
 /// Room a buffer needs beyond a datagram for SRTP/SRTCP tags.
 pub const BUFFER_SIZE: usize = 2048;
 
+#[derive(Default)]
 struct Room {
     participants: HashMap<String, Participant>,
+    /// The last successful API call for the room (see [`deadline`]).
+    touched: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -91,6 +95,8 @@ struct Participant {
     send: Option<TransportKey>,
     recv: Option<TransportKey>,
     producer: Option<ProducerKey>,
+    /// The last successful API call for the participant (see [`deadline`]).
+    touched: Option<Instant>,
 }
 
 struct Producer {
@@ -145,6 +151,8 @@ pub struct Sfu {
     /// A wall-clock reading and the `Instant` it was taken at, for NTP times in reports.
     epoch: (Instant, SystemTime),
     limits: RoomLimits,
+    /// When the join deadlines are checked next (see [`deadline`]).
+    next_join_check: Option<Instant>,
 }
 
 impl Sfu {
@@ -166,6 +174,7 @@ impl Sfu {
             rtcp_slice: 0,
             epoch: (now, SystemTime::now()),
             limits: RoomLimits::default(),
+            next_join_check: None,
         }
     }
 
@@ -214,10 +223,14 @@ impl Sfu {
     /// The earliest instant [`Sfu::handle_timeout`] has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let transports = self.transports.iter().filter_map(|(_, t)| t.poll_timeout());
-        transports.chain(self.next_rtcp).min()
+        transports
+            .chain(self.next_rtcp)
+            .chain(self.next_join_check())
+            .min()
     }
 
-    /// Runs timers: ICE consent, DTLS retransmission and handshake deadlines, RTCP reports.
+    /// Runs timers: ICE consent, DTLS retransmission and handshake deadlines, RTCP reports, join
+    /// deadlines.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut impl Egress) {
         let mut failed = Vec::new();
         for (key, t) in self.transports.iter_mut() {
@@ -250,6 +263,7 @@ impl Sfu {
             self.send_reports(now, self.rtcp_slice, out);
             self.rtcp_slice = (self.rtcp_slice + 1) % RTCP_SLICES;
         }
+        self.expire_joins(now);
     }
 
     /// A transport failed (DTLS) or lost consent: close it, and on consent loss remove its

@@ -6,6 +6,7 @@
 //! reply; nothing of a shard's state is shared with other threads or locked.
 
 mod ports;
+mod reply;
 mod run;
 mod sockets;
 mod tcp;
@@ -45,6 +46,33 @@ pub enum Command {
     Shutdown,
     /// Test only (`--test-faults`): panic on the shard's thread.
     TestPanic,
+}
+
+impl Command {
+    /// The room (and user) a command acts for: once it succeeds, their join deadline restarts
+    /// ([`crate::sfu::Sfu::touch`]). `leave` and the process-wide commands have none.
+    pub fn scope(&self) -> Option<(String, Option<String>)> {
+        let both = |c: &str, u: &str| Some((c.to_string(), Some(u.to_string())));
+        match self {
+            Command::OpenRoom { channel_id } => Some((channel_id.clone(), None)),
+            Command::CreateTransport(r) => both(&r.channel_id, &r.user_id),
+            Command::ConnectTransport(r) => both(&r.channel_id, &r.user_id),
+            Command::Produce(r) => both(&r.channel_id, &r.user_id),
+            Command::Consume(r) => both(&r.channel_id, &r.user_id),
+            Command::Producers {
+                channel_id,
+                user_id,
+            } => both(channel_id, user_id),
+            Command::PauseProducer(r) | Command::ResumeProducer(r) => {
+                both(&r.channel_id, &r.user_id)
+            }
+            Command::Leave(_)
+            | Command::Counts
+            | Command::Stats
+            | Command::Shutdown
+            | Command::TestPanic => None,
+        }
+    }
 }
 
 /// A shard's answer.

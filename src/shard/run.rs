@@ -171,8 +171,9 @@ impl Shard {
         tracing::info!(shard = self.index, ports = ?self.setup.ports, "shard ready");
         while let Ok(envelope) = commands.recv_async().await {
             let stop = matches!(envelope.command, Command::Shutdown);
+            let scope = envelope.command.scope();
             let reply = self.handle_command(envelope.command);
-            let _ = envelope.reply.send(reply);
+            self.answer(envelope.reply, reply, scope);
             if stop {
                 break;
             }
