@@ -181,3 +181,46 @@ pub fn udp_drops(pid: u32) -> u64 {
         })
         .sum()
 }
+
+/// Open file descriptors of process `pid`, not counting TCP connections (HTTP keep-alive
+/// connections come and go with the clients' pools) but counting TCP listeners (choir's passive
+/// ICE-TCP candidates).
+pub fn open_fds_but_connections(pid: u32) -> usize {
+    let connections: std::collections::HashSet<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(t).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|l| {
+                    let cols: Vec<&str> = l.split_whitespace().collect();
+                    // Column 3: the state, 0A = LISTEN; column 9: the inode.
+                    (cols.len() > 9 && cols[3] != "0A").then(|| cols[9].to_string())
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|l| {
+                    let l = l.to_string_lossy();
+                    let inode = l.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']'));
+                    !inode.is_some_and(|i| connections.contains(i))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Resident memory of process `pid` in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
