@@ -122,6 +122,22 @@ fn rtc_range(args: &Args) -> (u16, u16) {
     (min, max)
 }
 
+/// choir's consent timeout (long: set-up of thousands of legs must not lose any), and in a
+/// churn run (churn.rs) a short one and a join deadline as short, so that vanished and
+/// never-connecting churners are removed within the run.
+fn timeouts(args: &Args) -> Vec<String> {
+    if args.churn <= 0.0 {
+        return vec!["--consent-timeout".into(), "120s".into()];
+    }
+    let t = format!("{}ms", (args.churn_timeout * 1000.0) as u64);
+    vec![
+        "--consent-timeout".into(),
+        t.clone(),
+        "--join-timeout".into(),
+        t,
+    ]
+}
+
 pub fn start_choir(args: &Args) -> Result<Server, String> {
     let clients = Clients::new();
     let (min_port, max_port) = rtc_range(args);
@@ -145,7 +161,8 @@ pub fn start_choir(args: &Args) -> Result<Server, String> {
         .arg(&bin)
         .args(["--listen", "127.0.0.1:0", "--announced-ip", "127.0.0.1"])
         .args(["--rtc-listen-ip", "127.0.0.1", "--log", "warn"])
-        .args(["--consent-timeout", "120s", "--dtls-timeout", "60s"])
+        .args(["--dtls-timeout", "60s"])
+        .args(timeouts(args))
         // Set-up sends thousands of API requests from one address: no per-IP rate limit.
         .args(["--rate-limit", "0"])
         .arg("--rtc-min-port")
