@@ -332,7 +332,9 @@ fn drive(url: &str, steady: &[String], spec: &Spec, stop: &AtomicBool) -> Tally 
         let stopping = stop.load(Ordering::Relaxed);
         let now = Instant::now();
         if !stopping && now >= next_join {
-            next_join += Duration::from_secs_f64(1.0 / spec.rate.max(0.001));
+            // On schedule; after a stall (a slow API call) at most twice the rate to catch up.
+            let every = Duration::from_secs_f64(1.0 / spec.rate.max(0.001));
+            next_join = (next_join + every).max(now + every / 2);
             let kind = TURN[(n % 4) as usize];
             tally.joined[kind as usize] += 1;
             match join(&api, &clients, n, kind, steady, spec) {
