@@ -17,7 +17,8 @@
 # --churn (or SOAK_CHURN=RATE): beside the steady load, SOAK_CHURN (default 2) participants a
 # second join through the voice API (benches/loadgen/churn.rs): half stay SOAK_CHURN_LIFE (3) s
 # and call leave, a quarter vanish (stop answering: removed at choir's consent timeout), a
-# quarter never connect (removed at its join deadline); both timeouts SOAK_CHURN_TIMEOUT (10) s.
+# quarter never connect (removed at its join deadline); choir's consent timeout SOAK_CHURN_CONSENT
+# (30, its default) s, its join deadline SOAK_CHURN_JOIN (10) s.
 # Every round must still lose nothing (open fds then vary with the churners: they are checked at
 # the end instead), and at the end choir must be back at the baseline taken before the churn:
 # rooms, participants, transports, producers, consumers and bound ports, fds, RSS within the
@@ -61,7 +62,8 @@ mkdir -p "$out"
 churn_args=()
 if [ "$churn" != 0 ]; then
     churn_args=(--churn "$churn" --churn-life "${SOAK_CHURN_LIFE:-3}"
-        --churn-timeout "${SOAK_CHURN_TIMEOUT:-10}" --churn-rss-tolerance "$tolerance")
+        --churn-consent-timeout "${SOAK_CHURN_CONSENT:-30}" --churn-join-timeout "${SOAK_CHURN_JOIN:-10}"
+        --churn-rss-tolerance "$tolerance")
 fi
 echo "soak: $rounds rounds of $round s at $streams streams${churn_args:+, churn $churn joins/s}; $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u '+%Y-%m-%d %H:%M UTC')"
 status=0

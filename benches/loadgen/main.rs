@@ -123,9 +123,12 @@ struct Args {
     /// Seconds a connecting churner stays before it leaves or vanishes.
     #[arg(long, default_value_t = 3.0)]
     churn_life: f64,
-    /// choir's --consent-timeout and --join-timeout in a churn run, in seconds.
+    /// choir's --consent-timeout in a churn run, in seconds (vanished churners go after it).
+    #[arg(long, default_value_t = 30.0)]
+    churn_consent_timeout: f64,
+    /// choir's --join-timeout in a churn run, in seconds (never-connecting churners go after it).
     #[arg(long, default_value_t = 10.0)]
-    churn_timeout: f64,
+    churn_join_timeout: f64,
     /// In a churn run, choir's RSS at the end must be within this fraction of the baseline.
     #[arg(long, default_value_t = 0.05)]
     churn_rss_tolerance: f64,
@@ -341,8 +344,8 @@ fn ramp(args: &Args, target: &str) -> Result<Vec<Row>, String> {
             let spec = churn::Spec {
                 rate: args.churn,
                 life: Duration::from_secs_f64(args.churn_life),
-                consent: Duration::from_secs_f64(args.churn_timeout),
-                join: Duration::from_secs_f64(args.churn_timeout),
+                consent: Duration::from_secs_f64(args.churn_consent_timeout),
+                join: Duration::from_secs_f64(args.churn_join_timeout),
                 rss_tolerance: args.churn_rss_tolerance,
             };
             churn = Some(churn::Churn::start(

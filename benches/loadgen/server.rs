@@ -123,18 +123,18 @@ fn rtc_range(args: &Args) -> (u16, u16) {
 }
 
 /// choir's consent timeout (long: set-up of thousands of legs must not lose any), and in a
-/// churn run (churn.rs) a short one and a join deadline as short, so that vanished and
+/// churn run (churn.rs) the churn's consent timeout and join deadline, so that vanished and
 /// never-connecting churners are removed within the run.
 fn timeouts(args: &Args) -> Vec<String> {
     if args.churn <= 0.0 {
         return vec!["--consent-timeout".into(), "120s".into()];
     }
-    let t = format!("{}ms", (args.churn_timeout * 1000.0) as u64);
+    let ms = |secs: f64| format!("{}ms", (secs * 1000.0) as u64);
     vec![
         "--consent-timeout".into(),
-        t.clone(),
+        ms(args.churn_consent_timeout),
         "--join-timeout".into(),
-        t,
+        ms(args.churn_join_timeout),
     ]
 }
 
