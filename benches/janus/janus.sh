@@ -39,6 +39,12 @@ start)
     cpu="${2:-1}"
     install
     stop
+    # Janus's HTTP port is fixed (configs/janus.transport.http.jcfg): another process on it (a
+    # Janus left running, another benchmark) would answer for ours.
+    if ss -ltnH 'sport = :8088' | grep -q .; then
+        echo "janus.sh: port 8088 is taken (ss -ltnp 'sport = :8088'); stop what holds it first" >&2
+        exit 1
+    fi
     ip="$(hostname -I | tr ' ' '\n' | grep -E '^[0-9]+\.' | grep -v '^127\.' | head -1)"
     if [ -z "$ip" ]; then
         echo "janus.sh: this machine has no IPv4 address besides loopback, and Janus skips loopback" >&2

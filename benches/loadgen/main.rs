@@ -21,6 +21,7 @@
 //! The generator runs one worker thread per --gen-cpus entry, each pinned, each an epoll loop
 //! over its sockets with one recvmmsg per ready socket (see `worker.rs`, `sys.rs`).
 
+mod churn;
 mod compare;
 mod janus;
 mod relay;
@@ -114,6 +115,23 @@ struct Args {
     /// Run every step even after one fails.
     #[arg(long)]
     no_stop: bool,
+    /// Churn beside the steady load: participants joining (and leaving, vanishing, never
+    /// connecting) per second, from the first step on; at the end choir must be back at its
+    /// baseline (churn.rs). Every step then has the first step's rooms.
+    #[arg(long, default_value_t = 0.0)]
+    churn: f64,
+    /// Seconds a connecting churner stays before it leaves or vanishes.
+    #[arg(long, default_value_t = 3.0)]
+    churn_life: f64,
+    /// choir's --consent-timeout in a churn run, in seconds (vanished churners go after it).
+    #[arg(long, default_value_t = 30.0)]
+    churn_consent_timeout: f64,
+    /// choir's --join-timeout in a churn run, in seconds (never-connecting churners go after it).
+    #[arg(long, default_value_t = 10.0)]
+    churn_join_timeout: f64,
+    /// In a churn run, choir's RSS at the end must be within this fraction of the baseline.
+    #[arg(long, default_value_t = 0.05)]
+    churn_rss_tolerance: f64,
     /// Output folder (CSV, SVG, choir's log).
     #[arg(long, default_value = "target/loadgen")]
     out: PathBuf,
@@ -252,6 +270,7 @@ fn ramp(args: &Args, target: &str) -> Result<Vec<Row>, String> {
     let pid = server.pid();
     let rss0 = pid.and_then(sys::rss_kib).unwrap_or(0);
     let mut rows: Vec<Row> = Vec::new();
+    let mut churn: Option<churn::Churn> = None;
     println!(
         "\n{target}: rooms of {p} participants, {s} speakers ({per_room} consumer streams per room); server on CPUs {}, generator on {:?}",
         args.server_cpus, gen_cpus
@@ -259,6 +278,9 @@ fn ramp(args: &Args, target: &str) -> Result<Vec<Row>, String> {
     println!("{}", report::table_header());
     for &streams in &args.streams {
         let want = streams.div_ceil(per_room).max(1);
+        if churn.is_some() && want > rooms {
+            return Err("with --churn every step must have the first step's streams".into());
+        }
         let t_setup = std::time::Instant::now();
         while rooms < want {
             let worker = rooms % gen_cpus.len();
@@ -316,6 +338,23 @@ fn ramp(args: &Args, target: &str) -> Result<Vec<Row>, String> {
         // SDP; packets held then are not losses of the step.
         if matches!(server, Server::Choir { .. }) {
             std::thread::sleep(Duration::from_millis(600));
+        }
+        if let (true, None, Server::Choir { api, .. }) = (args.churn > 0.0, &churn, &server) {
+            let steady = (0..rooms).map(|i| room_name(i, args.shards)).collect();
+            let spec = churn::Spec {
+                rate: args.churn,
+                life: Duration::from_secs_f64(args.churn_life),
+                consent: Duration::from_secs_f64(args.churn_consent_timeout),
+                join: Duration::from_secs_f64(args.churn_join_timeout),
+                rss_tolerance: args.churn_rss_tolerance,
+            };
+            churn = Some(churn::Churn::start(
+                api.base(),
+                pid,
+                steady,
+                gen_cpus.first().copied(),
+                spec,
+            )?);
         }
         let choir_range = match &server {
             Server::Choir { ports, .. } => Some(*ports),
@@ -456,6 +495,9 @@ fn ramp(args: &Args, target: &str) -> Result<Vec<Row>, String> {
             break;
         }
     }
+    if let Some(c) = churn {
+        println!("{}", c.finish());
+    }
     let last_good = rows.iter().rev().find(|r| r.good);
     match last_good {
         Some(r) => println!(
@@ -581,4 +623,7 @@ fn main() {
         eprintln!("loadgen: {}: {e}", svg.display());
     }
     println!("wrote {} and {}", csv.display(), svg.display());
+    if churn::failed() {
+        std::process::exit(1);
+    }
 }

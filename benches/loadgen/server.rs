@@ -98,16 +98,56 @@ impl Drop for Server {
     }
 }
 
+/// choir's RTC range: `--rtc-min-port` and `--rtc-ports`, ended below the kernel's ephemeral
+/// range when it would reach into it (the generator's sockets and every other port-0 bind on
+/// the machine land there: choir would skip the ports they hold, and the drop accounting,
+/// which tells choir's sockets by their range, would count theirs).
+fn rtc_range(args: &Args) -> (u16, u16) {
+    let min = args.rtc_min_port;
+    let max = min.saturating_add(args.rtc_ports.max(1) - 1);
+    let (lo, hi) = crate::sys::ephemeral_range();
+    if args.url.is_some() || max < lo || min > hi {
+        return (min, max);
+    }
+    if min < lo {
+        eprintln!(
+            "loadgen: choir's RTC ports end at {} (the ephemeral range {lo}-{hi} starts there)",
+            lo - 1
+        );
+        return (min, lo - 1);
+    }
+    eprintln!(
+        "loadgen: warning: choir's RTC ports {min}-{max} lie in the ephemeral range {lo}-{hi}"
+    );
+    (min, max)
+}
+
+/// choir's consent timeout (long: set-up of thousands of legs must not lose any), and in a
+/// churn run (churn.rs) the churn's consent timeout and join deadline, so that vanished and
+/// never-connecting churners are removed within the run.
+fn timeouts(args: &Args) -> Vec<String> {
+    if args.churn <= 0.0 {
+        return vec!["--consent-timeout".into(), "120s".into()];
+    }
+    let ms = |secs: f64| format!("{}ms", (secs * 1000.0) as u64);
+    vec![
+        "--consent-timeout".into(),
+        ms(args.churn_consent_timeout),
+        "--join-timeout".into(),
+        ms(args.churn_join_timeout),
+    ]
+}
+
 pub fn start_choir(args: &Args) -> Result<Server, String> {
     let clients = Clients::new();
-    let max_port = args.rtc_min_port.saturating_add(args.rtc_ports.max(1) - 1);
+    let (min_port, max_port) = rtc_range(args);
     if let Some(url) = &args.url {
         return Ok(Server::Choir {
             api: Api::new(url),
             clients,
             child: None,
             pid: args.pid,
-            ports: (args.rtc_min_port, max_port),
+            ports: (min_port, max_port),
         });
     }
     let bin = args
@@ -121,11 +161,12 @@ pub fn start_choir(args: &Args) -> Result<Server, String> {
         .arg(&bin)
         .args(["--listen", "127.0.0.1:0", "--announced-ip", "127.0.0.1"])
         .args(["--rtc-listen-ip", "127.0.0.1", "--log", "warn"])
-        .args(["--consent-timeout", "120s", "--dtls-timeout", "60s"])
+        .args(["--dtls-timeout", "60s"])
+        .args(timeouts(args))
         // Set-up sends thousands of API requests from one address: no per-IP rate limit.
         .args(["--rate-limit", "0"])
         .arg("--rtc-min-port")
-        .arg(args.rtc_min_port.to_string())
+        .arg(min_port.to_string())
         .arg("--rtc-max-port")
         .arg(max_port.to_string())
         .arg("--shards")
@@ -151,7 +192,7 @@ pub fn start_choir(args: &Args) -> Result<Server, String> {
         clients,
         child: Some(child),
         pid: Some(pid),
-        ports: (args.rtc_min_port, max_port),
+        ports: (min_port, max_port),
     })
 }
 

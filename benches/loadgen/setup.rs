@@ -32,6 +32,11 @@ impl Api {
         format!("{}/api/voice/{path}", self.base)
     }
 
+    /// The server's base URL (`http://ADDR`).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     pub fn get(&self, path: &str) -> Result<Value, String> {
         self.agent
             .get(&self.url(path))
@@ -70,7 +75,7 @@ impl Clients {
 }
 
 /// Chrome-like Opus producer parameters.
-fn rtp_parameters(ssrc: u32, cname: &str) -> Value {
+pub fn rtp_parameters(ssrc: u32, cname: &str) -> Value {
     json!({"mid":"0","codecs":[{"mimeType":"audio/opus","payloadType":111,"clockRate":48000,"channels":2,
       "parameters":{"minptime":10,"useinbandfec":1},"rtcpFeedback":[]}],
      "headerExtensions":[{"uri":"urn:ietf:params:rtp-hdrext:ssrc-audio-level","id":1,"encrypt":false,"parameters":{}}],
@@ -78,14 +83,14 @@ fn rtp_parameters(ssrc: u32, cname: &str) -> Value {
 }
 
 /// mediasoup-client's recvRtpCapabilities for audio.
-fn rtp_capabilities() -> Value {
+pub fn rtp_capabilities() -> Value {
     json!({"codecs":[{"mimeType":"audio/opus","kind":"audio","preferredPayloadType":100,"clockRate":48000,"channels":2,
         "parameters":{},"rtcpFeedback":[]}],
       "headerExtensions":[{"kind":"audio","uri":"urn:ietf:params:rtp-hdrext:ssrc-audio-level","preferredId":10,"preferredEncrypt":false,"direction":"sendrecv"}]})
 }
 
 /// Creates one transport of `user` and connects it with our fingerprint.
-fn transport(
+pub fn transport(
     api: &Api,
     clients: &Clients,
     room: &str,

@@ -350,3 +350,15 @@ pub fn udp_drops(mine: impl Fn(u16) -> bool) -> u64 {
         })
         .sum()
 }
+
+/// The kernel's ephemeral port range (`/proc/sys/net/ipv4/ip_local_port_range`), where the
+/// generator's own sockets (bound to port 0) land; Linux's default when unreadable.
+pub fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|x| x.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999))
+}

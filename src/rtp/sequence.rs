@@ -23,6 +23,8 @@ struct Run {
     seq_offset: u16,
     /// Outgoing minus incoming timestamp.
     ts_offset: u32,
+    /// The consumer's first run: no number before its first packet was ever sent.
+    first: bool,
 }
 
 /// The highest packet forwarded so far, in outgoing numbering.
@@ -77,12 +79,15 @@ impl SequenceMapper {
             return self.out_of_window(seq, ts, now);
         }
         self.restart_probe = None;
-        // Negative index: the packet precedes the run's first packet.
-        let index = run.highest_index.checked_add_signed(i64::from(delta))?;
         let out = (
             seq.wrapping_add(run.seq_offset),
             ts.wrapping_add(run.ts_offset),
         );
+        // Negative index: the packet precedes the run's first packet (it was overtaken on the
+        // way). In the first run its number is free; in a later one the previous run used it.
+        let Some(index) = run.highest_index.checked_add_signed(i64::from(delta)) else {
+            return run.first.then_some(out);
+        };
         if delta > 0 {
             self.run = Some(Run {
                 highest_seq: seq,
@@ -138,6 +143,7 @@ impl SequenceMapper {
             highest_index: 0,
             seq_offset: out.0.wrapping_sub(seq),
             ts_offset: out.1.wrapping_sub(ts),
+            first: self.sent.is_none(),
         });
         self.sent = Some(Sent {
             seq: out.0,
@@ -239,6 +245,24 @@ mod tests {
         let mut m = SequenceMapper::new(48_000);
         m.resync();
         assert_eq!(m.map(77, 88, Instant::now()), Some((77, 88)));
+    }
+
+    #[test]
+    fn packets_overtaken_before_the_first_one_are_forwarded() {
+        let t0 = Instant::now();
+        let mut m = SequenceMapper::new(48_000);
+        // 1002 arrives first; 1000 and 1001 were overtaken on the way: their numbers are free.
+        assert_eq!(m.map(1002, 2 * FRAME, t0), Some((1002, 2 * FRAME)));
+        assert_eq!(m.map(1000, 0, t0), Some((1000, 0)));
+        assert_eq!(m.map(1001, FRAME, t0), Some((1001, FRAME)));
+        assert_eq!(
+            m.last_sequence(),
+            Some(1002),
+            "late packets do not move the highest"
+        );
+        assert_eq!(m.map(1003, 3 * FRAME, t0), Some((1003, 3 * FRAME)));
+        // Still bounded by the reorder window.
+        assert_eq!(m.map(1003 - 101, 0, t0), None);
     }
 
     #[test]

@@ -3,35 +3,19 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod impair;
 pub mod net;
 pub mod peer;
 
-/// An RTC port range of `n` ports for a daemon: a pseudo-random base (per process and call) whose
-/// first two ports are free for UDP and TCP now (single-port mode binds them at start;
-/// per-transport mode skips ports other processes hold).
+/// An RTC port range of `n` ports for a daemon: outside the kernel's ephemeral range, every
+/// port free for UDP and TCP now (see [`net::free_port_range`]).
 pub fn port_range(n: u16) -> (u16, u16) {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    for _ in 0..200 {
-        let slot = u32::from(NEXT.fetch_add(1, Ordering::Relaxed));
-        let seed = std::process::id()
-            .wrapping_mul(2_654_435_761)
-            .wrapping_add(slot.wrapping_mul(40_503));
-        let base = 20_000 + (seed % u32::from(40_000 - n)) as u16;
-        let free = |p: u16| {
-            std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
-                && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
-        };
-        if free(base) && free(base + 1) {
-            return (base, base + n - 1);
-        }
-    }
-    panic!("no free port range");
+    net::free_port_range(n)
 }
 
 /// RTC ports per test daemon.
@@ -50,7 +34,27 @@ impl Daemon {
         Self::start_with(extra, &[])
     }
 
+    /// Starts choir like [`Daemon::start`] with `env` set. When choir could not bind a port at
+    /// start (single-port mode binds its shard ports then; another process may have taken one
+    /// since the probe), it is started again on a fresh range, up to 5 times.
     pub fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let own_range = !extra.contains(&"--rtc-min-port");
+        for attempt in 1.. {
+            match Self::try_start(extra, env) {
+                Ok(d) => return d,
+                Err(logs) if own_range && attempt < 5 && net::is_bind_failure(&logs) => {
+                    eprintln!(
+                        "choir could not bind its ports (attempt {attempt}), retrying: {logs}"
+                    );
+                }
+                Err(logs) => panic!("choir did not report its address within 20 s: {logs}"),
+            }
+        }
+        unreachable!()
+    }
+
+    /// One start; on failure, what choir logged.
+    fn try_start(extra: &[&str], env: &[(&str, &str)]) -> Result<Daemon, String> {
         let rtc = port_range(RTC_PORTS);
         let (min, max) = (rtc.0.to_string(), rtc.1.to_string());
         let defaults = [
@@ -108,19 +112,22 @@ impl Daemon {
             }
         });
         let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
-            let logs: Vec<String> = erx.try_iter().collect();
-            panic!("choir did not report its address within 20 s: {logs:?}");
+            let _ = child.kill();
+            let _ = child.wait();
+            // The stderr reader sends every line before it ends (the process is gone).
+            let logs: Vec<String> = erx.iter().take(200).collect();
+            return Err(format!("{logs:?}"));
         };
         let base = line
             .strip_prefix("choir listening on ")
             .expect("address line")
             .to_string();
-        Daemon {
+        Ok(Daemon {
             child: Some(child),
             base,
             rtc,
             stderr: erx,
-        }
+        })
     }
 
     pub fn url(&self, path: &str) -> String {

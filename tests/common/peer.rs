@@ -16,6 +16,7 @@ use str0m::format::Codec;
 use str0m::media::{Frequency, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpWrite, SeqNo, Ssrc};
+use str0m::stats::MediaEgressStats;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use super::net::Net;
@@ -76,13 +77,27 @@ pub struct Leg {
 impl Leg {
     /// Creates the str0m side of a choir transport. `dtls_client`: whether this peer is the
     /// DTLS client (then it signals role "client" and choir is the server).
-    fn new(options: &Value, ext: ExtensionMap, pt: u8, opts: JoinOptions, now: Instant) -> Leg {
+    /// `route` maps choir's UDP candidate to the address this leg sends to (a relay in
+    /// between); `stats`: str0m reports its media statistics (egress: what choir's Receiver
+    /// Reports said).
+    fn new(
+        options: &Value,
+        ext: ExtensionMap,
+        pt: u8,
+        opts: JoinOptions,
+        now: Instant,
+        route: &mut dyn FnMut(SocketAddr) -> SocketAddr,
+        stats: bool,
+    ) -> Leg {
         let dtls_client = opts.dtls_client;
         let mut builder = Rtc::builder()
             .set_rtp_mode(true)
             .clear_codecs()
             .set_extension_map(ext)
             .set_rtcp_report_interval_audio(Duration::from_millis(500));
+        if stats {
+            builder = builder.set_stats_interval(Some(Duration::from_millis(500)));
+        }
         builder.codec_config().add_config(
             Pt::new_with_value(pt),
             None,
@@ -111,6 +126,10 @@ impl Leg {
             .unwrap_or_else(|| {
                 panic!("no {protocol} candidate (ipv6: {}) in {options}", opts.ipv6)
             });
+        let remote = match opts.via {
+            Via::Udp => route(remote),
+            Via::Tcp => remote,
+        };
         let loopback = if opts.ipv6 { "[::1]:0" } else { "127.0.0.1:0" };
         let (net, local) = match opts.via {
             Via::Udp => {
@@ -309,11 +328,29 @@ pub struct Peer {
     pub consumers: HashMap<u32, String>,
     /// Consumer SSRC → packets received.
     pub got: BTreeMap<u32, Vec<Got>>,
+    /// The latest egress statistics with a Receiver Report from choir in them (only for peers
+    /// joined with [`Peer::join_through`]).
+    pub egress: Option<MediaEgressStats>,
 }
 
 impl Peer {
     /// Joins `channel` through the API: capabilities, both transports, connect, produce.
     pub fn join(d: &Daemon, channel: &str, user: &str, index: u8, opts: JoinOptions) -> Peer {
+        Self::join_through(d, channel, user, index, opts, &mut |a| a, false)
+    }
+
+    /// [`Peer::join`], sending to `route(choir's UDP candidate)` instead of the candidate
+    /// itself (a relay that forwards to choir and back); with `stats`, str0m's statistics are
+    /// on and [`Peer::egress`] keeps choir's latest Receiver Report.
+    pub fn join_through(
+        d: &Daemon,
+        channel: &str,
+        user: &str,
+        index: u8,
+        opts: JoinOptions,
+        route: &mut dyn FnMut(SocketAddr) -> SocketAddr,
+        stats: bool,
+    ) -> Peer {
         let now = Instant::now();
         let (status, caps) = d.get(&format!("rtp-capabilities/{channel}"));
         assert_eq!(status, 200, "{caps}");
@@ -324,7 +361,7 @@ impl Peer {
         let mut send_ext = ExtensionMap::empty();
         send_ext.set(SEND_EXT_AUDIO_LEVEL, Extension::AudioLevel);
         send_ext.set(SEND_EXT_MID, Extension::RtpMid);
-        let mut send = Leg::new(&send_opts, send_ext, SEND_PT, opts, now);
+        let mut send = Leg::new(&send_opts, send_ext, SEND_PT, opts, now, route, stats);
         let mut dtls = send.dtls_parameters(opts.dtls_client);
         if opts.wrong_fingerprint {
             dtls["fingerprints"][0]["value"] = json!(vec!["AB"; 32].join(":"));
@@ -358,7 +395,7 @@ impl Peer {
         // The consumer side uses the router's ids (what choir's consume reply announces).
         recv_ext.set(10, Extension::AudioLevel);
         recv_ext.set(4, Extension::AbsoluteSendTime);
-        let mut recv = Leg::new(&recv_opts, recv_ext, RECV_PT, opts, now);
+        let mut recv = Leg::new(&recv_opts, recv_ext, RECV_PT, opts, now, route, stats);
         let dtls = recv.dtls_parameters(opts.dtls_client);
         d.ok(
             "connect-transport",
@@ -379,6 +416,7 @@ impl Peer {
             next_write: now,
             consumers: HashMap::new(),
             got: BTreeMap::new(),
+            egress: None,
         }
     }
 
@@ -434,7 +472,13 @@ impl Peer {
         } else {
             self.next_write = now;
         }
-        self.send.pump(now);
+        for e in self.send.pump(now) {
+            if let Event::MediaEgressStats(s) = e {
+                if s.remote.is_some() {
+                    self.egress = Some(s);
+                }
+            }
+        }
         for e in self.recv.pump(now) {
             if let Event::RtpPacket(p) = e {
                 let payload = &p.payload;

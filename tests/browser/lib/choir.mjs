@@ -1,19 +1,36 @@
 // Starts choir on free ports (API on 127.0.0.1:0, RTC on a port range of its own, announced IP
 // 127.0.0.1), talks to its API, and stops it with SIGTERM (expecting exit status 0).
+//
+// The API port is the kernel's choice (port 0: bound atomically, no window for another process
+// to take it). The RTC range lies outside the ephemeral range, every port probed free for UDP
+// and TCP (lib/ports.mjs); if choir still cannot bind at start (a port taken since the probe:
+// single-port mode binds its shard ports then), it is started again on a fresh range.
 import { spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
+import { freePortRange, isBindFailure } from './ports.mjs';
 import { CheckFailed, trackChild, withTimeout } from './util.mjs';
 
-/** The RTC port range of the n-th choir of this run (ports taken by others are skipped by choir). */
-function rtcPorts(n) {
-  const base = 41000 + ((process.pid * 7 + n * 500) % 16000);
-  return [base, base + 399];
+/** RTC ports per choir. */
+const RTC_PORTS = 400;
+const START_ATTEMPTS = 5;
+
+export async function startChoir(opts) {
+  for (let attempt = 1; ; attempt++) {
+    const [min, max] = await freePortRange(RTC_PORTS);
+    try {
+      return await startOnce(opts, min, max);
+    } catch (e) {
+      if (!(e instanceof BindFailure) || attempt >= START_ATTEMPTS) throw e;
+      const why = e.message.split('\n').find(isBindFailure) ?? e.message;
+      console.log(`   choir could not bind its RTC ports ${min}-${max} (attempt ${attempt}): ${why.trim()}; retrying`);
+    }
+  }
 }
 
-let started = 0;
+/** choir exited at start because a port was taken. */
+class BindFailure extends CheckFailed {}
 
-export async function startChoir({ bin, logFile, logFilter, consentTimeout = '5s', extraArgs = [] }) {
-  const [min, max] = rtcPorts(started++);
+async function startOnce({ bin, logFile, logFilter, consentTimeout = '5s', extraArgs = [] }, min, max) {
   const args = [
     '--listen', '127.0.0.1:0',
     '--announced-ip', '127.0.0.1',
@@ -45,6 +62,10 @@ export async function startChoir({ bin, logFile, logFilter, consentTimeout = '5s
       resolve(exited);
     });
   });
+  const closed = new Promise((resolve) => {
+    child.on('close', () => exit.then(resolve));
+    child.on('error', () => exit.then(resolve));
+  });
   const listening = new Promise((resolve, reject) => {
     let out = '';
     child.stdout.on('data', (chunk) => {
@@ -53,9 +74,22 @@ export async function startChoir({ bin, logFile, logFilter, consentTimeout = '5s
       const m = out.match(/choir listening on (http:\/\/\S+)/);
       if (m) resolve(m[1]);
     });
-    exit.then((e) => reject(new CheckFailed(`choir exited before listening: ${JSON.stringify(e)}\n${tail.join('\n')}`)));
+    // 'close': the process ended and its output was read to the end (the bind error included).
+    closed.then((e) => {
+      const text = tail.join('\n');
+      const Failure = isBindFailure(text) ? BindFailure : CheckFailed;
+      reject(new Failure(`choir exited before listening: ${JSON.stringify(e)}\n${text}`));
+    });
   });
-  const url = await withTimeout(listening, 10000, 'choir printing "choir listening on ..."');
+  let url;
+  try {
+    url = await withTimeout(listening, 10000, 'choir printing "choir listening on ..."');
+  } catch (e) {
+    if (!exited) child.kill('SIGKILL');
+    await exit;
+    await new Promise((resolve) => log.end(resolve));
+    throw e;
+  }
   const api = `${url}/api`;
 
   async function request(method, path, body) {
