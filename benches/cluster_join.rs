@@ -5,13 +5,16 @@
 //! cargo bench --bench cluster_join -- [--rooms 20] [--joins 10]
 //! ```
 //!
-//! Starts a `redis-server` (on a free loopback port below the ephemeral range) and two release
+//! Starts a `redis-server` (on a free loopback port outside the ephemeral range) and two release
 //! choir nodes on loopback, then joins `--joins` users per room and per path into `--rooms`
 //! rooms, alternating "owner" and "proxied" joins (and which goes first) so that both see the
 //! same room sizes. A join is the plan's sequence of API calls, over one keep-alive client:
 //! rtp-capabilities, create-transport (send), connect-transport, produce, create-transport
 //! (recv), connect-transport, producers, and a consume per producer listed. ICE and DTLS go
 //! straight to the owner on both paths, so they are not part of what differs and not timed.
+
+#[path = "../tests/common/net.rs"]
+mod net;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,18 +28,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let seed = std::process::id() as u16;
-    (0..2000u16)
-        .map(|i| 10_000 + (seed.wrapping_mul(7).wrapping_add(i * 13)) % (low - 10_000))
-        .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
-        .expect("a free port")
 }
 
 fn start_node(redis: &str, id: &str, rtc: u16) -> (Proc, String) {
@@ -147,7 +138,7 @@ fn main() {
         return;
     }
     let (rooms, joins) = (arg("--rooms", 20), arg("--joins", 10));
-    let port = free_port();
+    let port = net::free_port_range(1).0;
     let dir = std::env::temp_dir().join(format!("choir-bench-redis-{port}"));
     std::fs::create_dir_all(&dir).unwrap();
     let _redis = Proc(
@@ -166,7 +157,8 @@ fn main() {
         assert!(Instant::now() < deadline, "redis-server did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let rtc = free_port().max(20_000);
+    // Two RTC ranges of 1000 ports, outside the ephemeral range and probed free (UDP and TCP).
+    let (rtc, _) = net::free_port_range(2000);
     let (_a, base_a) = start_node(&url, "bench-a", rtc);
     let (_b, base_b) = start_node(&url, "bench-b", rtc + 1000);
     let api = Api {

@@ -527,7 +527,13 @@ fn choir_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, Dura
     let started = Instant::now();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_choir"));
     cmd.args(["--listen", "127.0.0.1:0", "--shards", "1", "--pin", "false"]);
-    cmd.args(["--rtc-min-port", "20000", "--rtc-max-port", "20099"]);
+    let (lo, hi) = common::port_range(100);
+    cmd.args([
+        "--rtc-min-port",
+        &lo.to_string(),
+        "--rtc-max-port",
+        &hi.to_string(),
+    ]);
     cmd.args(args).env_remove("CHOIR_REDIS_URL");
     for (k, v) in env {
         cmd.env(k, v);

@@ -2,38 +2,15 @@
 //! kernel's ephemeral range, in memory only, with a password; killed when dropped.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub const PASSWORD: &str = "choir-test-password";
 
-/// A loopback TCP port free now, below the ephemeral range (so no outgoing connection of
-/// this machine takes it meanwhile) and above the well-known ports.
+/// A loopback port free now for UDP and TCP, outside the kernel's ephemeral range (so no
+/// outgoing connection of this machine takes it meanwhile): see `net::free_port_range`.
 pub fn free_port() -> u16 {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32768);
-    let (low, high) = (10_000u32, ephemeral_low.clamp(10_500, 65_000));
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    for _ in 0..500 {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let seed = std::process::id()
-            .wrapping_mul(2_654_435_761)
-            .wrapping_add(n.wrapping_mul(7_919))
-            .wrapping_add(nanos);
-        let port = (low + seed % (high - low)) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port below the ephemeral range");
+    crate::common::net::free_port_range(1).0
 }
 
 pub struct Redis {
@@ -44,20 +21,29 @@ pub struct Redis {
 
 impl Redis {
     /// Starts redis-server with [`PASSWORD`] and waits until it answers.
+    /// A port taken between the probe and redis-server's bind (it then exits) is retried on
+    /// a fresh port, up to 5 times.
     pub fn start() -> Redis {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("choir-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut r = Redis {
-            child: None,
-            port,
-            dir,
-        };
-        r.spawn();
-        r
+        for _ in 0..5 {
+            let port = free_port();
+            let dir =
+                std::env::temp_dir().join(format!("choir-redis-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut r = Redis {
+                child: None,
+                port,
+                dir,
+            };
+            if r.spawn() {
+                return r;
+            }
+        }
+        panic!("redis-server exited at start 5 times (ports taken?)");
     }
 
-    fn spawn(&mut self) {
+    /// Starts redis-server on `self.port` and waits until it answers; false when it exited
+    /// (its port taken), panics when it neither answers nor exits within 10 s.
+    fn spawn(&mut self) -> bool {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -72,7 +58,13 @@ impl Redis {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if self.ping() {
-                return;
+                return true;
+            }
+            if let Some(c) = self.child.as_mut() {
+                if matches!(c.try_wait(), Ok(Some(_))) {
+                    self.child = None;
+                    return false;
+                }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -123,7 +115,11 @@ impl Redis {
     /// Starts it again on the same port, empty.
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        assert!(
+            self.spawn(),
+            "redis-server exited at restart on port {}",
+            self.port
+        );
     }
 }
 
