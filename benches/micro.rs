@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
-use choir::ice::{IceLite, StunOutcome};
-use choir::rtp::{self, ExtensionMap};
-use choir::srtp::{SrtpProfile, SrtpSession};
-use choir::stun::write_binding_request;
+use choir::wire::ice::{IceLite, StunOutcome};
+use choir::wire::rtp::{self, ExtensionMap};
+use choir::wire::srtp::{SrtpProfile, SrtpSession};
+use choir::wire::stun::write_binding_request;
 use loopback::{Counter, Loopback};
 
 /// An Opus-sized RTP packet: 12-byte header, a one-byte-form extension block with the audio

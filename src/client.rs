@@ -9,10 +9,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::demux::{self, PacketKind};
-use crate::dtls::{self, DtlsEvent, DtlsIdentity, DtlsRole, DtlsTransport};
-use crate::srtp::{SrtpProfile, SrtpSession};
-use crate::stun::{self, IntegrityKey};
+use crate::wire::demux::{self, PacketKind};
+use crate::wire::dtls::{self, DtlsEvent, DtlsIdentity, DtlsRole, DtlsTransport};
+use crate::wire::srtp::{SrtpProfile, SrtpSession};
+use crate::wire::stun::{self, IntegrityKey};
 
 /// How often a connected client repeats its check (consent freshness, RFC 7675 §5.1).
 const CONSENT_INTERVAL: Duration = Duration::from_secs(2);
@@ -296,7 +296,7 @@ fn random<const N: usize>() -> [u8; N] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ice::IceLite;
+    use crate::wire::ice::IceLite;
 
     /// A client completes ICE and DTLS against choir's own ICE-lite agent and DTLS server.
     #[test]
@@ -335,7 +335,7 @@ mod tests {
             while let Some(n) = client.poll_transmit(t, &mut buf) {
                 match demux::classify(&buf[..n]) {
                     PacketKind::Stun => {
-                        if let crate::ice::StunOutcome::Reply { len, .. } =
+                        if let crate::wire::ice::StunOutcome::Reply { len, .. } =
                             ice.handle_stun(&buf[..n], client_addr, t, &mut reply)
                         {
                             let mut r = reply;

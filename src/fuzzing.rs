@@ -11,19 +11,19 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::api::{
+use crate::control::parse_json;
+use crate::sfu::api::{
     ConnectTransportRequest, ConsumeRequest, CreateTransportRequest, ParticipantRequest,
     ProduceRequest, ProducerRequest,
 };
-use crate::control::parse_json;
-use crate::demux::{classify, PacketKind};
-use crate::dtls::{DtlsEvent, DtlsIdentity, DtlsRole, DtlsTransport, Fingerprint};
-use crate::ice::{IceLite, StunOutcome};
-use crate::ortc::{self, RtpCapabilities};
-use crate::rtcp::{self, RtcpPacket};
-use crate::rtp::{self, ExtensionMap};
-use crate::srtp::{SrtpProfile, SrtpSession};
-use crate::stun::{IntegrityKey, MessageWriter};
+use crate::sfu::ortc::{self, RtpCapabilities};
+use crate::wire::demux::{classify, PacketKind};
+use crate::wire::dtls::{DtlsEvent, DtlsIdentity, DtlsRole, DtlsTransport, Fingerprint};
+use crate::wire::ice::{IceLite, StunOutcome};
+use crate::wire::rtcp::{self, RtcpPacket};
+use crate::wire::rtp::{self, ExtensionMap};
+use crate::wire::srtp::{SrtpProfile, SrtpSession};
+use crate::wire::stun::{IntegrityKey, MessageWriter};
 
 /// The ICE credentials of the fuzzed agent (seed inputs use them).
 pub const ICE_UFRAG: &str = "fuzzfuzzfuzzfuzz";
@@ -147,7 +147,7 @@ fn identity() -> &'static (DtlsIdentity, Arc<dimpl::Config>) {
     IDENTITY.get_or_init(|| {
         (
             DtlsIdentity::generate().expect("certificate"),
-            crate::dtls::dtls_config(),
+            crate::wire::dtls::dtls_config(),
         )
     })
 }

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use choir::config::Config;
+use choir::process::config::Config;
 
 fn main() -> ExitCode {
     if let Some(code) = subcommand() {
@@ -20,8 +20,8 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    choir::logging::init_with(&config.log, config.log_format);
-    match choir::daemon::run(config) {
+    choir::process::logging::init_with(&config.log, config.log_format);
+    match choir::process::daemon::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("choir: {e}");
@@ -33,18 +33,20 @@ fn main() -> ExitCode {
 /// `choir token ...` (and any later subcommand); `None` runs the daemon.
 fn subcommand() -> Option<ExitCode> {
     use clap::{CommandFactory, FromArgMatches};
-    let matches = choir::config::Cli::command().get_matches();
-    let cli = choir::config::Cli::from_arg_matches(&matches).ok()?;
+    let matches = choir::process::config::Cli::command().get_matches();
+    let cli = choir::process::config::Cli::from_arg_matches(&matches).ok()?;
     match cli.command? {
-        choir::auth::Subcommand::Token(args) => match choir::auth::token_command(&args) {
-            Ok(token) => {
-                println!("{token}");
-                Some(ExitCode::SUCCESS)
+        choir::control::auth::Subcommand::Token(args) => {
+            match choir::control::auth::token_command(&args) {
+                Ok(token) => {
+                    println!("{token}");
+                    Some(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("choir token: {e}");
+                    Some(ExitCode::from(2))
+                }
             }
-            Err(e) => {
-                eprintln!("choir token: {e}");
-                Some(ExitCode::from(2))
-            }
-        },
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::io::Read;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use choir::auth::{claims, Secret};
+use choir::control::auth::{claims, Secret};
 use common::peer::{run_until, JoinOptions, Peer};
 use common::Daemon;
 use redis_server::Redis;

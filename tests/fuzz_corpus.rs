@@ -104,7 +104,7 @@ fn write_seeds() {
     // and mode 3: twice), and a request with an unknown comprehension-required attribute.
     let mut buf = [0u8; 512];
     let username = format!("{}:remote", fuzzing::ICE_UFRAG);
-    let n = choir::stun::write_binding_request(
+    let n = choir::wire::stun::write_binding_request(
         &mut buf,
         [7; 12],
         &username,
@@ -116,19 +116,21 @@ fn write_seeds() {
     seeds.push(("stun", "signed", [&[0u8][..], &buf[..n]].concat()));
     // Header + USERNAME + PRIORITY + ICE-CONTROLLING + USE-CANDIDATE (no integrity yet).
     let mut unsigned = Vec::new();
-    let mut w = choir::stun::MessageWriter::new(
+    let mut w = choir::wire::stun::MessageWriter::new(
         &mut buf,
-        choir::stun::METHOD_BINDING,
-        choir::stun::Class::Request,
+        choir::wire::stun::METHOD_BINDING,
+        choir::wire::stun::Class::Request,
         &[9; 12],
     )
     .unwrap();
-    w.attribute(choir::stun::attr::USERNAME, username.as_bytes())
+    w.attribute(choir::wire::stun::attr::USERNAME, username.as_bytes())
         .unwrap();
-    w.attribute_u32(choir::stun::attr::PRIORITY, 1).unwrap();
-    w.attribute_u64(choir::stun::attr::ICE_CONTROLLING, 5)
+    w.attribute_u32(choir::wire::stun::attr::PRIORITY, 1)
         .unwrap();
-    w.attribute(choir::stun::attr::USE_CANDIDATE, &[]).unwrap();
+    w.attribute_u64(choir::wire::stun::attr::ICE_CONTROLLING, 5)
+        .unwrap();
+    w.attribute(choir::wire::stun::attr::USE_CANDIDATE, &[])
+        .unwrap();
     let n = w.finish();
     unsigned.extend_from_slice(&buf[..n]);
     seeds.push(("stun", "to_sign", [&[1u8][..], &unsigned].concat()));
@@ -160,10 +162,11 @@ fn write_seeds() {
     // RTCP: SR + SDES compound, RR, NACK, PLI, BYE, APP.
     let mut sr = [0u8; 256];
     let n =
-        choir::rtcp::write_sender_report(&mut sr, 1, 0x1234_5678_9abc_def0, 960, 10, 1000).unwrap();
-    let m = choir::rtcp::write_sdes_cname(&mut sr[n..], 1, "cname").unwrap();
+        choir::wire::rtcp::write_sender_report(&mut sr, 1, 0x1234_5678_9abc_def0, 960, 10, 1000)
+            .unwrap();
+    let m = choir::wire::rtcp::write_sdes_cname(&mut sr[n..], 1, "cname").unwrap();
     seeds.push(("rtcp", "sr_sdes", sr[..n + m].to_vec()));
-    let block = choir::rtcp::ReportBlock {
+    let block = choir::wire::rtcp::ReportBlock {
         ssrc: 2,
         fraction_lost: 3,
         cumulative_lost: 4,
@@ -172,7 +175,7 @@ fn write_seeds() {
         last_sr: 7,
         delay_since_last_sr: 8,
     };
-    let n = choir::rtcp::write_receiver_report(&mut sr, 1, &[block]).unwrap();
+    let n = choir::wire::rtcp::write_receiver_report(&mut sr, 1, &[block]).unwrap();
     seeds.push(("rtcp", "rr", sr[..n].to_vec()));
     seeds.push((
         "rtcp",
@@ -236,17 +239,17 @@ fn write_seeds() {
 
 /// A client's first flight (ClientHello), from a fresh DTLS client transport.
 fn client_hello() -> Vec<u8> {
-    let identity = choir::dtls::DtlsIdentity::generate().unwrap();
-    let mut client = choir::dtls::DtlsTransport::new(
-        choir::dtls::dtls_config(),
+    let identity = choir::wire::dtls::DtlsIdentity::generate().unwrap();
+    let mut client = choir::wire::dtls::DtlsTransport::new(
+        choir::wire::dtls::dtls_config(),
         &identity,
-        choir::dtls::DtlsRole::Client,
+        choir::wire::dtls::DtlsRole::Client,
         Duration::from_secs(30),
         Instant::now(),
     );
     let mut buf = vec![0u8; 4096];
     match client.poll(&mut buf) {
-        choir::dtls::DtlsEvent::Transmit(d) => d.to_vec(),
+        choir::wire::dtls::DtlsEvent::Transmit(d) => d.to_vec(),
         other => panic!("no ClientHello: {other:?}"),
     }
 }

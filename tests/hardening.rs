@@ -7,7 +7,7 @@ use std::net::UdpSocket;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use choir::auth::{claims, Secret};
+use choir::control::auth::{claims, Secret};
 use common::Daemon;
 use serde_json::{json, Value};
 

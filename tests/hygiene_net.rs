@@ -339,7 +339,7 @@ fn tcp_transport(d: &Daemon, user: &str) -> (u16, String, String) {
 fn check(s: &mut std::net::TcpStream, ufrag: &str, password: &str, n: u8) -> bool {
     use std::io::{Read, Write};
     let mut req = [0u8; 512];
-    let len = choir::stun::write_binding_request(
+    let len = choir::wire::stun::write_binding_request(
         &mut req,
         [n; 12],
         &format!("{ufrag}:client{n}"),
@@ -358,7 +358,8 @@ fn check(s: &mut std::net::TcpStream, ufrag: &str, password: &str, n: u8) -> boo
         return false;
     }
     let mut resp = vec![0u8; usize::from(u16::from_be_bytes(head))];
-    s.read_exact(&mut resp).is_ok() && choir::stun::parse_binding_success(&resp, password).is_ok()
+    s.read_exact(&mut resp).is_ok()
+        && choir::wire::stun::parse_binding_success(&resp, password).is_ok()
 }
 
 fn drops(d: &Daemon, key: &str) -> u64 {

@@ -9,10 +9,10 @@ mod loopback;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use choir::api::{CreateTransportRequest, Direction, Event};
 use choir::client::{ClientTransport, ServerParams};
-use choir::dtls::{self, DtlsIdentity};
+use choir::sfu::api::{CreateTransportRequest, Direction, Event};
 use choir::sfu::RoomLimits;
+use choir::wire::dtls::{self, DtlsIdentity};
 use loopback::Loopback;
 
 const TIMEOUT: Duration = Duration::from_secs(2);

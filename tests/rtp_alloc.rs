@@ -10,8 +10,8 @@ mod counting_alloc;
 
 use counting_alloc::allocations_in;
 
-use choir::rtcp::{self, ReceiveStats, RtcpPacket};
-use choir::rtp::{self, ExtensionMap, SequenceMapper};
+use choir::wire::rtcp::{self, ReceiveStats, RtcpPacket};
+use choir::wire::rtp::{self, ExtensionMap, SequenceMapper};
 
 /// An Opus packet as browsers send it: audio level (id 1), abs-send-time (id 3) and
 /// transport-wide sequence number (id 5) in a one-byte extension block, 60 bytes of payload.

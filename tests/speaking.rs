@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use choir::client::{ClientTransport, ServerParams};
-use choir::dtls::{self, DtlsIdentity, DtlsRole};
+use choir::wire::dtls::{self, DtlsIdentity, DtlsRole};
 use common::Daemon;
 use serde_json::{json, Value};
 

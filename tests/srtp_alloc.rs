@@ -7,7 +7,7 @@ mod counting_alloc;
 
 use counting_alloc::allocations_in;
 
-use choir::srtp::{SrtpProfile, SrtpSession};
+use choir::wire::srtp::{SrtpProfile, SrtpSession};
 
 const ROUND_TRIPS: u16 = 10_000;
 const SSRCS: [u32; 4] = [0x1111_1111, 0x2222_2222, 0x3333_3333, 0x4444_4444];

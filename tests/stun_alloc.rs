@@ -11,8 +11,8 @@ mod counting_alloc;
 
 use counting_alloc::allocations_in;
 
-use choir::ice::{IceLite, StunOutcome};
-use choir::stun::{parse_binding_success_with_key, write_binding_request, IntegrityKey};
+use choir::wire::ice::{IceLite, StunOutcome};
+use choir::wire::stun::{parse_binding_success_with_key, write_binding_request, IntegrityKey};
 
 const UFRAG: &str = "choirlocalufrag1";
 const PWD: &str = "choir-local-password-0123456789ab";

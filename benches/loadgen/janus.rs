@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use choir::client::{ClientTransport, ServerParams};
-use choir::dtls::DtlsRole;
+use choir::wire::dtls::DtlsRole;
 use serde_json::{json, Value};
 use socket2::Socket;
 

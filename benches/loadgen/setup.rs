@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use choir::client::{ClientTransport, ServerParams};
-use choir::dtls::{DtlsIdentity, DtlsRole};
+use choir::wire::dtls::{DtlsIdentity, DtlsRole};
 use serde_json::{json, Value};
 
 use crate::worker::{LegSpec, Peer};
@@ -68,7 +68,7 @@ pub struct Clients {
 impl Clients {
     pub fn new() -> Clients {
         Clients {
-            config: choir::dtls::dtls_config(),
+            config: choir::wire::dtls::dtls_config(),
             identity: DtlsIdentity::generate().expect("a DTLS certificate"),
         }
     }

@@ -469,7 +469,7 @@ impl Worker {
 
 /// The send timestamp in a plaintext RTP packet's payload.
 fn send_time(packet: &[u8]) -> Option<u64> {
-    let header = choir::rtp::parse(packet).ok()?;
+    let header = choir::wire::rtp::parse(packet).ok()?;
     let stamp = packet.get(header.header_len..header.header_len + 8)?;
     Some(u64::from_be_bytes(stamp.try_into().ok()?))
 }

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::config::{parse_duration, ConfigError};
+use crate::process::config::{parse_duration, ConfigError};
 
-/// The cluster flags (flattened into [`crate::config::Cli`]).
+/// The cluster flags (flattened into [`crate::process::config::Cli`]).
 #[derive(Args, Debug, Clone)]
 pub struct ClusterArgs {
     /// Redis holding the cluster's registry and room directory

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use prometheus_client::encoding::DescriptorEncoder;
 
-use crate::metrics::{counter, gauge};
+use crate::control::metrics::{counter, gauge};
 
 /// Cluster counters and gauges (control thread).
 #[derive(Debug, Clone, Default)]

@@ -32,8 +32,8 @@ pub use metrics::Metrics;
 pub use route::Routed;
 pub use store::Store;
 
-use crate::api::ApiError;
 use crate::control::{Body, Ctx};
+use crate::sfu::api::ApiError;
 use config::{ClusterConfig, NodeUrl};
 use store::{Op, Resolved};
 
@@ -92,7 +92,7 @@ fn hostname() -> String {
     }
 }
 
-/// What cluster mode needs from the process (see [`crate::daemon`]).
+/// What cluster mode needs from the process (see [`crate::process::daemon`]).
 pub struct Setup {
     pub store: Store,
     pub config: ClusterConfig,
@@ -100,7 +100,7 @@ pub struct Setup {
     pub drain: flume::Receiver<()>,
     /// Stops the control server (a drain that finished).
     pub stop: flume::Sender<()>,
-    pub stopping: crate::faults::Stopping,
+    pub stopping: crate::process::faults::Stopping,
 }
 
 /// The control plane's view of the cluster (lives on the control executor: no locks).
@@ -157,7 +157,7 @@ struct Live {
     wake: (flume::Sender<()>, flume::Receiver<()>),
     drain: flume::Receiver<()>,
     stop: flume::Sender<()>,
-    stopping: crate::faults::Stopping,
+    stopping: crate::process::faults::Stopping,
 }
 
 /// Most owners cached (one entry per channel seen); past it the cache starts over.

@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 
 use super::store::{Answer, Op};
 use super::{Cluster, Live, State, HEARTBEAT, REDIS_TIMEOUT, TTL};
-use crate::api::{ApiError, Counts};
 use crate::control::Ctx;
+use crate::sfu::api::{ApiError, Counts};
 use crate::shard::{Command, Reply};
 
 /// While Redis is unreachable, the loop retries this often (the Redis thread backs off on its

@@ -12,9 +12,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::proxy::{within, ProxyError};
 use super::store::{Answer, Op};
 use super::{Cluster, Live, Place, HOP_HEADER, NODE_HEADER, REDIS_TIMEOUT, TTL};
-use crate::api::ApiError;
-use crate::auth::Claims;
+use crate::control::auth::Claims;
 use crate::control::{Body, Ctx, RequestBody, MAX_BODY};
+use crate::sfu::api::ApiError;
 
 /// A proxied request gets its whole answer (or a 503) within this.
 const DEADLINE: Duration = Duration::from_millis(1800);

@@ -9,7 +9,7 @@ use hyper::{Method, Response, StatusCode};
 use serde_json::json;
 
 use super::Body;
-use crate::api::ApiError;
+use crate::sfu::api::ApiError;
 
 /// (path, content type, body) of every asset.
 const ASSETS: [(&str, &str, &str); 4] = [

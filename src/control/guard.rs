@@ -11,9 +11,9 @@ use hyper::header::{self, HeaderValue};
 use hyper::HeaderMap;
 
 use super::limits::{Limit, Limits, RateLimiter};
-use crate::api::ApiError;
-use crate::auth::{Claims, Secret, TokenError};
-use crate::metrics::ControlCounters;
+use crate::control::auth::{Claims, Secret, TokenError};
+use crate::control::metrics::ControlCounters;
+use crate::sfu::api::ApiError;
 
 /// The control server's guard (one per server, on its thread).
 pub struct Guard {

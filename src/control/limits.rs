@@ -26,10 +26,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::api::ApiError;
-use crate::auth::Secret;
-use crate::config::{Cli, ConfigError};
-use crate::logging::LogFormat;
+use crate::control::auth::Secret;
+use crate::process::config::{Cli, ConfigError};
+use crate::process::logging::LogFormat;
+use crate::sfu::api::ApiError;
 
 /// Which limit refused a request (the `limit` label of the refusal counter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -193,8 +193,8 @@ pub(crate) fn parse_hardening(cli: &Cli, bad: Bad<'_>) -> Result<Hardening, Conf
             "CHOIR_MAX_CONNECTIONS_PER_IP",
             &cli.http.max_connections_per_ip,
         )?,
-        header_timeout: crate::config::parse_duration(&cli.http.header_timeout).ok_or_else(
-            || {
+        header_timeout: crate::process::config::parse_duration(&cli.http.header_timeout)
+            .ok_or_else(|| {
                 bad(
                     "header_timeout",
                     "--header-timeout",
@@ -202,8 +202,7 @@ pub(crate) fn parse_hardening(cli: &Cli, bad: Bad<'_>) -> Result<Hardening, Conf
                     &cli.http.header_timeout,
                     "not a duration (e.g. 30s, 500ms)",
                 )
-            },
-        )?,
+            })?,
     };
     if limits.rate_limit > 0 && limits.rate_burst == 0 {
         return Err(bad(

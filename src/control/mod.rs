@@ -2,11 +2,13 @@
 //! voice API and its push channel. It holds no media state: every operation is a command to the
 //! room's shard.
 
+pub mod auth;
 mod conn;
 mod demo;
 pub mod guard;
 pub(crate) mod io;
 pub mod limits;
+pub mod metrics;
 pub mod routes;
 mod sse;
 
@@ -21,7 +23,7 @@ use hyper::header::HeaderValue;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 
-use crate::api::RoomEvent;
+use crate::sfu::api::RoomEvent;
 use crate::shard::{Command, ShardHandle};
 
 pub use routes::{parse_json, Ctx, MAX_BODY};

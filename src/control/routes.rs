@@ -16,11 +16,11 @@ use super::guard::Guard;
 use super::limits::Limit;
 use super::sse::Hub;
 use super::{Body, RequestBody};
-use crate::api::{
+use crate::sfu::api::{
     ApiError, ConnectTransportRequest, ConsumeRequest, Counts, CreateTransportRequest,
     ParticipantRequest, ProduceRequest, ProducerRequest,
 };
-use crate::ortc;
+use crate::sfu::ortc;
 use crate::shard::{shard_for, Command, Reply, ShardHandle};
 
 /// Request bodies above this are refused with 413.
@@ -169,7 +169,7 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, ApiE
             return Err(ApiError::new(405, "/metrics takes GET"));
         }
         ctx.guard.check_metrics_token(req.headers())?;
-        let format = crate::metrics::Format::negotiate(req.headers());
+        let format = crate::control::metrics::Format::negotiate(req.headers());
         return Ok(metrics(ctx, format).await);
     }
     let Some(rest) = path.strip_prefix("/api/voice/") else {
@@ -420,8 +420,8 @@ async fn stats(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
 }
 
 /// `GET /metrics`: a `Stats` snapshot of every shard plus the control plane's counters.
-async fn metrics(ctx: &Ctx, format: crate::metrics::Format) -> Response<Body> {
-    let mut snapshot = crate::metrics::Snapshot::default();
+async fn metrics(ctx: &Ctx, format: crate::control::metrics::Format) -> Response<Body> {
+    let mut snapshot = crate::control::metrics::Snapshot::default();
     for shard in &ctx.shards {
         match shard.call(Command::Stats).await {
             Ok(Reply::Stats(s)) => snapshot.shards.push(*s),
@@ -442,7 +442,7 @@ async fn metrics(ctx: &Ctx, format: crate::metrics::Format) -> Response<Body> {
     Response::builder()
         .header(header::CONTENT_TYPE, format.content_type())
         .body(BodyExt::boxed_unsync(Full::new(Bytes::from(
-            crate::metrics::render_as(snapshot, format),
+            crate::control::metrics::render_as(snapshot, format),
         ))))
         .expect("static response")
 }

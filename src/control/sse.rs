@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
-use crate::api::{Audience, Event, RoomEvent};
+use crate::sfu::api::{Audience, Event, RoomEvent};
 
 /// Events buffered per subscriber before it is cut off.
 const QUEUE: usize = 256;
@@ -192,7 +192,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::Event;
+    use crate::sfu::api::Event;
 
     fn ev(audience: Audience) -> RoomEvent {
         RoomEvent {
@@ -262,7 +262,7 @@ mod tests {
         let plain = hub.subscribe("c", "a");
         let levels = hub.subscribe_with("c", "b", true);
         let levels_event = Event::AudioLevels {
-            levels: vec![crate::api::LevelEntry {
+            levels: vec![crate::sfu::api::LevelEntry {
                 user_id: "a".into(),
                 volume: -20,
             }],

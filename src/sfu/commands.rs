@@ -4,14 +4,14 @@ use std::time::Instant;
 
 use super::transport::{Io, Transport, TransportParams};
 use super::{new_id, random_u32, Consumer, Egress, Participant, Producer, Room, Sfu, TransportKey};
-use crate::api::{
+use crate::control::limits::Limit;
+use crate::sfu::api::{
     ApiError, Audience, ConnectTransportRequest, ConsumeRequest, ConsumerOptions, Counts,
     CreateTransportRequest, Direction, Event, ParticipantRequest, ProduceRequest, ProducerInfo,
     ProducerRequest, RoomEvent, TransportOptions,
 };
-use crate::control::limits::Limit;
-use crate::ortc;
-use crate::rtp::{ExtensionMap, SequenceMapper};
+use crate::sfu::ortc;
+use crate::wire::rtp::{ExtensionMap, SequenceMapper};
 
 impl Sfu {
     /// `GET /rtp-capabilities/:channelId`: creates the room if absent.

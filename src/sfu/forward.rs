@@ -6,11 +6,11 @@ use std::time::Instant;
 
 use super::transport::{Io, Received};
 use super::{Egress, Path, Sfu, TransportKey};
-use crate::demux::{self, PacketKind};
-use crate::ortc::OPUS_PAYLOAD_TYPE;
-use crate::rtcp::{self, RtcpPacket};
-use crate::rtp;
-use crate::stun;
+use crate::sfu::ortc::OPUS_PAYLOAD_TYPE;
+use crate::wire::demux::{self, PacketKind};
+use crate::wire::rtcp::{self, RtcpPacket};
+use crate::wire::rtp;
+use crate::wire::stun;
 
 impl Sfu {
     /// Handles one datagram that arrived on `path`. `buf[..len]` holds it and `buf` has room
@@ -101,7 +101,7 @@ impl Sfu {
             return self.counters.drop("rtp", "unknown_payload_type");
         }
         let stats = producer.stats.get_or_insert_with(|| {
-            crate::rtcp::ReceiveStats::new(header.ssrc, crate::ortc::OPUS_CLOCK_RATE)
+            crate::wire::rtcp::ReceiveStats::new(header.ssrc, crate::sfu::ortc::OPUS_CLOCK_RATE)
         });
         stats.on_packet(header.sequence, header.timestamp, now);
         if producer.paused {

@@ -6,12 +6,14 @@
 //! of [`Sfu::take_events`], and the transports it closed (whose sockets the shell must release)
 //! come out of [`Sfu::take_closed`].
 
+pub mod api;
 mod commands;
 pub mod counters;
 mod deadline;
 mod dominant;
 mod forward;
 mod limits;
+pub mod ortc;
 mod rtcp_reports;
 mod speaking;
 pub mod transport;
@@ -23,11 +25,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use slab::Slab;
 
-use crate::api::{Audience, Event, RoomEvent};
-use crate::dtls::DtlsIdentity;
-use crate::ortc::ProducerRtp;
-use crate::rtcp::ReceiveStats;
-use crate::rtp::{ExtensionMap, SequenceMapper};
+use crate::sfu::api::{Audience, Event, RoomEvent};
+use crate::sfu::ortc::ProducerRtp;
+use crate::wire::dtls::DtlsIdentity;
+use crate::wire::rtcp::ReceiveStats;
+use crate::wire::rtp::{ExtensionMap, SequenceMapper};
 
 pub use counters::Counters;
 pub use limits::{RoomLimits, TransportStates};
@@ -297,7 +299,7 @@ impl Sfu {
                 self.counters.consent_timeouts += 1;
                 self.remove_participant(&channel_id, &user_id, "consent expired");
             }
-            transport::CloseReason::Dtls(crate::dtls::DtlsFailure::Closed) => {
+            transport::CloseReason::Dtls(crate::wire::dtls::DtlsFailure::Closed) => {
                 // The browser closed the transport (close_notify), e.g. before `leave`.
                 self.counters.dtls_closed += 1;
                 self.close_transport(key);

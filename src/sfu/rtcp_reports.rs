@@ -4,8 +4,8 @@
 use std::time::Instant;
 
 use super::{Egress, Sfu};
-use crate::ortc::OPUS_CLOCK_RATE;
-use crate::rtcp;
+use crate::sfu::ortc::OPUS_CLOCK_RATE;
+use crate::wire::rtcp;
 
 /// CNAME choir uses as an RTCP reporter.
 const REPORTER_CNAME: &str = "choir";

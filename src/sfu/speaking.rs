@@ -22,9 +22,9 @@ use serde::Serialize;
 use slab::Slab;
 
 use super::{Counters, Producer, ProducerKey, Room, Sfu};
-use crate::api::{Audience, Event, LevelEntry, RoomEvent};
-use crate::ortc::{self, ProducerRtp};
-use crate::rtp::{self, audio_level::SILENCE, RtpHeader};
+use crate::sfu::api::{Audience, Event, LevelEntry, RoomEvent};
+use crate::sfu::ortc::{self, ProducerRtp};
+use crate::wire::rtp::{self, audio_level::SILENCE, RtpHeader};
 
 /// Speaking detection settings (`CHOIR_SPEAKING_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use super::super::{Announced, Egress, Path, Settings, Sfu};
 use super::{SpeakingSettings, STALE};
-use crate::api::{
+use crate::sfu::api::{
     CreateTransportRequest, Direction, Event, ProduceRequest, ProducerRequest, RoomEvent,
 };
-use crate::rtp;
+use crate::wire::rtp;
 
 struct Nowhere;
 impl Egress for Nowhere {
@@ -72,8 +72,8 @@ fn settings() -> Settings {
         consent_timeout: Duration::from_secs(30),
         dtls_timeout: Duration::from_secs(30),
         consumer_hold: Duration::ZERO,
-        dtls_config: crate::dtls::dtls_config(),
-        identity: crate::dtls::DtlsIdentity::generate().unwrap(),
+        dtls_config: crate::wire::dtls::dtls_config(),
+        identity: crate::wire::dtls::DtlsIdentity::generate().unwrap(),
     }
 }
 
@@ -358,7 +358,7 @@ fn pause_and_close_stop_speaking_first() {
     // Leave: speakingChanged false, producerClosed, participantLeft, in that order.
     let before = r.events.len();
     r.sfu
-        .leave(&crate::api::ParticipantRequest {
+        .leave(&crate::sfu::api::ParticipantRequest {
             channel_id: "r".into(),
             user_id: "a".into(),
         })
@@ -536,7 +536,7 @@ fn dominant_speaker_switches_when_one_clearly_takes_over() {
     let mut r = Room::new(&["a", "b"], SpeakingSettings::default(), 0);
     r.run(1000, |_, who| Some(if who == 0 { LOUD } else { SILENT }));
     r.sfu
-        .leave(&crate::api::ParticipantRequest {
+        .leave(&crate::sfu::api::ParticipantRequest {
             channel_id: "r".into(),
             user_id: "a".into(),
         })

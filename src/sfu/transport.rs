@@ -10,11 +10,11 @@ use std::time::Instant;
 
 use super::counters::Counters;
 use super::{random_token, random_u32, ConsumerKey, Egress, Path, ProducerKey, Settings};
-use crate::api::{self, ApiError, Direction, DtlsParameters, TransportOptions};
-use crate::demux::{self, PacketKind};
-use crate::dtls::{self, DtlsEvent, DtlsFailure, DtlsRole, DtlsTransport};
-use crate::ice::{IceLite, IceState, StunOutcome};
-use crate::srtp::{SrtpProfile, SrtpSession};
+use crate::sfu::api::{self, ApiError, Direction, DtlsParameters, TransportOptions};
+use crate::wire::demux::{self, PacketKind};
+use crate::wire::dtls::{self, DtlsEvent, DtlsFailure, DtlsRole, DtlsTransport};
+use crate::wire::ice::{IceLite, IceState, StunOutcome};
+use crate::wire::srtp::{SrtpProfile, SrtpSession};
 
 /// mediasoup's priority for a UDP host candidate; TCP candidates rank below every UDP one, and
 /// each further announced address below the previous one (RFC 8445 §5.1.2: local preference).

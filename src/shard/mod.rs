@@ -11,7 +11,7 @@ mod run;
 mod sockets;
 mod tcp;
 
-use crate::api::{
+use crate::sfu::api::{
     ApiError, ConnectTransportRequest, ConsumeRequest, ConsumerOptions, Counts,
     CreateTransportRequest, ParticipantRequest, ProduceRequest, ProducerInfo, ProducerRequest,
     TransportOptions,

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::api::ApiError;
+use crate::sfu::api::ApiError;
 
 /// Socket buffer sizes for RTC sockets: room for bursts of a few hundred packets.
 const SOCKET_BUFFER: usize = 1 << 20;

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::run::Shard;
 use super::Reply;
-use crate::api::ApiError;
+use crate::sfu::api::ApiError;
 
 /// A command's room and user (see [`super::Command::scope`]).
 pub(super) type Scope = Option<(String, Option<String>)>;

@@ -20,12 +20,12 @@ use glommio::Placement;
 use super::ports::{Bound, Listen, Ports};
 use super::sockets::{Kind, SocketEgress, Sockets};
 use super::{Command, Envelope, Reply, ShardHandle, ShardStats};
-use crate::api::{ApiError, RoomEvent};
-use crate::config::PortMode;
-use crate::dtls::DtlsIdentity;
+use crate::process::config::PortMode;
+use crate::sfu::api::{ApiError, RoomEvent};
 use crate::sfu::{
     Announced, Path, Settings, Sfu, SocketId, TransportKey, BUFFER_SIZE, MAX_DATAGRAM,
 };
+use crate::wire::dtls::DtlsIdentity;
 
 /// Timer resolution: consent, DTLS retransmissions and RTCP run from this tick.
 const TICK: Duration = Duration::from_millis(20);
@@ -302,7 +302,7 @@ impl Shard {
         })
     }
 
-    fn counts(&self) -> crate::api::Counts {
+    fn counts(&self) -> crate::sfu::api::Counts {
         let mut counts = self.sfu.borrow().counts();
         counts.bound_ports = self.ports.borrow().in_use() as u64;
         counts

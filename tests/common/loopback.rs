@@ -6,13 +6,13 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use choir::api::{
+use choir::client::{ClientReceived, ClientTransport, ServerParams};
+use choir::sfu::api::{
     ConnectTransportRequest, CreateTransportRequest, Direction, DtlsParameters, DtlsRole,
     Fingerprint, ProduceRequest,
 };
-use choir::client::{ClientReceived, ClientTransport, ServerParams};
-use choir::dtls::{self, DtlsIdentity};
 use choir::sfu::{Announced, Egress, Path, Settings, Sfu, TransportKey};
+use choir::wire::dtls::{self, DtlsIdentity};
 use serde_json::json;
 
 /// Collects what the core sends (allocates: for set-up, not for measured loops).
@@ -167,7 +167,7 @@ impl Loopback {
         let caps = serde_json::from_value(json!({"codecs":[{"kind":"audio","mimeType":"audio/opus","preferredPayloadType":100,"clockRate":48000,"channels":2}],
             "headerExtensions":[{"kind":"audio","uri":"urn:ietf:params:rtp-hdrext:ssrc-audio-level","preferredId":10}]}))
         .unwrap();
-        let req = choir::api::ConsumeRequest {
+        let req = choir::sfu::api::ConsumeRequest {
             channel_id: channel.into(),
             user_id: self.members[member].user.clone(),
             producer_id: self.members[producer].producer_id.clone().unwrap(),

@@ -59,7 +59,7 @@ pub fn opus_ticks(payload: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rtp::parse;
+    use crate::wire::rtp::parse;
 
     fn packet(ext_profile: u16, block: &[u8]) -> Vec<u8> {
         let mut p = vec![0x90, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7];

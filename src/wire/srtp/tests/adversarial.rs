@@ -5,8 +5,8 @@ use hmac::{Hmac, Mac};
 use sha1::Sha1;
 
 use super::{master, pair, protect_rtcp, protect_rtp, rtcp, rtp, PROFILES};
-use crate::srtp::kdf::{Label, Prf};
-use crate::srtp::{SrtpError, SrtpProfile, SrtpSession, MAX_STREAMS};
+use crate::wire::srtp::kdf::{Label, Prf};
+use crate::wire::srtp::{SrtpError, SrtpProfile, SrtpSession, MAX_STREAMS};
 
 const SSRC: u32 = 0x1122_3344;
 

@@ -519,7 +519,7 @@ impl Collector for Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::Counts;
+    use crate::sfu::api::Counts;
     use crate::sfu::Counters;
 
     #[test]

@@ -224,7 +224,7 @@ fn roc_of(index: u64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::srtp::tests::hex;
+    use crate::wire::srtp::tests::hex;
 
     /// RFC 3711 Appendix B.2: the AES-CM keystream for SSRC 0, index 0, over 65282 blocks.
     #[test]

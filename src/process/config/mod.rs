@@ -303,7 +303,7 @@ pub struct Cli {
     pub demo_page: String,
 
     #[command(subcommand)]
-    pub command: Option<crate::auth::Subcommand>,
+    pub command: Option<crate::control::auth::Subcommand>,
 }
 
 /// Validated configuration.
@@ -336,11 +336,11 @@ pub struct Config {
     pub print_config: bool,
     /// Token secret; `None` leaves the API open (a warning at start).
     #[serde(serialize_with = "is_set", rename = "authEnabled")]
-    pub auth: Option<crate::auth::Secret>,
+    pub auth: Option<crate::control::auth::Secret>,
     #[serde(serialize_with = "is_set", rename = "metricsTokenSet")]
     pub metrics_token: Option<String>,
     pub limits: crate::control::limits::Limits,
-    pub log_format: crate::logging::LogFormat,
+    pub log_format: crate::process::logging::LogFormat,
     pub speaking: crate::sfu::SpeakingSettings,
     #[serde(skip)]
     pub test_faults: bool,

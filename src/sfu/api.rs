@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ortc::{RtpCapabilities, RtpParameters};
+use crate::sfu::ortc::{RtpCapabilities, RtpParameters};
 
 /// An API error: `{"error": message}` with an HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,13 +6,13 @@ use std::os::fd::{FromRawFd, IntoRawFd};
 
 use glommio::Placement;
 
-use crate::config::{Config, PortMode};
+use crate::process::config::{Config, PortMode};
 use crate::shard::{self, ShardSetup};
-use crate::{cluster, control, dtls};
+use crate::{cluster, control, wire::dtls};
 
 /// Runs choir until SIGTERM/SIGINT. Returns an error line for start-up failures.
 pub fn run(config: Config) -> Result<(), String> {
-    crate::faults::log_panics();
+    crate::process::faults::log_panics();
     if config.auth.is_none() {
         tracing::warn!(
             "NO AUTH: the voice API is open: anyone who reaches {} can act as any user in any room. Set CHOIR_AUTH_SECRET (or --auth-secret-file) in production",
@@ -81,9 +81,9 @@ pub fn run(config: Config) -> Result<(), String> {
     let (stop_tx, stop_rx) = flume::bounded::<()>(1);
     let (drain_tx, drain_rx) = flume::bounded::<()>(1);
     let drains = store.is_some();
-    let stopping = crate::faults::Stopping::default();
-    let shard_failed = crate::faults::Failed::default();
-    let threads = crate::faults::watch_shards(
+    let stopping = crate::process::faults::Stopping::default();
+    let shard_failed = crate::process::faults::Failed::default();
+    let threads = crate::process::faults::watch_shards(
         threads,
         stop_tx.clone(),
         stopping.clone(),
@@ -158,7 +158,7 @@ pub fn run(config: Config) -> Result<(), String> {
         let _ = t.join();
     }
     result?;
-    crate::faults::exit_status(&shard_failed)
+    crate::process::faults::exit_status(&shard_failed)
 }
 
 /// Binds the API's listening socket. Not with `SO_REUSEPORT` (glommio's own `bind` sets it, and

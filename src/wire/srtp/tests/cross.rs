@@ -6,7 +6,7 @@ use rtc_srtp::context::Context;
 use rtc_srtp::protection_profile::ProtectionProfile;
 
 use super::{master, protect_rtcp, protect_rtp, rtcp, rtp, PROFILES};
-use crate::srtp::{SrtpProfile, SrtpSession};
+use crate::wire::srtp::{SrtpProfile, SrtpSession};
 
 fn rtc_context(profile: SrtpProfile, key: &[u8], salt: &[u8]) -> Context {
     let rtc_profile = match profile {

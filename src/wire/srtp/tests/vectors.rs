@@ -6,8 +6,8 @@
 //! RFC 3711 Appendix B.2 and B.3 vectors are in `cm.rs` and `kdf.rs`.
 
 use super::hex;
-use crate::srtp::gcm::{Gcm, GcmKeys};
-use crate::srtp::{SrtpError, SrtpProfile, SrtpSession, Transform};
+use crate::wire::srtp::gcm::{Gcm, GcmKeys};
+use crate::wire::srtp::{SrtpError, SrtpProfile, SrtpSession, Transform};
 
 const KEY_128: &str = "000102030405060708090a0b0c0d0e0f";
 const KEY_256: &str = "000102030405060708090a0b0c0d0e0f 101112131415161718191a1b1c1d1e1f";

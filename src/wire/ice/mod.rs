@@ -18,7 +18,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::stun::{attr, Class, IntegrityKey, Message, MessageWriter, StunError, METHOD_BINDING};
+use crate::wire::stun::{
+    attr, Class, IntegrityKey, Message, MessageWriter, StunError, METHOD_BINDING,
+};
 
 #[cfg(test)]
 mod tests;

@@ -1,8 +1,8 @@
 //! ICE-lite agent tests with a fake clock; peers built by our writer and by `rtc-stun`.
 
 use super::*;
-use crate::stun::tests::{rtc, Rng};
-use crate::stun::{write_binding_request, MessageWriter, METHOD_BINDING};
+use crate::wire::stun::tests::{rtc, Rng};
+use crate::wire::stun::{write_binding_request, MessageWriter, METHOD_BINDING};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -150,7 +150,7 @@ fn answers_valid_requests_v4_and_v6() {
             panic!("{outcome:?}");
         };
         assert!(selected_changed);
-        let ok = crate::stun::parse_binding_success(&out[..len], PWD).unwrap();
+        let ok = crate::wire::stun::parse_binding_success(&out[..len], PWD).unwrap();
         assert_eq!(ok.mapped, from);
         assert_eq!(ok.transaction_id, [1; 12]);
         assert_eq!(ice.state(), IceState::Connected);
@@ -184,7 +184,7 @@ fn ipv4_mapped_source_is_reported_as_ipv4() {
     let mut out = [0u8; 256];
     let mapped: SocketAddr = "[::ffff:192.0.2.1]:32853".parse().unwrap();
     let len = reply_len(ice.handle_stun(&request(1, true), mapped, t0, &mut out));
-    let ok = crate::stun::parse_binding_success(&out[..len], PWD).unwrap();
+    let ok = crate::wire::stun::parse_binding_success(&out[..len], PWD).unwrap();
     assert_eq!(ok.mapped, v4());
     assert_eq!(ice.selected(), Some(mapped));
 }

@@ -14,7 +14,7 @@
 //! window. Any failure leaves the stream state as it was.
 //!
 //! ```
-//! use choir::srtp::{SrtpProfile, SrtpSession};
+//! use choir::wire::srtp::{SrtpProfile, SrtpSession};
 //!
 //! let profile = SrtpProfile::AeadAes128Gcm;
 //! let (key, salt) = ([7u8; 16], [9u8; 12]);

@@ -74,7 +74,7 @@ impl Prf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::srtp::tests::hex;
+    use crate::wire::srtp::tests::hex;
 
     /// RFC 3711 Appendix B.3: the three SRTP session keys of one master key and salt.
     #[test]
