@@ -91,6 +91,24 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Builds a setting's error from its clap id, the bad value and why it is bad:
+/// `invalid NAME "value": why` (see [`setting_name`]).
+pub(crate) type Bad<'a> = &'a dyn Fn(&str, &str, &str) -> ConfigError;
+
+/// How the user set the setting `id` (a [`Cli`] field): its environment variable when the value
+/// came from there, else its flag.
+fn setting_name(command: &clap::Command, matches: &ArgMatches, id: &str) -> String {
+    let arg = command.get_arguments().find(|a| a.get_id() == id);
+    let env = arg.and_then(|a| a.get_env());
+    match (matches.value_source(id), env) {
+        (Some(ValueSource::EnvVariable), Some(env)) => env.to_string_lossy().into_owned(),
+        _ => match arg.and_then(|a| a.get_long()) {
+            Some(long) => format!("--{long}"),
+            None => format!("--{}", id.replace('_', "-")),
+        },
+    }
+}
+
 impl Config {
     /// Parses flags and environment (flags win) and validates them.
     /// Clap's own errors (unknown flag, `--help`, `--version`) exit through clap.
@@ -106,102 +124,60 @@ impl Config {
 
     /// Validates a parsed command line; `matches` tells where each value came from.
     pub fn from_cli(cli: &Cli, matches: &ArgMatches) -> Result<Config, ConfigError> {
-        let name = |id: &str, flag: &str, env: &str| -> String {
-            match matches.value_source(id) {
-                Some(ValueSource::EnvVariable) => env.to_string(),
-                _ => flag.to_string(),
-            }
-        };
-        let bad = |id: &str, flag: &str, env: &str, value: &str, why: &str| {
-            ConfigError(format!(
-                "invalid {} {:?}: {}",
-                name(id, flag, env),
-                value,
-                why
-            ))
+        let command = Cli::command();
+        let name = |id: &str| setting_name(&command, matches, id);
+        let bad = |id: &str, value: &str, why: &str| {
+            ConfigError(format!("invalid {} {:?}: {}", name(id), value, why))
         };
 
         let announced_ip = match &cli.announced_ip {
-            Some(v) => v.trim().parse::<IpAddr>().map_err(|_| {
-                bad(
-                    "announced_ip",
-                    "--announced-ip",
-                    "SFU_ANNOUNCED_IP",
-                    v,
-                    "not an IP address",
-                )
-            })?,
+            Some(v) => v
+                .trim()
+                .parse::<IpAddr>()
+                .map_err(|_| bad("announced_ip", v, "not an IP address"))?,
             None => first_non_loopback_ipv4().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         };
         if announced_ip.is_unspecified() {
             return Err(bad(
                 "announced_ip",
-                "--announced-ip",
-                "SFU_ANNOUNCED_IP",
                 &announced_ip.to_string(),
                 "an unspecified address cannot be announced",
             ));
         }
-        let rtc_listen_ip = cli.rtc_listen_ip.trim().parse::<IpAddr>().map_err(|_| {
-            bad(
-                "rtc_listen_ip",
-                "--rtc-listen-ip",
-                "CHOIR_RTC_LISTEN_IP",
-                &cli.rtc_listen_ip,
-                "not an IP address",
-            )
-        })?;
-        let port = |id: &str, flag: &str, env: &str, v: &str| -> Result<u16, ConfigError> {
+        let rtc_listen_ip = cli
+            .rtc_listen_ip
+            .trim()
+            .parse::<IpAddr>()
+            .map_err(|_| bad("rtc_listen_ip", &cli.rtc_listen_ip, "not an IP address"))?;
+        let port = |id: &str, v: &str| -> Result<u16, ConfigError> {
             match v.trim().parse::<u16>() {
                 Ok(p) if p > 0 => Ok(p),
-                _ => Err(bad(id, flag, env, v, "not a port number (1-65535)")),
+                _ => Err(bad(id, v, "not a port number (1-65535)")),
             }
         };
-        let rtc_min_port = port(
-            "rtc_min_port",
-            "--rtc-min-port",
-            "RTC_MIN_PORT",
-            &cli.rtc_min_port,
-        )?;
-        let rtc_max_port = port(
-            "rtc_max_port",
-            "--rtc-max-port",
-            "RTC_MAX_PORT",
-            &cli.rtc_max_port,
-        )?;
+        let rtc_min_port = port("rtc_min_port", &cli.rtc_min_port)?;
+        let rtc_max_port = port("rtc_max_port", &cli.rtc_max_port)?;
         if rtc_min_port >= rtc_max_port {
             return Err(ConfigError(format!(
                 "invalid {} {}: must be below {} {}",
-                name("rtc_min_port", "--rtc-min-port", "RTC_MIN_PORT"),
+                name("rtc_min_port"),
                 rtc_min_port,
-                name("rtc_max_port", "--rtc-max-port", "RTC_MAX_PORT"),
+                name("rtc_max_port"),
                 rtc_max_port
             )));
         }
-        let listen = cli.listen.trim().parse::<SocketAddr>().map_err(|_| {
-            bad(
-                "listen",
-                "--listen",
-                "CHOIR_LISTEN",
-                &cli.listen,
-                "not an IP:port address",
-            )
-        })?;
+        let listen = cli
+            .listen
+            .trim()
+            .parse::<SocketAddr>()
+            .map_err(|_| bad("listen", &cli.listen, "not an IP:port address"))?;
         let shards = match &cli.shards {
             None => std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
             Some(v) => match v.trim().parse::<usize>() {
                 Ok(n) if (1..=1024).contains(&n) => n,
-                _ => {
-                    return Err(bad(
-                        "shards",
-                        "--shards",
-                        "CHOIR_SHARDS",
-                        v,
-                        "not a shard count (1-1024)",
-                    ))
-                }
+                _ => return Err(bad("shards", v, "not a shard count (1-1024)")),
             },
         };
         let ports = usize::from(rtc_max_port - rtc_min_port) + 1;
@@ -210,23 +186,14 @@ impl Config {
                 "invalid RTC port range {rtc_min_port}-{rtc_max_port}: {ports} ports cannot be split over {shards} shards"
             )));
         }
-        let pin = parse_bool(&cli.pin).ok_or_else(|| {
-            bad(
-                "pin",
-                "--pin",
-                "CHOIR_PIN",
-                &cli.pin,
-                "not a boolean (true/false)",
-            )
-        })?;
+        let pin = parse_bool(&cli.pin)
+            .ok_or_else(|| bad("pin", &cli.pin, "not a boolean (true/false)"))?;
         let cors_origin = match cli.cors_origin.trim() {
             "" => None,
             o if o.bytes().all(|b| b.is_ascii_graphic()) => Some(o.to_string()),
             _ => {
                 return Err(bad(
                     "cors_origin",
-                    "--cors-origin",
-                    "CHOIR_CORS_ORIGIN",
                     &cli.cors_origin,
                     "not a valid header value",
                 ))
@@ -235,8 +202,6 @@ impl Config {
         let consent_timeout = parse_duration(&cli.consent_timeout).ok_or_else(|| {
             bad(
                 "consent_timeout",
-                "--consent-timeout",
-                "CHOIR_CONSENT_TIMEOUT",
                 &cli.consent_timeout,
                 "not a duration (e.g. 30s, 500ms)",
             )
@@ -244,8 +209,6 @@ impl Config {
         let dtls_timeout = parse_duration(&cli.dtls_timeout).ok_or_else(|| {
             bad(
                 "dtls_timeout",
-                "--dtls-timeout",
-                "CHOIR_DTLS_TIMEOUT",
                 &cli.dtls_timeout,
                 "not a duration (e.g. 30s, 500ms)",
             )
@@ -255,8 +218,6 @@ impl Config {
             v => parse_duration(v).ok_or_else(|| {
                 bad(
                     "join_timeout",
-                    "--join-timeout",
-                    "CHOIR_JOIN_TIMEOUT",
                     &cli.join_timeout,
                     "not a duration (e.g. 60s, 0 = never)",
                 )
@@ -267,8 +228,6 @@ impl Config {
             v => parse_duration(v).ok_or_else(|| {
                 bad(
                     "consumer_hold",
-                    "--consumer-hold",
-                    "CHOIR_CONSUMER_HOLD",
                     &cli.consumer_hold,
                     "not a duration (e.g. 500ms, 0)",
                 )
@@ -279,27 +238,14 @@ impl Config {
                 ip: rtc_listen_ip,
                 announced: announced_ip,
             }],
-            Some(list) => parse_listen_ips(list, announced_ip)
-                .map_err(|why| bad("listen_ips", "--listen-ips", "SFU_LISTEN_IPS", list, &why))?,
+            Some(list) => {
+                parse_listen_ips(list, announced_ip).map_err(|why| bad("listen_ips", list, &why))?
+            }
         };
-        let enable_udp = parse_bool(&cli.enable_udp).ok_or_else(|| {
-            bad(
-                "enable_udp",
-                "--enable-udp",
-                "CHOIR_ENABLE_UDP",
-                &cli.enable_udp,
-                "not a boolean (true/false)",
-            )
-        })?;
-        let enable_tcp = parse_bool(&cli.enable_tcp).ok_or_else(|| {
-            bad(
-                "enable_tcp",
-                "--enable-tcp",
-                "CHOIR_ENABLE_TCP",
-                &cli.enable_tcp,
-                "not a boolean (true/false)",
-            )
-        })?;
+        let enable_udp = parse_bool(&cli.enable_udp)
+            .ok_or_else(|| bad("enable_udp", &cli.enable_udp, "not a boolean (true/false)"))?;
+        let enable_tcp = parse_bool(&cli.enable_tcp)
+            .ok_or_else(|| bad("enable_tcp", &cli.enable_tcp, "not a boolean (true/false)"))?;
         if !enable_udp && !enable_tcp {
             return Err(ConfigError(
                 "invalid --enable-udp false with --enable-tcp false: transports need UDP or TCP"
@@ -312,26 +258,18 @@ impl Config {
             other => {
                 return Err(bad(
                     "port_mode",
-                    "--port-mode",
-                    "CHOIR_PORT_MODE",
                     other,
                     "not a port mode (per-transport, single)",
                 ))
             }
         };
         tracing_subscriber::EnvFilter::try_new(&cli.log)
-            .map_err(|e| bad("log", "--log", "CHOIR_LOG", &cli.log, &e.to_string()))?;
+            .map_err(|e| bad("log", &cli.log, &e.to_string()))?;
         let hardening = crate::control::limits::parse_hardening(cli, &bad)?;
         let cluster = crate::cluster::config::parse(&cli.cluster, &bad)?;
         let demo_page = parse_bool(&cli.demo_page).ok_or_else(|| {
             let why = "not a boolean (true/false)";
-            bad(
-                "demo_page",
-                "--demo-page",
-                "CHOIR_DEMO_PAGE",
-                &cli.demo_page,
-                why,
-            )
+            bad("demo_page", &cli.demo_page, why)
         })?;
         let speaking = speaking::parse(cli, &bad)?;
         Ok(Config {
