@@ -243,22 +243,10 @@ impl Daemon {
     }
 
     /// SIGTERM, then wait (at most `timeout`) for the exit status.
-    pub fn terminate(mut self, timeout: Duration) -> Option<ExitStatus> {
-        let mut child = self.child.take().unwrap();
+    pub fn terminate(self, timeout: Duration) -> Option<ExitStatus> {
         // SAFETY: plain kill(2) on our child's pid.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
+        self.wait_exit(timeout)
     }
 }
 
