@@ -1,39 +1,9 @@
 //! Configuration through the real binary: env vars, flags (which win), and every invalid value.
 
-use std::process::Command;
+#[path = "common/print_config.rs"]
+mod print_config;
 
-use serde_json::Value;
-
-fn choir(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_choir"));
-    cmd.args(args);
-    for var in [
-        "SFU_ANNOUNCED_IP",
-        "RTC_MIN_PORT",
-        "RTC_MAX_PORT",
-        "CHOIR_LISTEN",
-        "CHOIR_SHARDS",
-        "CHOIR_CONSENT_TIMEOUT",
-    ] {
-        cmd.env_remove(var);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run choir")
-}
-
-fn effective(args: &[&str], env: &[(&str, &str)]) -> Value {
-    let mut all = vec!["--print-config"];
-    all.extend_from_slice(args);
-    let out = choir(&all, env);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+use print_config::{choir, effective};
 
 #[test]
 fn env_is_read_and_flags_win() {

@@ -93,12 +93,17 @@ fn page_and_assets_are_served_from_the_binary() {
             "text/javascript; charset=utf-8",
             "RTCPeerConnection",
         ),
+        (
+            "/demo/sdp.js",
+            "text/javascript; charset=utf-8",
+            "a=ice-lite",
+        ),
         ("/demo/app.css", "text/css; charset=utf-8", "#participants"),
     ] {
         let r = fetch(&d, "GET", path);
         assert_eq!((r.status, r.kind.as_str()), (200, kind), "{path}");
         assert!(r.body.contains(needle), "{path} lacks {needle}");
-        assert!(html.contains(path) || path == "/demo/choir-client.js");
+        assert!(html.contains(path) || path == "/demo/choir-client.js" || path == "/demo/sdp.js");
     }
     let r = fetch(&d, "GET", "/demo/config.json");
     assert_eq!(r.status, 200);

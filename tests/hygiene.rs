@@ -4,10 +4,13 @@
 //! tests/hygiene_net.rs.
 
 mod common;
+#[path = "common/print_config.rs"]
+mod print_config;
 
 use std::time::{Duration, Instant};
 
 use common::{bound_udp_ports, Daemon};
+use print_config::{effective, print_config};
 use serde_json::{json, Value};
 
 fn create(channel: &str, user: &str, direction: &str) -> Value {
@@ -66,9 +69,9 @@ fn participants_that_never_connect_are_removed_after_the_join_timeout() {
     assert_eq!(d.health()["boundPorts"], 0);
     assert!(bound_udp_ports(d.pid()).is_empty());
     assert_eq!(total(&d, "joinTimeouts"), 4);
-    let (_, text) = metrics(&d, None);
+    let (_, text) = d.metrics(None);
     assert_eq!(
-        metric_sum(&text, "choir_join_timeouts_total{"),
+        common::metric_sum(&text, "choir_join_timeouts_total{"),
         4.0,
         "{text}"
     );
@@ -84,44 +87,6 @@ fn rooms_nobody_joins_are_removed_after_the_join_timeout() {
     assert!(d.wait_for(Duration::from_secs(5), |d| d.health()["rooms"] == 0));
     assert_eq!(d.get("rtp-capabilities/c").0, 200);
     assert_eq!(total(&d, "roomsExpired"), 2);
-}
-
-/// `GET /metrics` with an optional Accept header → (content type, text).
-fn metrics(d: &Daemon, accept: Option<&str>) -> (String, String) {
-    let mut req = ureq::get(&format!("{}/metrics", d.base)).timeout(Duration::from_secs(10));
-    if let Some(a) = accept {
-        req = req.set("Accept", a);
-    }
-    let resp = req.call().expect("metrics");
-    let ty = resp.header("content-type").unwrap_or_default().to_string();
-    (ty, resp.into_string().unwrap())
-}
-
-/// The sum of the samples whose line starts with `prefix`.
-fn metric_sum(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-fn print_config(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_choir"));
-    cmd.arg("--print-config").args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run choir")
-}
-
-fn effective(args: &[&str], env: &[(&str, &str)]) -> Value {
-    let out = print_config(args, env);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]
@@ -197,25 +162,12 @@ fn the_http_limits_are_settings() {
 fn a_second_choir_on_the_same_api_port_exits_1_with_one_line() {
     let first = Daemon::start(&[]);
     let addr = first.base.trim_start_matches("http://").to_string();
-    let (min, max) = common::port_range(common::RTC_PORTS);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_choir"))
-        .args([
-            "--listen",
-            &addr,
-            "--announced-ip",
-            "127.0.0.1",
-            "--rtc-listen-ip",
-            "127.0.0.1",
-        ])
-        .args([
-            "--rtc-min-port",
-            &min.to_string(),
-            "--rtc-max-port",
-            &max.to_string(),
-        ])
-        .args(["--shards", "1", "--pin", "false", "--log", "off"])
-        .output()
-        .unwrap();
+    let out = common::choir_command(
+        &["--listen", &addr, "--shards", "1", "--log", "off"],
+        common::port_range(common::RTC_PORTS),
+    )
+    .output()
+    .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -253,32 +205,7 @@ fn announcing_loopback_while_binding_a_wildcard_address_warns() {
 
 #[test]
 fn choir_survives_a_closed_stderr() {
-    let (min, max) = common::port_range(common::RTC_PORTS);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_choir"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--announced-ip",
-            "127.0.0.1",
-            "--rtc-listen-ip",
-            "127.0.0.1",
-        ])
-        .args([
-            "--rtc-min-port",
-            &min.to_string(),
-            "--rtc-max-port",
-            &max.to_string(),
-        ])
-        .args([
-            "--shards",
-            "2",
-            "--pin",
-            "false",
-            "--log",
-            "choir=debug",
-            "--rate-limit",
-            "0",
-        ])
+    let mut child = common::choir_command(&[], common::port_range(common::RTC_PORTS))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -13,25 +13,6 @@ fn create(channel: &str, user: &str, direction: &str) -> Value {
     json!({"channelId": channel, "userId": user, "direction": direction})
 }
 
-/// `GET /metrics` with an optional Accept header → (content type, text).
-fn metrics(d: &Daemon, accept: Option<&str>) -> (String, String) {
-    let mut req = ureq::get(&format!("{}/metrics", d.base)).timeout(Duration::from_secs(10));
-    if let Some(a) = accept {
-        req = req.set("Accept", a);
-    }
-    let resp = req.call().expect("metrics");
-    let ty = resp.header("content-type").unwrap_or_default().to_string();
-    (ty, resp.into_string().unwrap())
-}
-
-/// The sum of the samples whose line starts with `prefix`.
-fn metric_sum(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Reads until the peer closes (or the read timeout); returns what came and whether it closed.
 fn read_to_close(stream: &mut std::net::TcpStream) -> (String, bool) {
     use std::io::Read;
@@ -158,9 +139,9 @@ fn clients_that_do_not_send_a_whole_request_head_in_time_are_closed() {
         waited >= Duration::from_millis(900) && waited < Duration::from_secs(6),
         "{waited:?}"
     );
-    let (_, text) = metrics(&d, None);
+    let (_, text) = d.metrics(None);
     assert_eq!(
-        metric_sum(&text, "choir_http_header_timeouts_total"),
+        common::metric_sum(&text, "choir_http_header_timeouts_total"),
         7.0,
         "{text}"
     );
@@ -175,16 +156,16 @@ fn api_connections_per_client_address_are_capped() {
     let (reply, closed) = read_to_close(&mut fifth);
     assert!(closed && reply.is_empty(), "{reply:?}");
     assert_eq!(get_from(&d, [127, 0, 0, 8], "/api/voice/health").0, 200);
-    let (_, text) = metrics(&d, None);
+    let (_, text) = d.metrics(None);
     assert_eq!(
-        metric_sum(&text, "choir_http_connections_refused_total"),
+        common::metric_sum(&text, "choir_http_connections_refused_total"),
         1.0,
         "{text}"
     );
     // Four held, plus the scrape's own connection while it is answered (once the server has
     // seen the earlier ones close).
     assert!(d.wait_for(Duration::from_secs(5), |d| {
-        metric_sum(&metrics(d, None).1, "choir_http_connections ") == 5.0
+        common::metric_sum(&d.metrics(None).1, "choir_http_connections ") == 5.0
     }));
     drop(held);
     assert!(d.wait_for(Duration::from_secs(5), |d| {
@@ -293,7 +274,7 @@ fn metrics_speak_the_classic_text_format_unless_openmetrics_is_asked_for() {
         (Some("application/openmetrics-text; version=1.0.0"), true),
         (Some(prometheus), true),
     ] {
-        let (ty, text) = metrics(&d, accept);
+        let (ty, text) = d.metrics(accept);
         if open_metrics {
             assert_eq!(
                 ty, "application/openmetrics-text; version=1.0.0; charset=utf-8",

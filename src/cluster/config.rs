@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::process::config::{parse_duration, ConfigError};
+use crate::process::config::{parse_duration, Bad, ConfigError};
 
 /// The cluster flags (flattened into [`crate::process::config::Cli`]).
 #[derive(Args, Debug, Clone)]
@@ -155,8 +155,6 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-type Bad<'a> = &'a dyn Fn(&str, &str, &str, &str, &str) -> ConfigError;
-
 /// Validates the cluster flags.
 pub fn parse(args: &ClusterArgs, bad: Bad<'_>) -> Result<ClusterConfig, ConfigError> {
     let redis_url = match &args.redis_url {
@@ -165,7 +163,7 @@ pub fn parse(args: &ClusterArgs, bad: Bad<'_>) -> Result<ClusterConfig, ConfigEr
         Some(v) => {
             let v = v.trim();
             let shown = redact(v);
-            let err = |why: &str| bad("redis_url", "--redis-url", "CHOIR_REDIS_URL", &shown, why);
+            let err = |why: &str| bad("redis_url", &shown, why);
             if !(v.starts_with("redis://") || v.starts_with("rediss://")) {
                 return Err(err(
                     "not a redis:// URL (redis://[:password@]host:port[/db])",
@@ -194,24 +192,19 @@ pub fn parse(args: &ClusterArgs, bad: Bad<'_>) -> Result<ClusterConfig, ConfigEr
                 None
             };
             if let Some(why) = why {
-                return Err(bad("node_id", "--node-id", "CHOIR_NODE_ID", v, why));
+                return Err(bad("node_id", v, why));
             }
             Some(id.to_string())
         }
     };
     let node_url = match &args.node_url {
         None => None,
-        Some(v) => Some(
-            NodeUrl::parse(v)
-                .map_err(|why| bad("node_url", "--node-url", "CHOIR_NODE_URL", v, &why))?,
-        ),
+        Some(v) => Some(NodeUrl::parse(v).map_err(|why| bad("node_url", v, &why))?),
     };
     let region = args.region.trim();
     if region.len() > 64 || !region.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(bad(
             "region",
-            "--region",
-            "CHOIR_REGION",
             &args.region,
             "at most 64 printable ASCII characters without spaces",
         ));
@@ -219,8 +212,6 @@ pub fn parse(args: &ClusterArgs, bad: Bad<'_>) -> Result<ClusterConfig, ConfigEr
     let drain_timeout = parse_duration(&args.drain_timeout).ok_or_else(|| {
         bad(
             "drain_timeout",
-            "--drain-timeout",
-            "CHOIR_DRAIN_TIMEOUT",
             &args.drain_timeout,
             "not a duration (e.g. 30m, 90s)",
         )

@@ -68,7 +68,7 @@ impl Cluster {
                 (c.to_string(), req.map(Either::Left))
             }
             (&Method::POST, [_]) => {
-                crate::control::routes::check_declared_length(req.headers())?;
+                crate::control::input::check_declared_length(req.headers())?;
                 let (parts, body) = req.into_parts();
                 let bytes = read_body(body).await?;
                 let named = serde_json::from_slice::<Named>(&bytes)
@@ -83,7 +83,7 @@ impl Cluster {
             _ => return Ok(Routed::Local(req.map(Either::Left))),
         };
         // Bad ids and requests outside the token are refused here, as the route would.
-        if crate::control::routes::check_id("channelId", &channel).is_err() {
+        if crate::control::input::check_id("channelId", &channel).is_err() {
             return Ok(Routed::Local(req));
         }
         ctx.guard.authorize(claims, &channel, None)?;
@@ -352,7 +352,7 @@ async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            Err(crate::control::routes::body_too_large())
+            Err(crate::control::input::body_too_large())
         }
         Ok(Err(e)) => Err(ApiError::bad_request(format!(
             "cannot read request body: {e}"

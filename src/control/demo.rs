@@ -12,7 +12,7 @@ use super::Body;
 use crate::sfu::api::ApiError;
 
 /// (path, content type, body) of every asset.
-const ASSETS: [(&str, &str, &str); 4] = [
+const ASSETS: [(&str, &str, &str); 5] = [
     (
         "/",
         "text/html; charset=utf-8",
@@ -27,6 +27,11 @@ const ASSETS: [(&str, &str, &str); 4] = [
         "/demo/choir-client.js",
         "text/javascript; charset=utf-8",
         include_str!("../../web/choir-client.js"),
+    ),
+    (
+        "/demo/sdp.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/sdp.js"),
     ),
     (
         "/demo/app.css",
@@ -96,11 +101,13 @@ mod tests {
         let index = ASSETS[0].2;
         for (path, _, body) in &ASSETS[1..] {
             assert!(!body.is_empty(), "{path} is empty");
-            if *path != "/demo/choir-client.js" {
+            // The client's modules are imported by the scripts, not linked by the page.
+            if !matches!(*path, "/demo/choir-client.js" | "/demo/sdp.js") {
                 assert!(index.contains(path), "index.html does not link {path}");
             }
         }
         assert!(ASSETS[1].2.contains("./choir-client.js"));
+        assert!(ASSETS[2].2.contains("./sdp.js"));
         assert!(!index.contains("http://") && !index.contains("https://"));
     }
 

@@ -210,7 +210,7 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 pub(super) fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
-        (k == name).then(|| super::routes::percent_decode(&v.replace('+', " ")).ok())?
+        (k == name).then(|| super::input::percent_decode(&v.replace('+', " ")).ok())?
     })
 }
 

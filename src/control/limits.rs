@@ -27,7 +27,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::control::auth::Secret;
-use crate::process::config::{Cli, ConfigError};
+use crate::process::config::{Bad, Cli, ConfigError};
 use crate::process::logging::LogFormat;
 use crate::sfu::api::ApiError;
 
@@ -148,57 +148,26 @@ pub(crate) struct Hardening {
     pub test_faults: bool,
 }
 
-type Bad<'a> = &'a dyn Fn(&str, &str, &str, &str, &str) -> ConfigError;
-
 pub(crate) fn parse_hardening(cli: &Cli, bad: Bad<'_>) -> Result<Hardening, ConfigError> {
-    let number = |id: &str, flag: &str, env: &str, v: &str| -> Result<u32, ConfigError> {
+    let number = |id: &str, v: &str| -> Result<u32, ConfigError> {
         v.trim()
             .parse::<u32>()
-            .map_err(|_| bad(id, flag, env, v, "not a count (0 = no limit)"))
+            .map_err(|_| bad(id, v, "not a count (0 = no limit)"))
     };
     let limits = Limits {
-        max_rooms: number(
-            "max_rooms",
-            "--max-rooms",
-            "CHOIR_MAX_ROOMS",
-            &cli.max_rooms,
-        )?,
-        max_room_participants: number(
-            "max_room_participants",
-            "--max-room-participants",
-            "CHOIR_MAX_ROOM_PARTICIPANTS",
-            &cli.max_room_participants,
-        )?,
-        rate_limit: number(
-            "rate_limit",
-            "--rate-limit",
-            "CHOIR_RATE_LIMIT",
-            &cli.rate_limit,
-        )?,
-        rate_burst: number(
-            "rate_burst",
-            "--rate-burst",
-            "CHOIR_RATE_BURST",
-            &cli.rate_burst,
-        )?,
+        max_rooms: number("max_rooms", &cli.max_rooms)?,
+        max_room_participants: number("max_room_participants", &cli.max_room_participants)?,
+        rate_limit: number("rate_limit", &cli.rate_limit)?,
+        rate_burst: number("rate_burst", &cli.rate_burst)?,
         max_event_streams_per_user: number(
             "max_event_streams_per_user",
-            "--max-event-streams-per-user",
-            "CHOIR_MAX_EVENT_STREAMS_PER_USER",
             &cli.max_event_streams_per_user,
         )?,
-        max_connections_per_ip: number(
-            "max_connections_per_ip",
-            "--max-connections-per-ip",
-            "CHOIR_MAX_CONNECTIONS_PER_IP",
-            &cli.http.max_connections_per_ip,
-        )?,
+        max_connections_per_ip: number("max_connections_per_ip", &cli.http.max_connections_per_ip)?,
         header_timeout: crate::process::config::parse_duration(&cli.http.header_timeout)
             .ok_or_else(|| {
                 bad(
                     "header_timeout",
-                    "--header-timeout",
-                    "CHOIR_HEADER_TIMEOUT",
                     &cli.http.header_timeout,
                     "not a duration (e.g. 30s, 500ms)",
                 )
@@ -207,8 +176,6 @@ pub(crate) fn parse_hardening(cli: &Cli, bad: Bad<'_>) -> Result<Hardening, Conf
     if limits.rate_limit > 0 && limits.rate_burst == 0 {
         return Err(bad(
             "rate_burst",
-            "--rate-burst",
-            "CHOIR_RATE_BURST",
             &cli.rate_burst,
             "must be at least 1 when --rate-limit is set",
         ));
@@ -219,22 +186,14 @@ pub(crate) fn parse_hardening(cli: &Cli, bad: Bad<'_>) -> Result<Hardening, Conf
                 "set only one of --auth-secret (CHOIR_AUTH_SECRET) and --auth-secret-file (CHOIR_AUTH_SECRET_FILE)".into(),
             ))
         }
-        (Some(s), None) => Some(("auth_secret", "--auth-secret", "CHOIR_AUTH_SECRET", s.clone())),
+        (Some(s), None) => Some(("auth_secret", s.clone())),
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
-                bad(
-                    "auth_secret_file",
-                    "--auth-secret-file",
-                    "CHOIR_AUTH_SECRET_FILE",
-                    path,
+                bad("auth_secret_file", path,
                     &format!("cannot read it: {e}"),
                 )
             })?;
-            Some((
-                "auth_secret_file",
-                "--auth-secret-file",
-                "CHOIR_AUTH_SECRET_FILE",
-                text,
+            Some(("auth_secret_file", text,
             ))
         }
         (None, None) => None,
@@ -242,23 +201,15 @@ pub(crate) fn parse_hardening(cli: &Cli, bad: Bad<'_>) -> Result<Hardening, Conf
     let auth = match secret {
         None => None,
         // An empty value (CHOIR_AUTH_SECRET= in an env file) means "not set".
-        Some((_, _, _, s)) if s.trim().is_empty() => None,
-        Some((id, flag, env, s)) => Some(
-            Secret::new(s.trim().as_bytes()).map_err(|why| bad(id, flag, env, "<hidden>", &why))?,
-        ),
+        Some((_, s)) if s.trim().is_empty() => None,
+        Some((id, s)) => {
+            Some(Secret::new(s.trim().as_bytes()).map_err(|why| bad(id, "<hidden>", &why))?)
+        }
     };
     let log_format = match cli.log_format.trim() {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
-        other => {
-            return Err(bad(
-                "log_format",
-                "--log-format",
-                "CHOIR_LOG_FORMAT",
-                other,
-                "not a log format (text, json)",
-            ))
-        }
+        other => return Err(bad("log_format", other, "not a log format (text, json)")),
     };
     let test_faults = matches!(
         cli.test_faults.trim().to_ascii_lowercase().as_str(),

@@ -6,6 +6,7 @@ pub mod auth;
 mod conn;
 mod demo;
 pub mod guard;
+pub(crate) mod input;
 pub(crate) mod io;
 pub mod limits;
 pub mod metrics;
@@ -26,7 +27,8 @@ use hyper::service::service_fn;
 use crate::sfu::api::RoomEvent;
 use crate::shard::{Command, ShardHandle};
 
-pub use routes::{parse_json, Ctx, MAX_BODY};
+pub use input::{parse_json, MAX_BODY};
+pub use routes::Ctx;
 
 /// Response body type of every route (JSON or an SSE stream).
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::Infallible>;

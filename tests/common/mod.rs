@@ -21,6 +21,50 @@ pub fn port_range(n: u16) -> (u16, u16) {
 /// RTC ports per test daemon.
 pub const RTC_PORTS: u16 = 300;
 
+/// The `choir` binary with the test defaults (loopback API on a free port, loopback RTC on
+/// `rtc`, 2 unpinned shards, debug logs, no rate limit), each unless `extra` sets that flag,
+/// then `extra`.
+pub fn choir_command(extra: &[&str], rtc: (u16, u16)) -> Command {
+    let (min, max) = (rtc.0.to_string(), rtc.1.to_string());
+    let defaults = [
+        "--listen",
+        "127.0.0.1:0",
+        "--announced-ip",
+        "127.0.0.1",
+        "--rtc-listen-ip",
+        "127.0.0.1",
+        "--rtc-min-port",
+        &min,
+        "--rtc-max-port",
+        &max,
+        "--shards",
+        "2",
+        "--pin",
+        "false",
+        "--log",
+        "choir=debug",
+        // Tests make many requests from one address; tests/hardening.rs sets its own limit.
+        "--rate-limit",
+        "0",
+    ];
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_choir"));
+    for pair in defaults.chunks(2) {
+        if !extra.contains(&pair[0]) {
+            cmd.args(pair);
+        }
+    }
+    cmd.args(extra);
+    cmd
+}
+
+/// The sum of the samples whose line starts with `prefix` in a metrics text.
+pub fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 pub struct Daemon {
     child: Option<Child>,
     pub base: String,
@@ -56,40 +100,8 @@ impl Daemon {
     /// One start; on failure, what choir logged.
     fn try_start(extra: &[&str], env: &[(&str, &str)]) -> Result<Daemon, String> {
         let rtc = port_range(RTC_PORTS);
-        let (min, max) = (rtc.0.to_string(), rtc.1.to_string());
-        let defaults = [
-            "--listen",
-            "127.0.0.1:0",
-            "--announced-ip",
-            "127.0.0.1",
-            "--rtc-listen-ip",
-            "127.0.0.1",
-            "--rtc-min-port",
-            &min,
-            "--rtc-max-port",
-            &max,
-            "--shards",
-            "2",
-            "--pin",
-            "false",
-            "--log",
-            "choir=debug",
-            // Tests make many requests from one address; tests/hardening.rs sets its own limit.
-            "--rate-limit",
-            "0",
-        ];
-        // Defaults (flag, value pairs) unless `extra` sets the same flag.
-        let mut args: Vec<&str> = Vec::new();
-        for pair in defaults.chunks(2) {
-            if !extra.contains(&pair[0]) {
-                args.extend_from_slice(pair);
-            }
-        }
-        args.extend_from_slice(extra);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_choir"));
-        cmd.args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut cmd = choir_command(extra, rtc);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -181,6 +193,17 @@ impl Daemon {
         v
     }
 
+    /// `GET /metrics` with an optional Accept header → (content type, text).
+    pub fn metrics(&self, accept: Option<&str>) -> (String, String) {
+        let mut req = ureq::get(&format!("{}/metrics", self.base)).timeout(Duration::from_secs(10));
+        if let Some(a) = accept {
+            req = req.set("Accept", a);
+        }
+        let resp = req.call().expect("metrics");
+        let ty = resp.header("content-type").unwrap_or_default().to_string();
+        (ty, resp.into_string().unwrap())
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }
@@ -220,22 +243,10 @@ impl Daemon {
     }
 
     /// SIGTERM, then wait (at most `timeout`) for the exit status.
-    pub fn terminate(mut self, timeout: Duration) -> Option<ExitStatus> {
-        let mut child = self.child.take().unwrap();
+    pub fn terminate(self, timeout: Duration) -> Option<ExitStatus> {
         // SAFETY: plain kill(2) on our child's pid.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
+        self.wait_exit(timeout)
     }
 }
 

@@ -2,10 +2,8 @@
 
 use std::time::Duration;
 
-use super::{parse_duration, Cli, ConfigError};
+use super::{parse_duration, Bad, Cli, ConfigError};
 use crate::sfu::SpeakingSettings;
-
-type Bad<'a> = &'a dyn Fn(&str, &str, &str, &str, &str) -> ConfigError;
 
 /// Shortest window: the shard's timer runs every 20 ms.
 const MIN_INTERVAL: Duration = Duration::from_millis(20);
@@ -21,8 +19,6 @@ pub(super) fn parse(cli: &Cli, bad: Bad<'_>) -> Result<SpeakingSettings, ConfigE
         .ok_or_else(|| {
             bad(
                 "speaking_interval",
-                "--speaking-interval",
-                "CHOIR_SPEAKING_INTERVAL",
                 &cli.speaking_interval,
                 "not a window between 20ms and 10s (0 = off)",
             )
@@ -36,8 +32,6 @@ pub(super) fn parse(cli: &Cli, bad: Bad<'_>) -> Result<SpeakingSettings, ConfigE
         .ok_or_else(|| {
             bad(
                 "speaking_threshold",
-                "--speaking-threshold",
-                "CHOIR_SPEAKING_THRESHOLD",
                 &cli.speaking_threshold,
                 "not a level in dBov (-127 to 0, e.g. -40)",
             )
@@ -45,8 +39,6 @@ pub(super) fn parse(cli: &Cli, bad: Bad<'_>) -> Result<SpeakingSettings, ConfigE
     let ratio_permille = parse_share(&cli.speaking_ratio).ok_or_else(|| {
         bad(
             "speaking_ratio",
-            "--speaking-ratio",
-            "CHOIR_SPEAKING_RATIO",
             &cli.speaking_ratio,
             "not a share above 0 and at most 1 (e.g. 0.4 or 40%)",
         )
@@ -54,8 +46,6 @@ pub(super) fn parse(cli: &Cli, bad: Bad<'_>) -> Result<SpeakingSettings, ConfigE
     let hang = zero_or(&cli.speaking_hang).ok_or_else(|| {
         bad(
             "speaking_hang",
-            "--speaking-hang",
-            "CHOIR_SPEAKING_HANG",
             &cli.speaking_hang,
             "not a duration (e.g. 600ms)",
         )

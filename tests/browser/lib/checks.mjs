@@ -53,6 +53,18 @@ export async function waitHearing(user, userIds, ms = 10000) {
  * audioLevel is above zero. Returns the later snapshot.
  */
 export async function expectReceiving(user, userIds, ms = 1000) {
+  return eachInbound(user, userIds, ms, (id, a, b) => {
+    const rise = a.packetsReceived - b.packetsReceived;
+    check(rise >= (ms / 20) * 0.8, `${user.name}: inbound-rtp from ${id} rose by ${rise} packets in ${ms} ms`, { before: b, after: a });
+  });
+}
+
+/**
+ * Takes `user`'s getStats() twice, `ms` apart; for each of `userIds` (in order) checks that its
+ * consumer has inbound-rtp stats in both, calls `inspect(id, after, before)` with them, and
+ * checks that the later audioLevel is above zero. Returns the later snapshot.
+ */
+export async function eachInbound(user, userIds, ms, inspect) {
   const before = await user.stats();
   await sleep(ms);
   const after = await user.stats();
@@ -60,8 +72,7 @@ export async function expectReceiving(user, userIds, ms = 1000) {
     const a = after.consumers.find((c) => c.userId === id)?.inbound[0];
     const b = before.consumers.find((c) => c.userId === id)?.inbound[0];
     check(a && b, `${user.name}: no inbound-rtp stats for ${id}`, { after });
-    const rise = a.packetsReceived - b.packetsReceived;
-    check(rise >= (ms / 20) * 0.8, `${user.name}: inbound-rtp from ${id} rose by ${rise} packets in ${ms} ms`, { before: b, after: a });
+    inspect(id, a, b);
     check(a.audioLevel > 0, `${user.name}: inbound-rtp audioLevel from ${id} is ${a.audioLevel}`, { after: a });
   }
   return after;

@@ -3,6 +3,7 @@
 
 import { calls, createApiClient } from './api.js';
 import { currentAudioContext, HEARD_RMS, toneGain } from './audio.js';
+import { extmapsOf, levelHeld, median, recordPeerConnections, round, sleep } from './measure.js';
 import { RTCService } from './rtcService.js';
 import { SFUService } from './sfuService.js';
 
@@ -10,19 +11,7 @@ import { SFUService } from './sfuService.js';
  * Every RTCPeerConnection mediasoup-client makes: negotiated() reads the browser's own answer on
  * the recv transport (Firefox leaves RTCRtpReceiver.getParameters().headerExtensions empty).
  */
-const peerConnections = [];
-window.RTCPeerConnection = class extends window.RTCPeerConnection {
-  constructor(...args) {
-    super(...args);
-    peerConnections.push(this);
-  }
-};
-
-/** The header extensions ({uri, id}) of the m-section `mid` in `sdp`. */
-function extmapsOf(sdp, mid) {
-  const section = (sdp ?? '').split(/\r\n(?=m=)/).find((m) => m.split('\r\n').includes(`a=mid:${mid}`)) ?? '';
-  return [...section.matchAll(/^a=extmap:(\d+)(?:\/\w+)? (\S+)/gm)].map((m) => ({ uri: m[2], id: Number(m[1]) }));
-}
+const peerConnections = recordPeerConnections();
 
 const logs = [];
 function log(tag, message) {
@@ -53,13 +42,6 @@ function sample() {
 }
 setInterval(sample, 10);
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const round = (x, d = 1) => (x === null || x === undefined ? null : Number(x.toFixed(d)));
-const median = (xs) => {
-  if (!xs.length) return null;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-};
 
 function remoteState(remote, now) {
   return {
@@ -215,19 +197,9 @@ window.choir = {
    * row; resolves to the ms from this call to the moment the state began.
    */
   async waitLevel(userId, heard, { timeoutMs = 5000, holdMs = 100 } = {}) {
-    const start = performance.now();
-    let since = null;
-    while (performance.now() - start < timeoutMs) {
-      const remote = [...rtc.remotes.values()].find((r) => r.userId === userId);
-      const now = performance.now();
-      if (remote && (remote.analyser.rms() >= HEARD_RMS) === heard) {
-        since ??= now;
-        if (now - since >= holdMs) return round(since - start);
-      } else {
-        since = null;
-      }
-      await sleep(5);
-    }
+    const analyserOf = () => [...rtc.remotes.values()].find((r) => r.userId === userId)?.analyser;
+    const ms = await levelHeld(analyserOf, heard, { timeoutMs, holdMs });
+    if (ms !== null) return ms;
     throw new Error(`${sfu.userId}: the track from ${userId} was not ${heard ? 'heard' : 'silent'} for ${holdMs} ms within ${timeoutMs} ms`);
   },
 

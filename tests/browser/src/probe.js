@@ -3,33 +3,16 @@
 // one's track, and answers the same questions as the test page's window.choir (state, listen,
 // waitLevel), so lib/checks.mjs works on both. It reads the page; it changes nothing in it.
 import { HEARD_RMS, TrackAnalyser } from './audio.js';
+import { extmapsOf, levelHeld, median, recordPeerConnections, round, sleep } from './measure.js';
 
 const ctx = new AudioContext({ latencyHint: 'interactive' });
 
 /** The page's RTCPeerConnections (it makes them at join, after this runs): for negotiated(). */
-const peerConnections = [];
-window.RTCPeerConnection = class extends window.RTCPeerConnection {
-  constructor(...args) {
-    super(...args);
-    peerConnections.push(this);
-  }
-};
+const peerConnections = recordPeerConnections();
 
-/** The header extensions ({uri, id}) of the m-section `mid` in `sdp`. */
-function extmapsOf(sdp, mid) {
-  const section = (sdp ?? '').split(/\r\n(?=m=)/).find((m) => m.split('\r\n').includes(`a=mid:${mid}`)) ?? '';
-  return [...section.matchAll(/^a=extmap:(\d+)(?:\/\w+)? (\S+)/gm)].map((m) => ({ uri: m[2], id: Number(m[1]) }));
-}
 /** track id -> { userId, analyser, firstHeardAt, lastHeardAt, maxGapMs, level } */
 const remotes = new Map();
 const t0 = performance.now();
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const round = (x, d = 1) => (x === null || x === undefined ? null : Number(x.toFixed(d)));
-const median = (xs) => {
-  if (!xs.length) return null;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-};
 
 /** Follows the page's audio elements: an analyser per new track, none for removed ones. */
 function scan() {
@@ -141,20 +124,12 @@ window.__choirProbe = {
   },
 
   async waitLevel(userId, heard, { timeoutMs = 5000, holdMs = 100 } = {}) {
-    const start = performance.now();
-    let since = null;
-    while (performance.now() - start < timeoutMs) {
+    const analyserOf = () => {
       scan();
-      const r = [...remotes.values()].find((x) => x.userId === userId);
-      const now = performance.now();
-      if (r && (r.analyser.rms() >= HEARD_RMS) === heard) {
-        since ??= now;
-        if (now - since >= holdMs) return round(since - start);
-      } else {
-        since = null;
-      }
-      await sleep(5);
-    }
+      return [...remotes.values()].find((x) => x.userId === userId)?.analyser;
+    };
+    const ms = await levelHeld(analyserOf, heard, { timeoutMs, holdMs });
+    if (ms !== null) return ms;
     throw new Error(`the track from ${userId} was not ${heard ? 'heard' : 'silent'} for ${holdMs} ms within ${timeoutMs} ms`);
   },
 };

@@ -1,0 +1,189 @@
+// The SDP of choir's side, for choir's own browser client (./choir-client.js).
+//
+// choir's transports are ICE-lite, DTLS and SRTP endpoints described by the voice API's
+// TransportOptions (ICE ufrag/password, host candidates, DTLS fingerprint); the SDP of choir's
+// side is written here from them and from the ORTC parameters of produce/consume:
+//
+//   send transport: the browser offers one sendonly audio m-line; this module answers for choir
+//     (a=ice-lite, a=setup:passive: choir is the DTLS server) with the browser's own Opus
+//     payload type and the header extensions choir's router knows; `produce` then tells choir
+//     the browser's SSRC, payload type and extension ids.
+//   recv transport: this module offers for choir, one sendonly m-line per consumer (mid, SSRC,
+//     payload type and extension ids from `consume`'s reply); the browser answers (its
+//     a=setup:active makes it the DTLS client). A consumer that goes away keeps its m-line,
+//     inactive: m-lines are never reused, as choir never reuses a mid on a transport.
+
+export const OPUS = { mimeType: 'audio/opus', clockRate: 48000, channels: 2 };
+
+/** The m-section lines of `sdp` (index 0 = the session part). */
+function sections(sdp) {
+  const out = [[]];
+  for (const line of sdp.split(/\r?\n/)) {
+    if (!line) continue;
+    if (line.startsWith('m=')) out.push([]);
+    out[out.length - 1].push(line);
+  }
+  return out;
+}
+
+function attr(lines, name) {
+  const prefix = `a=${name}:`;
+  const line = lines.find((l) => l.startsWith(prefix));
+  return line === undefined ? undefined : line.slice(prefix.length);
+}
+
+/** `minptime=10;useinbandfec=1` -> {minptime: 10, useinbandfec: 1} (numbers stay numbers). */
+function parseFmtp(text) {
+  const params = {};
+  for (const part of (text ?? '').split(';')) {
+    const [k, v] = part.split('=').map((s) => s?.trim());
+    if (!k) continue;
+    params[k] = v !== undefined && /^-?\d+(\.\d+)?$/.test(v) ? Number(v) : (v ?? '');
+  }
+  return params;
+}
+
+function fmtp(params) {
+  return Object.entries(params ?? {})
+    .map(([k, v]) => `${k}=${v}`)
+    .join(';');
+}
+
+/** What choir needs from a browser's sendonly audio offer (its first m-section). */
+export function parseLocalAudio(sdp) {
+  const [session, media] = sections(sdp);
+  if (!media) throw new Error('the browser offered no audio m-line');
+  const lines = [...session, ...media];
+  const rtpmap = media.map((l) => l.match(/^a=rtpmap:(\d+) opus\/48000\/2$/i)).find(Boolean);
+  if (!rtpmap) throw new Error('the browser offered no Opus 48000/2');
+  const pt = Number(rtpmap[1]);
+  const fingerprint = attr(media, 'fingerprint') ?? attr(session, 'fingerprint');
+  if (!fingerprint) throw new Error('the browser offered no DTLS fingerprint');
+  const [algorithm, value] = fingerprint.split(' ');
+  const extensions = [];
+  for (const l of media) {
+    const m = l.match(/^a=extmap:(\d+)(?:\/(\w+))? (\S+)/);
+    if (m) extensions.push({ id: Number(m[1]), direction: m[2] ?? 'sendrecv', uri: m[3] });
+  }
+  const ssrcLine = media.map((l) => l.match(/^a=ssrc:(\d+) cname:(.+)$/)).find(Boolean);
+  return {
+    mid: attr(media, 'mid'),
+    pt,
+    fmtp: parseFmtp(media.find((l) => l.startsWith(`a=fmtp:${pt} `))?.slice(`a=fmtp:${pt} `.length)),
+    extensions,
+    ssrc: ssrcLine ? Number(ssrcLine[1]) : undefined,
+    cname: ssrcLine?.[2],
+    rtcpRsize: media.includes('a=rtcp-rsize'),
+    fingerprint: { algorithm, value },
+    setup: attr(media, 'setup') ?? attr(lines, 'setup'),
+  };
+}
+
+/** The DTLS fingerprint and a=setup of a browser's local description. */
+export function localDtls(sdp) {
+  const [session, media = []] = sections(sdp);
+  const fingerprint = attr(media, 'fingerprint') ?? attr(session, 'fingerprint');
+  const [algorithm, value] = fingerprint.split(' ');
+  return { fingerprint: { algorithm, value }, setup: attr(media, 'setup') ?? attr(session, 'setup') };
+}
+
+/** choir's transport: the session-level and per-m-line lines common to both directions. */
+function transportLines(options) {
+  const ice = options.iceParameters;
+  const candidates = options.iceCandidates.map((c) => {
+    const tcp = c.protocol === 'tcp' ? ` tcptype ${c.tcpType ?? 'passive'}` : '';
+    return `a=candidate:${c.foundation} 1 ${c.protocol} ${c.priority} ${c.address ?? c.ip} ${c.port} typ ${c.type ?? 'host'}${tcp}`;
+  });
+  // mediasoup-client uses the last fingerprint choir lists; so do we.
+  const fp = options.dtlsParameters.fingerprints.at(-1);
+  return {
+    session: [...(ice.iceLite ? ['a=ice-lite'] : []), `a=fingerprint:${fp.algorithm} ${fp.value}`],
+    media: [
+      'c=IN IP4 0.0.0.0',
+      `a=ice-ufrag:${ice.usernameFragment}`,
+      `a=ice-pwd:${ice.password}`,
+      ...candidates,
+      'a=end-of-candidates',
+      'a=rtcp-mux',
+    ],
+  };
+}
+
+function sdp(lines) {
+  return `${lines.join('\r\n')}\r\n`;
+}
+
+/** The answer of choir's send transport to the browser's offer. */
+export function sendAnswer(options, local, uris) {
+  const t = transportLines(options);
+  const extensions = local.extensions.filter((e) => uris.has(e.uri) && e.direction !== 'recvonly' && e.direction !== 'inactive');
+  const lines = [
+    'v=0',
+    `o=choir ${Date.now()} 1 IN IP4 0.0.0.0`,
+    's=choir',
+    't=0 0',
+    ...t.session,
+    `a=group:BUNDLE ${local.mid}`,
+    `m=audio 9 UDP/TLS/RTP/SAVPF ${local.pt}`,
+    ...t.media,
+    'a=setup:passive',
+    `a=mid:${local.mid}`,
+    'a=recvonly',
+    ...(local.rtcpRsize ? ['a=rtcp-rsize'] : []),
+    `a=rtpmap:${local.pt} opus/48000/2`,
+    ...(Object.keys(local.fmtp).length ? [`a=fmtp:${local.pt} ${fmtp(local.fmtp)}`] : []),
+    ...extensions.map((e) => `a=extmap:${e.id} ${e.uri}`),
+  ];
+  return { sdp: sdp(lines), extensions };
+}
+
+/** choir's offer on the recv transport: one m-line per consumer, closed ones inactive. */
+export function recvOffer(options, consumers, version) {
+  const t = transportLines(options);
+  const lines = [
+    'v=0',
+    `o=choir 1 ${version} IN IP4 0.0.0.0`,
+    's=choir',
+    't=0 0',
+    ...t.session,
+    `a=group:BUNDLE ${consumers.map((c) => c.mid).join(' ')}`,
+    'a=msid-semantic: WMS *',
+  ];
+  for (const c of consumers) {
+    const p = c.rtpParameters;
+    const codec = p.codecs[0];
+    const ssrc = p.encodings[0].ssrc;
+    const stream = `choir-${c.producerId}`;
+    lines.push(
+      `m=audio 9 UDP/TLS/RTP/SAVPF ${codec.payloadType}`,
+      ...t.media,
+      'a=setup:actpass',
+      `a=mid:${c.mid}`,
+      c.closed ? 'a=inactive' : 'a=sendonly',
+      'a=rtcp-rsize',
+      `a=rtpmap:${codec.payloadType} opus/48000/2`,
+    );
+    if (Object.keys(codec.parameters ?? {}).length) lines.push(`a=fmtp:${codec.payloadType} ${fmtp(codec.parameters)}`);
+    for (const e of p.headerExtensions ?? []) lines.push(`a=extmap:${e.id} ${e.uri}`);
+    if (!c.closed) {
+      lines.push(
+        `a=msid:${stream} ${c.id}`,
+        `a=ssrc:${ssrc} cname:${p.rtcp?.cname ?? 'choir'}`,
+        `a=ssrc:${ssrc} msid:${stream} ${c.id}`,
+      );
+    }
+  }
+  return sdp(lines);
+}
+
+/** The client's rtpCapabilities for `consume`: Opus and the router's extensions this browser receives. */
+export function recvCapabilities(router) {
+  const supported = globalThis.RTCRtpReceiver?.getCapabilities?.('audio')?.headerExtensions?.map((e) => e.uri);
+  const opus = router.codecs.find((c) => c.mimeType.toLowerCase() === 'audio/opus');
+  return {
+    codecs: [{ ...OPUS, kind: 'audio', preferredPayloadType: opus.preferredPayloadType, parameters: {}, rtcpFeedback: [] }],
+    headerExtensions: router.headerExtensions.filter(
+      (e) => (e.kind ?? 'audio') === 'audio' && (supported ? supported.includes(e.uri) : !e.uri.includes('abs-send-time')),
+    ),
+  };
+}
