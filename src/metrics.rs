@@ -518,6 +518,8 @@ mod tests {
                 },
                 counters,
                 loop_lag_us: 1500,
+                loop_turns: 0,
+                loop_parks: 0,
                 transport_states: Default::default(),
             }],
             failed_shards: vec![0],
