@@ -355,11 +355,17 @@ impl Shard {
             }
         }
         for socket in bound.tcp {
+            let fd = socket.into_raw_fd();
             // SAFETY: the fd comes from a listening TCP socket we own and hand over to glommio.
-            let listener = unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) };
-            let id = self.sockets.borrow_mut().insert(Kind::Listener, owner);
-            let task = glommio::spawn_local(self.clone().accept_tcp(owner, listener));
-            self.sockets.borrow_mut().set_task(id, task);
+            let listener = unsafe { TcpListener::from_raw_fd(fd) };
+            let closed = Rc::new(Cell::new(false));
+            let kind = Kind::Listener {
+                fd,
+                closed: closed.clone(),
+            };
+            self.sockets.borrow_mut().insert(kind, owner);
+            // Detached: it returns once the listener is closed (see `super::sockets`).
+            glommio::spawn_local(self.clone().accept_tcp(owner, listener, closed)).detach();
         }
     }
 

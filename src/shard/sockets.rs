@@ -6,15 +6,18 @@
 //! loop turn (or command, or timer tick) ends; a full socket buffer is a counted drop. TCP: each
 //! connection has a bounded send queue drained by its writer task; a frame that does not fit (a
 //! slow or stalled reader) is dropped and counted, so no reader can stall the shard.
+//!
+//! No task is ever cancelled: glommio 0.9 never frees a task cancelled by dropping its handle
+//! (about 350 bytes per ICE-TCP listener, i.e. per closed transport). Closing a TCP socket here
+//! shuts it down instead, so that its (detached) task sees the end and returns.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::task::Waker;
 
-use glommio::Task;
 use slab::Slab;
 
 use super::batch::{Flushed, TxBatch};
@@ -25,25 +28,43 @@ use crate::sfu::{Egress, Path, SocketId, TransportKey};
 pub const TCP_QUEUE: usize = 256 * 1024;
 
 /// The send side of a TCP connection.
-#[derive(Default)]
 pub struct TcpOut {
     pub queue: VecDeque<u8>,
     pub waker: Option<Waker>,
+    /// No more frames are written (the connection failed or is being closed).
     pub closed: bool,
+    /// The shard closed the connection (its entry is gone): its task must just return.
+    pub removed: bool,
+    /// The connection's socket, shut down when the shard closes it.
+    fd: RawFd,
+}
+
+impl TcpOut {
+    pub fn new(fd: RawFd) -> TcpOut {
+        TcpOut {
+            queue: VecDeque::new(),
+            waker: None,
+            closed: false,
+            removed: false,
+            fd,
+        }
+    }
 }
 
 pub enum Kind {
     /// Received by the shard's loop (see [`super::poll`]).
     Udp(socket2::Socket),
     Tcp(Rc<RefCell<TcpOut>>),
-    Listener,
+    /// A TCP listener (owned by its accept task) and the flag that tells the task to return.
+    Listener {
+        fd: RawFd,
+        closed: Rc<Cell<bool>>,
+    },
 }
 
 struct Entry {
     kind: Kind,
     owner: Option<TransportKey>,
-    /// The socket's task (accept loop, connection); dropping cancels it. UDP sockets have none.
-    task: Option<Task<()>>,
 }
 
 pub struct Sockets {
@@ -61,14 +82,9 @@ impl Sockets {
         })
     }
 
-    /// Registers a TCP listener or connection; its task is attached with
-    /// [`Sockets::set_task`] once spawned (the task needs the id).
+    /// Registers a TCP listener or connection (its task is detached: see the module's note).
     pub fn insert(&mut self, kind: Kind, owner: Option<TransportKey>) -> SocketId {
-        let id = self.slab.insert(Entry {
-            kind,
-            owner,
-            task: None,
-        }) as SocketId;
+        let id = self.slab.insert(Entry { kind, owner }) as SocketId;
         if let Some(key) = owner {
             self.owned.entry(key).or_default().push(id);
         }
@@ -102,13 +118,7 @@ impl Sockets {
         &mut self.readiness
     }
 
-    pub fn set_task(&mut self, id: SocketId, task: Task<()>) {
-        if let Some(e) = self.slab.get_mut(id as usize) {
-            e.task = Some(task);
-        }
-    }
-
-    /// Closes a socket (cancelling its task).
+    /// Closes a socket (a TCP one is shut down: its task returns).
     pub fn remove(&mut self, id: SocketId) {
         if let Some(e) = self.slab.try_remove(id as usize) {
             if let Some(key) = e.owner {
@@ -134,15 +144,24 @@ impl Sockets {
             Kind::Tcp(out) => {
                 let mut out = out.borrow_mut();
                 out.closed = true;
+                out.removed = true;
                 if let Some(w) = out.waker.take() {
                     w.wake();
                 }
+                // The fd stays open until the connection's tasks have returned (they own it);
+                // its reads and writes now end at once.
+                // SAFETY: plain syscall on a socket that is still open (see above).
+                unsafe { libc::shutdown(out.fd, libc::SHUT_RDWR) };
             }
             // Out of the epoll set before the fd is closed (when `e` drops).
             Kind::Udp(socket) => self.readiness.remove(socket.as_raw_fd()),
-            Kind::Listener => {}
+            Kind::Listener { fd, closed } => {
+                closed.set(true);
+                // Ends the pending accept with an error; the task then returns and closes it.
+                // SAFETY: as above (the accept task owns the fd and has not returned).
+                unsafe { libc::shutdown(*fd, libc::SHUT_RDWR) };
+            }
         }
-        drop(e.task);
     }
 }
 
@@ -217,7 +236,7 @@ impl Egress for SocketEgress<'_> {
                 self.sent += 1;
                 self.bytes += datagram.len() as u64;
             }
-            Kind::Listener => self.no_socket += 1,
+            Kind::Listener { .. } => self.no_socket += 1,
         }
     }
 }
@@ -231,7 +250,7 @@ mod tests {
     #[test]
     fn a_full_tcp_queue_drops_and_counts() {
         let mut sockets = Sockets::new().unwrap();
-        let out = Rc::new(RefCell::new(TcpOut::default()));
+        let out = Rc::new(RefCell::new(TcpOut::new(-1)));
         let tcp = sockets.insert(Kind::Tcp(out.clone()), Some(7));
         let remote = "127.0.0.1:9".parse().unwrap();
         let datagram = [0x80u8; 1000];
