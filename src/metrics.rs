@@ -520,6 +520,7 @@ mod tests {
                 loop_lag_us: 1500,
                 loop_turns: 0,
                 loop_parks: 0,
+                loop_yields: 0,
                 transport_states: Default::default(),
             }],
             failed_shards: vec![0],

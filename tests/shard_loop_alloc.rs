@@ -8,7 +8,7 @@
 //! the shard marks its turns ([`choir::shard::in_loop_turn`]). Between turns, glommio's
 //! executor allocates a few times per turn or park (its preemption timers, the doorbell's read
 //! and its timer wheel use `Rc`'d sources), never per packet: the test sends in bursts, so that
-//! turns are far fewer than datagrams, and bounds those allocations by the turns and parks the
+//! turns are far fewer than datagrams, and bounds those allocations by the turns, parks and yields the
 //! shard counted.
 
 mod common;
@@ -110,11 +110,17 @@ fn pump(legs: &mut [Leg], buf: &mut [u8]) -> usize {
     rtp
 }
 
+/// Loop turns, and parks plus yields (glommio polls its reactor at most once per turn, park or
+/// yield), and copies forwarded.
 fn stats(shard: &ShardHandle) -> (u64, u64, u64) {
     let Reply::Stats(s) = call(shard, Command::Stats) else {
         panic!("stats");
     };
-    (s.loop_turns, s.loop_parks, s.counters.rtp_forwarded)
+    (
+        s.loop_turns,
+        s.loop_parks + s.loop_yields,
+        s.counters.rtp_forwarded,
+    )
 }
 
 fn forward_without_allocating(mode: PortMode, index: usize) {
@@ -246,7 +252,7 @@ fn forward_without_allocating(mode: PortMode, index: usize) {
     let datagrams = u64::from(BURST) * u64::from(BURSTS);
     println!(
         "{mode:?}: {datagrams} datagrams in, {forwarded} copies forwarded, {received} received; \
-         {turns} turns, {parks} parks; {allocations} allocations on the shard's thread \
+         {turns} turns, {parks} parks and yields; {allocations} allocations on the shard's thread \
          ({:.4} per forwarded packet), {in_turns} of them inside loop turns",
         allocations as f64 / forwarded.max(1) as f64
     );
@@ -256,9 +262,11 @@ fn forward_without_allocating(mode: PortMode, index: usize) {
         "every copy forwarded"
     );
     assert_eq!(received as u64, forwarded, "every copy arrived");
+    // Parks and yields are not bounded by the bursts: on a loaded machine the shard may wake
+    // (its doorbell, its 1 ms bound) between any two datagrams of a burst.
     assert!(
-        turns + parks < datagrams,
-        "bursts are taken in batches: {turns} turns and {parks} parks for {datagrams} datagrams"
+        turns < datagrams,
+        "bursts are taken in batches: {turns} turns for {datagrams} datagrams"
     );
     // Inside the loop turns (epoll, recvmmsg, the core, the batched sends): none at all.
     assert_eq!(in_turns, 0, "allocations inside the shard's loop turns");
@@ -266,7 +274,7 @@ fn forward_without_allocating(mode: PortMode, index: usize) {
     // doorbell's read, its timer wheel), not per packet.
     assert!(
         allocations <= 8 * (turns + parks),
-        "{allocations} allocations for {turns} turns and {parks} parks"
+        "{allocations} allocations for {turns} turns and {parks} parks and yields"
     );
     call(&shard, Command::Shutdown);
     drop(shard);

@@ -103,9 +103,11 @@ pub struct ShardStats {
     pub counters: Counters,
     /// How late the shard's timer tick ran last (event-loop lag), in microseconds.
     pub loop_lag_us: u64,
-    /// Receive-loop turns that found datagrams, and parks (turns that found none).
+    /// Receive-loop turns that found datagrams, parks (turns that found none), and yields (a
+    /// busy loop letting the rest of the shard run).
     pub loop_turns: u64,
     pub loop_parks: u64,
+    pub loop_yields: u64,
     pub transport_states: crate::sfu::TransportStates,
 }
 

@@ -134,9 +134,10 @@ pub(super) struct Shard {
     pub(super) sockets: RefCell<Sockets>,
     /// UDP datagrams the core sent during the current turn, command or tick.
     tx: RefCell<TxBatch>,
-    /// Loop turns that found datagrams, and parks (turns that found none): `stats`.
+    /// Loop turns that found datagrams, parks (turns that found none), yields: `stats`.
     turns: Cell<u64>,
     parks: Cell<u64>,
+    yields: Cell<u64>,
     /// Per-transport mode: the port slice. Unused in single-port mode.
     ports: RefCell<Ports>,
     /// Single-port mode: the shard's sockets between `start` and `run`.
@@ -186,6 +187,7 @@ impl Shard {
             ),
             turns: Cell::new(0),
             parks: Cell::new(0),
+            yields: Cell::new(0),
             ports: RefCell::new(Ports::new(listen_of(&setup), setup.ports)),
             single: RefCell::new(single),
             loop_lag_us: Cell::new(0),
@@ -320,6 +322,7 @@ impl Shard {
                 loop_lag_us: self.loop_lag_us.get(),
                 loop_turns: self.turns.get(),
                 loop_parks: self.parks.get(),
+                loop_yields: self.yields.get(),
                 transport_states: self.sfu.borrow().transport_states(),
             }))),
             Command::Rooms => Ok(Reply::Rooms(self.sfu.borrow().room_list())),
@@ -394,6 +397,7 @@ impl Shard {
                 // timers, wakes from other threads: commands, the tick, ICE-TCP) only once the
                 // task queue has run dry, so the loop must really wait, if only for a moment.
                 if busy_since.elapsed() >= BUSY {
+                    self.yields.set(self.yields.get() + 1);
                     pause.reset(Duration::from_micros(1));
                     (&mut pause).await;
                     busy_since = Instant::now();
