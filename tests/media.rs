@@ -116,10 +116,28 @@ fn assert_everyone_hears_everyone(d: &Daemon, peers: &mut [Peer], duration: Dura
             seqs.sort_unstable();
             seqs.dedup();
             let span = usize::from(seqs[seqs.len() - 1] - seqs[0]) + 1;
+            if (seqs.len() as f64) < min * span as f64 {
+                let holes: Vec<u16> = (seqs[0]..=seqs[seqs.len() - 1])
+                    .filter(|q| seqs.binary_search(q).is_err())
+                    .collect();
+                eprintln!("{} from {}: sequence holes {holes:?}", r.user, s.user);
+                for f in ["/proc/net/udp", "/proc/net/snmp"] {
+                    let t = std::fs::read_to_string(f).unwrap_or_default();
+                    for l in t.lines() {
+                        let drops = l.split_whitespace().last().unwrap_or("0");
+                        if f.ends_with("snmp") && l.starts_with("Udp:") || drops != "0" {
+                            eprintln!("DIAG {f}: {l}");
+                        }
+                    }
+                }
+            }
             assert!(
                 seqs.len() as f64 >= min * span as f64,
-                "sequence numbers without gaps: {} of {span}",
-                seqs.len()
+                "{} from {}: sequence numbers without gaps: {} of {span} ({})",
+                r.user,
+                s.user,
+                seqs.len(),
+                d.stats()["total"]
             );
         }
     }

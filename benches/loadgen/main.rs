@@ -46,11 +46,17 @@ use worker::{Cmd, LegSpec, Reply, RunSpec, StepStats};
 #[derive(Parser, Debug, Clone)]
 #[command(about = "choir load generator (see BENCHMARKS.md)")]
 struct Args {
-    /// What to measure: choir; relay (the bare relay, choir's socket layout); relay-shared (one
-    /// socket, recvmmsg/sendmmsg); both (relay, choir); all (relay, relay-shared, choir);
-    /// janus (a running Janus, see --janus-url; --pid its pid).
+    /// What to measure, a comma list run one after the other: choir (in --port-mode);
+    /// choir-single, choir-per-transport (that port mode); before-single, before-per-transport
+    /// (the binary --before-bin, e.g. main's, for before/after in one run); relay (the bare
+    /// relay, choir's per-transport socket layout); relay-shared (one socket,
+    /// recvmmsg/sendmmsg); janus (a running Janus, see --janus-url; --pid its pid). Shorthands:
+    /// both (relay, choir); all (relay, relay-shared, choir-per-transport, choir-single).
     #[arg(long, default_value = "both")]
     target: String,
+    /// The choir binary of the before-* targets.
+    #[arg(long)]
+    before_bin: Option<PathBuf>,
     /// A running choir's base URL (http://ADDR); then choir is not started.
     #[arg(long)]
     url: Option<String>,
@@ -255,7 +261,17 @@ fn ramp(args: &Args, target: &str) -> Result<Vec<Row>, String> {
         "relay" => start_relay(args, false)?,
         "relay-shared" => start_relay(args, true)?,
         "janus" => start_janus(args)?,
-        _ => start_choir(args)?,
+        "choir-single" => start_choir(args, "single", None)?,
+        "choir-per-transport" => start_choir(args, "per-transport", None)?,
+        "before-single" | "before-per-transport" => {
+            let bin = args
+                .before_bin
+                .as_ref()
+                .ok_or("before-* targets need --before-bin")?;
+            let mode = target.trim_start_matches("before-");
+            start_choir(args, mode, Some(bin))?
+        }
+        _ => start_choir(args, &args.port_mode, None)?,
     };
     let gen_cpus = cpu_list(&args.gen_cpus);
     let server_cpus = cpu_list(&args.server_cpus);
@@ -564,14 +580,20 @@ fn main() {
         eprintln!("loadgen: cannot create {}: {e}", args.out.display());
         std::process::exit(1);
     }
-    let targets: Vec<&str> = match args.target.as_str() {
-        "both" => vec!["relay", "choir"],
-        "all" => vec!["relay", "relay-shared", "choir"],
-        "relay" => vec!["relay"],
-        "relay-shared" => vec!["relay-shared"],
-        "janus" => vec!["janus"],
-        _ => vec!["choir"],
-    };
+    let targets: Vec<&str> = args
+        .target
+        .split(',')
+        .flat_map(|t| match t {
+            "both" => vec!["relay", "choir"],
+            "all" => vec![
+                "relay",
+                "relay-shared",
+                "choir-per-transport",
+                "choir-single",
+            ],
+            t => vec![t],
+        })
+        .collect();
     let mut rows = Vec::new();
     for target in targets {
         match ramp(&args, target) {
@@ -588,19 +610,26 @@ fn main() {
             .map(|r| r.forwarded_pps)
             .fold(0.0, f64::max)
     };
-    let c = best("choir");
-    for limit in ["relay", "relay-shared"] {
-        let r = best(limit);
-        if c > 0.0 && r > 0.0 {
-            println!(
-                "\nchoir forwards {c:.0} packets/s at its last good step; {limit}: {r:.0}; choir = {:.0} % of it",
-                100.0 * c / r
-            );
+    let choirs = ["choir", "choir-single", "choir-per-transport"];
+    let c = choirs.iter().map(|t| best(t)).fold(0.0, f64::max);
+    let mut measured: Vec<&str> = Vec::new();
+    for r in &rows {
+        if !measured.contains(&r.target.as_str()) {
+            measured.push(&r.target);
+        }
+    }
+    // Capacity ratios of every pair measured in this run (last good step's forwarded/s).
+    for (i, a) in measured.iter().enumerate() {
+        for b in &measured[i + 1..] {
+            let (x, y) = (best(a), best(b));
+            if x > 0.0 && y > 0.0 {
+                println!("capacity {b} / {a} = {y:.0} / {x:.0} = {:.2}", y / x);
+            }
         }
     }
     if c > 0.0 {
         let met = rows.iter().any(|x| {
-            x.target == "choir"
+            choirs.contains(&x.target.as_str())
                 && x.forwarded_pps >= 250_000.0
                 && x.loss_pct == 0.0
                 && x.latency_us[2] < 2000.0

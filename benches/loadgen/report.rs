@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 /// One measured step.
@@ -162,16 +163,49 @@ pub fn write_csv(rows: &[Row], path: &Path) -> std::io::Result<()> {
     std::fs::write(path, s)
 }
 
-/// Latency percentiles (top, log scale) and loss (bottom) against forwarded packets/s offered,
-/// one colour per target.
+/// Dash pattern (dash, gap in pixels) of each plotted percentile: p50 solid, p99 dashed,
+/// p99.9 dotted.
+const PERCENTILES: [(usize, &str, (u32, u32)); 3] = [
+    (0, "p50", (0, 0)),
+    (2, "p99", (10, 5)),
+    (3, "p99.9", (2, 4)),
+];
+
+/// A line in `style`, solid or dashed.
+fn draw_line<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, LogCoord<f64>>>,
+    points: &[(f64, f64)],
+    dash: (u32, u32),
+    style: ShapeStyle,
+) -> Result<(), String> {
+    if dash.0 == 0 {
+        chart
+            .draw_series(LineSeries::new(points.to_vec(), style))
+            .map_err(|e| e.to_string())?;
+    } else {
+        chart
+            .draw_series(DashedLineSeries::new(
+                points.to_vec(),
+                dash.0,
+                dash.1,
+                style,
+            ))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Latency percentiles (top, log scale) and loss (bottom) against offered forwarded packets/s
+/// on the same x axis: one colour per target (both panels), one dash style per percentile.
 pub fn plot(rows: &[Row], path: &Path, title: &str) -> Result<(), String> {
-    let root = SVGBackend::new(path, (1000, 800)).into_drawing_area();
+    let root = SVGBackend::new(path, (1100, 850)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let (top, bottom) = root.split_vertically(520);
+    let (top, bottom) = root.split_vertically(560);
     let x_max = rows.iter().map(|r| r.offered_pps).fold(1.0, f64::max) * 1.05 / 1000.0;
     let y_max = rows
         .iter()
         .map(|r| r.latency_us[3] / 1000.0)
+        .filter(|v| v.is_finite())
         .fold(1.0, f64::max)
         * 2.0;
     let mut chart = ChartBuilder::on(&top)
@@ -187,18 +221,28 @@ pub fn plot(rows: &[Row], path: &Path, title: &str) -> Result<(), String> {
         .y_desc("latency, ms (log)")
         .draw()
         .map_err(|e| e.to_string())?;
-    let targets: Vec<String> = {
-        let mut t: Vec<String> = rows.iter().map(|r| r.target.clone()).collect();
-        t.dedup();
-        t
-    };
-    let palette = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
-    let mut colour = 0;
-    for target in &targets {
+    // In order of first appearance (a CSV may list a target's rows apart).
+    let mut targets: Vec<String> = Vec::new();
+    for r in rows {
+        if !targets.contains(&r.target) {
+            targets.push(r.target.clone());
+        }
+    }
+    // Distinct on white and for the common colour-blindnesses (Okabe–Ito).
+    let palette = [
+        RGBColor(0, 114, 178),
+        RGBColor(213, 94, 0),
+        RGBColor(0, 158, 115),
+        RGBColor(204, 121, 167),
+        RGBColor(86, 180, 233),
+        RGBColor(230, 159, 0),
+        RGBColor(0, 0, 0),
+    ];
+    let colour = |i: usize| palette[i % palette.len()];
+    for (ti, target) in targets.iter().enumerate() {
+        let c = colour(ti);
         let series: Vec<&Row> = rows.iter().filter(|r| &r.target == target).collect();
-        for (pi, name) in [(0, "p50"), (2, "p99"), (3, "p99.9")] {
-            let c = palette[colour % palette.len()];
-            colour += 1;
+        for (pi, _, dash) in PERCENTILES {
             let points: Vec<(f64, f64)> = series
                 .iter()
                 .map(|r| {
@@ -208,25 +252,53 @@ pub fn plot(rows: &[Row], path: &Path, title: &str) -> Result<(), String> {
                     )
                 })
                 .collect();
-            chart
-                .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))
-                .map_err(|e| e.to_string())?
-                .label(format!("{target} {name}"))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
+            draw_line(&mut chart, &points, dash, c.stroke_width(2))?;
             chart
                 .draw_series(points.iter().map(|&p| Circle::new(p, 3, c.filled())))
                 .map_err(|e| e.to_string())?;
         }
+        // The legend: one entry per target in its colour...
+        chart
+            .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+            .map_err(|e| e.to_string())?
+            .label(target.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(3)));
+    }
+    // ... and one per percentile in its dash style.
+    for (_, name, dash) in PERCENTILES {
+        chart
+            .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+            .map_err(|e| e.to_string())?
+            .label(name)
+            .legend(move |(x, y)| {
+                // Three segments: contiguous for a solid line, else the dash pattern.
+                let style = BLACK.stroke_width(2);
+                let (d, g) = if dash.0 == 0 {
+                    (8, 0)
+                } else {
+                    (dash.0 as i32, dash.1 as i32)
+                };
+                let seg = |k: i32| {
+                    let a = (k * (d + g)).min(24);
+                    PathElement::new(vec![(a, 0), ((a + d).min(24), 0)], style)
+                };
+                EmptyElement::at((x, y)) + seg(0) + seg(1) + seg(2)
+            });
     }
     chart
         .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
+        .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .position(SeriesLabelPosition::UpperLeft)
         .draw()
         .map_err(|e| e.to_string())?;
 
-    let loss_max = rows.iter().map(|r| r.loss_pct).fold(0.2, f64::max) * 1.1;
+    let loss_max = rows
+        .iter()
+        .map(|r| r.loss_pct)
+        .filter(|v| v.is_finite())
+        .fold(0.2, f64::max)
+        * 1.1;
     let mut chart = ChartBuilder::on(&bottom)
         .margin(10)
         .x_label_area_size(35)
@@ -239,8 +311,8 @@ pub fn plot(rows: &[Row], path: &Path, title: &str) -> Result<(), String> {
         .y_desc("loss, %")
         .draw()
         .map_err(|e| e.to_string())?;
-    for (i, target) in targets.iter().enumerate() {
-        let c = palette[(i * 3 + 1) % palette.len()];
+    for (ti, target) in targets.iter().enumerate() {
+        let c = colour(ti);
         let points: Vec<(f64, f64)> = rows
             .iter()
             .filter(|r| &r.target == target)
@@ -250,14 +322,14 @@ pub fn plot(rows: &[Row], path: &Path, title: &str) -> Result<(), String> {
             .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))
             .map_err(|e| e.to_string())?
             .label(format!("{target} loss"))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(3)));
         chart
             .draw_series(points.iter().map(|&p| Circle::new(p, 3, c.filled())))
             .map_err(|e| e.to_string())?;
     }
     chart
         .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
+        .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .position(SeriesLabelPosition::UpperLeft)
         .draw()

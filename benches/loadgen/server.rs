@@ -50,13 +50,13 @@ impl Server {
         }
     }
 
-    /// Choir's `egress.send_failed` drops (or the relay's send failures) so far.
+    /// Choir's `egress.udp_send_failed` drops (or the relay's send failures) so far.
     pub fn send_failed(&mut self) -> u64 {
         match self {
             Server::Choir { api, .. } => api
                 .get("stats")
                 .ok()
-                .and_then(|v| v["total"]["drops"]["egress.send_failed"].as_u64())
+                .and_then(|v| v["total"]["drops"]["egress.udp_send_failed"].as_u64())
                 .unwrap_or(0),
             Server::Relay(r) => r.stats().1,
             Server::Janus { .. } => 0,
@@ -138,7 +138,8 @@ fn timeouts(args: &Args) -> Vec<String> {
     ]
 }
 
-pub fn start_choir(args: &Args) -> Result<Server, String> {
+/// Starts choir (`bin`, else the one cargo built) in `port_mode`, or connects to `--url`.
+pub fn start_choir(args: &Args, port_mode: &str, bin: Option<&PathBuf>) -> Result<Server, String> {
     let clients = Clients::new();
     let (min_port, max_port) = rtc_range(args);
     if let Some(url) = &args.url {
@@ -150,9 +151,9 @@ pub fn start_choir(args: &Args) -> Result<Server, String> {
             ports: (min_port, max_port),
         });
     }
-    let bin = args
-        .choir_bin
-        .clone()
+    let bin = bin
+        .or(args.choir_bin.as_ref())
+        .cloned()
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_choir")));
     let log = std::fs::File::create(args.out.join("choir.log")).map_err(|e| e.to_string())?;
     let mut child = Command::new("taskset")
@@ -172,7 +173,7 @@ pub fn start_choir(args: &Args) -> Result<Server, String> {
         .arg("--shards")
         .arg(args.shards.to_string())
         .arg("--port-mode")
-        .arg(&args.port_mode)
+        .arg(port_mode)
         .arg("--pin")
         .arg(if args.shards > 1 { "true" } else { "false" })
         .stdout(Stdio::piped())

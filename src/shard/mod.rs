@@ -5,6 +5,8 @@
 //! The control server talks to it only through typed [`Command`]s on a channel and awaits the
 //! reply; nothing of a shard's state is shared with other threads or locked.
 
+mod batch;
+mod poll;
 mod ports;
 mod reply;
 mod run;
@@ -18,7 +20,7 @@ use crate::sfu::api::{
 };
 use crate::sfu::Counters;
 
-pub use run::{spawn, ShardSetup};
+pub use run::{in_loop_turn, spawn, ShardSetup};
 
 /// What the control server asks of a shard.
 #[derive(Debug)]
@@ -101,6 +103,11 @@ pub struct ShardStats {
     pub counters: Counters,
     /// How late the shard's timer tick ran last (event-loop lag), in microseconds.
     pub loop_lag_us: u64,
+    /// Receive-loop turns that found datagrams, parks (turns that found none), and yields (a
+    /// busy loop letting the rest of the shard run).
+    pub loop_turns: u64,
+    pub loop_parks: u64,
+    pub loop_yields: u64,
     pub transport_states: crate::sfu::TransportStates,
 }
 

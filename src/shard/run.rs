@@ -1,34 +1,54 @@
-//! A shard's executor: the command loop, one task per socket, the timer tick.
+//! A shard's executor: the command loop, the UDP receive loop, the timer tick, and a task per
+//! ICE-TCP listener and connection.
 //!
-//! Why one task per socket: glommio's receive is per socket, and a task is a few hundred bytes
-//! plus its 2 KiB receive buffer, allocated once when the socket is bound. In per-transport mode
-//! each transport has its own port (mediasoup's WebRtcTransport); in single-port mode the shard
-//! has one UDP socket and one TCP listener per listen address (mediasoup's WebRtcServer) and the
-//! core routes datagrams by ICE ufrag and remote address. Sends need no task: the core's output
-//! is written at once (see [`super::sockets`]).
+//! The receive loop is one task for all of the shard's UDP sockets, whatever the port mode: in
+//! per-transport mode each transport has its own port (mediasoup's WebRtcTransport); in
+//! single-port mode the shard has one UDP socket per listen address (mediasoup's WebRtcServer)
+//! and the core routes datagrams by ICE ufrag and remote address. Each turn of the loop asks the
+//! epoll set which sockets are readable, takes up to [`RX_BATCH`](super::batch::RX_BATCH) datagrams from each with one
+//! `recvmmsg` into the shard's buffers, hands every one to the core, and sends all the copies
+//! the turn produced in one io_uring submission; it parks (see [`super::poll`]) only when a turn
+//! found nothing.
 
 use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use glommio::net::{TcpListener, UdpSocket};
+use glommio::net::TcpListener;
 use glommio::Placement;
 
+use super::batch::{RxBatch, TxBatch};
+use super::poll::{Doorbell, MAX_READY};
 use super::ports::{Bound, Listen, Ports};
 use super::sockets::{Kind, SocketEgress, Sockets};
 use super::{Command, Envelope, Reply, ShardHandle, ShardStats};
 use crate::process::config::PortMode;
 use crate::sfu::api::{ApiError, RoomEvent};
-use crate::sfu::{
-    Announced, Path, Settings, Sfu, SocketId, TransportKey, BUFFER_SIZE, MAX_DATAGRAM,
-};
+use crate::sfu::{Announced, Path, Settings, Sfu, SocketId, TransportKey};
 use crate::wire::dtls::DtlsIdentity;
 
 /// Timer resolution: consent, DTLS retransmissions and RTCP run from this tick.
 const TICK: Duration = Duration::from_millis(20);
+/// Longest a parked receive loop waits without its doorbell ringing (see [`Doorbell::wait`]).
+const UNRUNG: Duration = Duration::from_millis(1);
+
+thread_local! {
+    static IN_TURN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True on a shard's thread while it runs a receive-loop turn (receive, core, sends): the
+/// allocation test's probe (tests/shard_loop_alloc.rs).
+#[doc(hidden)]
+pub fn in_loop_turn() -> bool {
+    IN_TURN.try_with(Cell::get).unwrap_or(false)
+}
+
+/// Longest a busy receive loop runs before it lets the rest of the shard (commands, timers,
+/// ICE-TCP) have the core: see [`Shard::receive_loop`].
+const BUSY: Duration = Duration::from_micros(500);
 
 /// What a shard needs to start.
 pub struct ShardSetup {
@@ -112,6 +132,12 @@ pub(super) struct Shard {
     setup: ShardSetup,
     pub(super) sfu: RefCell<Sfu>,
     pub(super) sockets: RefCell<Sockets>,
+    /// UDP datagrams the core sent during the current turn, command or tick.
+    tx: RefCell<TxBatch>,
+    /// Loop turns that found datagrams, parks (turns that found none), yields: `stats`.
+    turns: Cell<u64>,
+    parks: Cell<u64>,
+    yields: Cell<u64>,
     /// Per-transport mode: the port slice. Unused in single-port mode.
     ports: RefCell<Ports>,
     /// Single-port mode: the shard's sockets between `start` and `run`.
@@ -153,7 +179,15 @@ impl Shard {
         Ok(Rc::new(Shard {
             index: setup.index,
             sfu: RefCell::new(sfu),
-            sockets: RefCell::new(Sockets::default()),
+            sockets: RefCell::new(
+                Sockets::new().map_err(|e| format!("cannot make the epoll set: {e}"))?,
+            ),
+            tx: RefCell::new(
+                TxBatch::new().map_err(|e| format!("cannot make the send ring: {e}"))?,
+            ),
+            turns: Cell::new(0),
+            parks: Cell::new(0),
+            yields: Cell::new(0),
             ports: RefCell::new(Ports::new(listen_of(&setup), setup.ports)),
             single: RefCell::new(single),
             loop_lag_us: Cell::new(0),
@@ -163,6 +197,7 @@ impl Shard {
 
     async fn run(self: Rc<Self>, commands: flume::Receiver<Envelope>) {
         let ticker = glommio::spawn_local(self.clone().tick());
+        let receiver = glommio::spawn_local(self.clone().receive_loop());
         if self.setup.mode == PortMode::Single {
             // Bound before "ready" was reported (see `start`); attach the tasks now.
             let bound = self.take_single();
@@ -179,6 +214,7 @@ impl Shard {
             }
         }
         drop(ticker);
+        drop(receiver);
         tracing::info!(shard = self.index, "shard stopped");
     }
 
@@ -187,9 +223,11 @@ impl Shard {
     pub(super) fn with_core<R>(&self, f: impl FnOnce(&mut Sfu, &mut SocketEgress<'_>) -> R) -> R {
         let result = {
             let sockets = self.sockets.borrow();
-            let mut egress = SocketEgress::new(&sockets);
+            let mut tx = self.tx.borrow_mut();
+            let mut egress = SocketEgress::new(&sockets, &mut tx);
             let mut sfu = self.sfu.borrow_mut();
             let result = f(&mut sfu, &mut egress);
+            egress.finish();
             let c = sfu.counters_mut();
             c.datagrams_out += egress.sent;
             c.bytes_out += egress.bytes;
@@ -212,7 +250,7 @@ impl Shard {
             let mut ports = self.ports.borrow_mut();
             for (key, port) in sfu.take_closed() {
                 if self.setup.mode == PortMode::PerTransport {
-                    // Cancels the sockets' tasks, which closes the sockets.
+                    // Closes the sockets (and cancels the TCP tasks).
                     sockets.remove_owned(key);
                     ports.release(port);
                 }
@@ -282,6 +320,9 @@ impl Shard {
                 counts: self.counts(),
                 counters: self.sfu.borrow().counters().clone(),
                 loop_lag_us: self.loop_lag_us.get(),
+                loop_turns: self.turns.get(),
+                loop_parks: self.parks.get(),
+                loop_yields: self.yields.get(),
                 transport_states: self.sfu.borrow().transport_states(),
             }))),
             Command::Rooms => Ok(Reply::Rooms(self.sfu.borrow().room_list())),
@@ -308,56 +349,104 @@ impl Shard {
         counts
     }
 
-    /// Registers bound sockets (owned by `owner` in per-transport mode) and starts their tasks.
+    /// Registers bound sockets (owned by `owner` in per-transport mode): UDP sockets join the
+    /// receive loop's epoll set, each TCP listener gets its accept task.
     fn attach(self: &Rc<Self>, bound: Bound, owner: Option<TransportKey>) {
         for socket in bound.udp {
-            // SAFETY: the fd comes from a socket we own and hand over to glommio.
-            let socket = unsafe { UdpSocket::from_raw_fd(socket.into_raw_fd()) };
-            let id = self
-                .sockets
-                .borrow_mut()
-                .insert(Kind::Udp(socket.as_raw_fd()), owner);
-            let task = glommio::spawn_local(self.clone().receive_udp(id, owner, socket));
-            self.sockets.borrow_mut().set_task(id, task);
+            if let Err(e) = self.sockets.borrow_mut().insert_udp(socket, owner) {
+                tracing::error!(shard = self.index, "cannot poll a UDP socket: {e}");
+            }
         }
         for socket in bound.tcp {
-            // SAFETY: as above, a listening TCP socket.
-            let listener = unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) };
-            let id = self.sockets.borrow_mut().insert(Kind::Listener, owner);
-            let task = glommio::spawn_local(self.clone().accept_tcp(owner, listener));
-            self.sockets.borrow_mut().set_task(id, task);
+            let fd = socket.into_raw_fd();
+            // SAFETY: the fd comes from a listening TCP socket we own and hand over to glommio.
+            let listener = unsafe { TcpListener::from_raw_fd(fd) };
+            let closed = Rc::new(Cell::new(false));
+            let kind = Kind::Listener {
+                fd,
+                closed: closed.clone(),
+            };
+            self.sockets.borrow_mut().insert(kind, owner);
+            // Detached: it returns once the listener is closed (see `super::sockets`).
+            glommio::spawn_local(self.clone().accept_tcp(owner, listener, closed)).detach();
         }
     }
 
-    /// One UDP socket's receive loop: each datagram goes through the core at once.
-    async fn receive_udp(
-        self: Rc<Self>,
-        id: SocketId,
-        owner: Option<TransportKey>,
-        socket: UdpSocket,
-    ) {
-        let mut buf = vec![0u8; BUFFER_SIZE].into_boxed_slice();
+    /// The shard's UDP receive loop (all sockets, both port modes): a turn, then a park only if
+    /// the turn found nothing. The park goes through glommio's reactor, so commands, the timer
+    /// and the TCP tasks run between turns.
+    async fn receive_loop(self: Rc<Self>) {
+        let mut rx = RxBatch::default();
+        let mut ready = [0 as SocketId; MAX_READY];
+        let mut doorbell = match Doorbell::new() {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(shard = self.index, "cannot make the receive doorbell: {e}");
+                return;
+            }
+        };
+        // The yield below: a timer a microsecond away, reused (so no allocation per yield).
+        let mut pause = glommio::timer::Timer::new(Duration::ZERO);
+        let mut busy_since = Instant::now();
         loop {
-            let (len, remote) = match socket.recv_from(&mut buf[..=MAX_DATAGRAM]).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(shard = self.index, "receive failed: {e}");
-                    glommio::timer::sleep(TICK).await;
-                    continue;
+            if self.turn(&mut rx, &mut ready) > 0 {
+                self.turns.set(self.turns.get() + 1);
+                // Busy turns run back to back, but no longer than BUSY at a stretch. The shards'
+                // executors have no preempt timer to do this (see `super::executor`), and a
+                // plain `yield_now` would not do: glommio polls its reactor (I/O completions,
+                // timers, wakes from other threads: commands, the tick, ICE-TCP) only once the
+                // task queue has run dry, so the loop must really wait, if only for a moment.
+                if busy_since.elapsed() >= BUSY {
+                    self.yields.set(self.yields.get() + 1);
+                    pause.reset(Duration::from_micros(1));
+                    (&mut pause).await;
+                    busy_since = Instant::now();
                 }
-            };
-            if len > MAX_DATAGRAM {
-                self.sfu
-                    .borrow_mut()
-                    .counters_mut()
-                    .drop("datagram", "too_long");
                 continue;
             }
-            let path = Path { socket: id, remote };
-            self.with_core(|sfu, out| {
-                sfu.handle_datagram(owner, path, &mut buf, len, Instant::now(), out)
-            });
+            self.parks.set(self.parks.get() + 1);
+            let epfd = self.sockets.borrow_mut().readiness().fd();
+            if let Err(e) = doorbell.wait(epfd, UNRUNG).await {
+                tracing::warn!(shard = self.index, "receive doorbell: {e}");
+                glommio::timer::sleep(TICK).await;
+            }
+            busy_since = Instant::now();
         }
+    }
+
+    /// One loop turn: every readable UDP socket gives up to [`RX_BATCH`](super::batch::RX_BATCH) datagrams, each goes
+    /// through the core, and the copies leave together when the turn ends. Returns the number
+    /// of datagrams received.
+    fn turn(&self, rx: &mut RxBatch, ready: &mut [SocketId; MAX_READY]) -> usize {
+        IN_TURN.set(true);
+        let n = self.sockets.borrow_mut().readiness().ready(ready);
+        if n == 0 {
+            IN_TURN.set(false);
+            return 0;
+        }
+        let received = self.with_core(|sfu, out| {
+            let mut received = 0;
+            for &id in &ready[..n] {
+                let Some((fd, owner)) = out.sockets.udp(id) else {
+                    continue;
+                };
+                let got = rx.recv(fd);
+                received += got;
+                let now = Instant::now();
+                for i in 0..got {
+                    let d = rx.get(i);
+                    let (Some(remote), false) = (d.remote, d.too_long) else {
+                        sfu.counters_mut().drop("datagram", "too_long");
+                        continue;
+                    };
+                    let path = Path { socket: id, remote };
+                    sfu.handle_datagram(owner, path, d.buf, d.len, now, out);
+                }
+            }
+            received
+        });
+        IN_TURN.set(false);
+        received
     }
 
     /// The shard's timer: consent, DTLS retransmission, handshake deadlines, RTCP reports.

@@ -1,73 +1,124 @@
 //! A shard's sockets (UDP sockets, TCP listeners, accepted TCP connections) and the egress that
 //! writes the core's output on them.
 //!
-//! UDP: a non-blocking `sendto`; a full socket buffer is a counted drop. TCP: each connection
-//! has a bounded send queue drained by its writer task; a frame that does not fit (a slow or
-//! stalled reader) is dropped and counted, so no reader can stall the shard.
+//! UDP sockets are owned here and registered in the shard's epoll set ([`Readiness`]) for as long
+//! as they are open. UDP sends are queued in the shard's [`TxBatch`] and leave together when the
+//! loop turn (or command, or timer tick) ends; a full socket buffer is a counted drop. TCP: each
+//! connection has a bounded send queue drained by its writer task; a frame that does not fit (a
+//! slow or stalled reader) is dropped and counted, so no reader can stall the shard.
+//!
+//! No task is ever cancelled: glommio 0.9 never frees a task cancelled by dropping its handle
+//! (about 350 bytes per ICE-TCP listener, i.e. per closed transport). Closing a TCP socket here
+//! shuts it down instead, so that its (detached) task sees the end and returns.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::RawFd;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::task::Waker;
 
-use glommio::Task;
 use slab::Slab;
 
+use super::batch::{Flushed, TxBatch};
+use super::poll::Readiness;
 use crate::sfu::{Egress, Path, SocketId, TransportKey};
 
 /// Bytes queued per TCP connection before frames are dropped (≈ 1.5 s of 20 consumers).
 pub const TCP_QUEUE: usize = 256 * 1024;
 
 /// The send side of a TCP connection.
-#[derive(Default)]
 pub struct TcpOut {
     pub queue: VecDeque<u8>,
     pub waker: Option<Waker>,
+    /// No more frames are written (the connection failed or is being closed).
     pub closed: bool,
+    /// The shard closed the connection (its entry is gone): its task must just return.
+    pub removed: bool,
+    /// The connection's socket, shut down when the shard closes it.
+    fd: RawFd,
+}
+
+impl TcpOut {
+    pub fn new(fd: RawFd) -> TcpOut {
+        TcpOut {
+            queue: VecDeque::new(),
+            waker: None,
+            closed: false,
+            removed: false,
+            fd,
+        }
+    }
 }
 
 pub enum Kind {
-    Udp(RawFd),
+    /// Received by the shard's loop (see [`super::poll`]).
+    Udp(socket2::Socket),
     Tcp(Rc<RefCell<TcpOut>>),
-    Listener,
+    /// A TCP listener (owned by its accept task) and the flag that tells the task to return.
+    Listener {
+        fd: RawFd,
+        closed: Rc<Cell<bool>>,
+    },
 }
 
 struct Entry {
     kind: Kind,
     owner: Option<TransportKey>,
-    /// The socket's task (receive loop, accept loop, connection); dropping cancels it.
-    task: Option<Task<()>>,
 }
 
-#[derive(Default)]
 pub struct Sockets {
     slab: Slab<Entry>,
     owned: HashMap<TransportKey, Vec<SocketId>>,
+    readiness: Readiness,
 }
 
 impl Sockets {
-    /// Registers a socket; its task is attached with [`Sockets::set_task`] once spawned (the
-    /// task needs the id).
+    pub fn new() -> io::Result<Sockets> {
+        Ok(Sockets {
+            slab: Slab::new(),
+            owned: HashMap::new(),
+            readiness: Readiness::new()?,
+        })
+    }
+
+    /// Registers a TCP listener or connection (its task is detached: see the module's note).
     pub fn insert(&mut self, kind: Kind, owner: Option<TransportKey>) -> SocketId {
-        let id = self.slab.insert(Entry {
-            kind,
-            owner,
-            task: None,
-        }) as SocketId;
+        let id = self.slab.insert(Entry { kind, owner }) as SocketId;
         if let Some(key) = owner {
             self.owned.entry(key).or_default().push(id);
         }
         id
     }
 
-    pub fn set_task(&mut self, id: SocketId, task: Task<()>) {
-        if let Some(e) = self.slab.get_mut(id as usize) {
-            e.task = Some(task);
+    /// Registers a UDP socket and adds it to the shard's epoll set.
+    pub fn insert_udp(
+        &mut self,
+        socket: socket2::Socket,
+        owner: Option<TransportKey>,
+    ) -> io::Result<SocketId> {
+        let id = self.slab.vacant_key() as SocketId;
+        self.readiness.add(socket.as_raw_fd(), id)?;
+        Ok(self.insert(Kind::Udp(socket), owner))
+    }
+
+    /// A UDP socket's fd and owning transport.
+    pub fn udp(&self, id: SocketId) -> Option<(RawFd, Option<TransportKey>)> {
+        match self.slab.get(id as usize) {
+            Some(Entry {
+                kind: Kind::Udp(socket),
+                owner,
+                ..
+            }) => Some((socket.as_raw_fd(), *owner)),
+            _ => None,
         }
     }
 
-    /// Closes a socket (cancelling its task).
+    pub fn readiness(&mut self) -> &mut Readiness {
+        &mut self.readiness
+    }
+
+    /// Closes a socket (a TCP one is shut down: its task returns).
     pub fn remove(&mut self, id: SocketId) {
         if let Some(e) = self.slab.try_remove(id as usize) {
             if let Some(key) = e.owner {
@@ -75,7 +126,7 @@ impl Sockets {
                     ids.retain(|&i| i != id);
                 }
             }
-            close(e);
+            self.close(e);
         }
     }
 
@@ -83,26 +134,42 @@ impl Sockets {
     pub fn remove_owned(&mut self, key: TransportKey) {
         for id in self.owned.remove(&key).unwrap_or_default() {
             if let Some(e) = self.slab.try_remove(id as usize) {
-                close(e);
+                self.close(e);
+            }
+        }
+    }
+
+    fn close(&self, e: Entry) {
+        match &e.kind {
+            Kind::Tcp(out) => {
+                let mut out = out.borrow_mut();
+                out.closed = true;
+                out.removed = true;
+                if let Some(w) = out.waker.take() {
+                    w.wake();
+                }
+                // The fd stays open until the connection's tasks have returned (they own it);
+                // its reads and writes now end at once.
+                // SAFETY: plain syscall on a socket that is still open (see above).
+                unsafe { libc::shutdown(out.fd, libc::SHUT_RDWR) };
+            }
+            // Out of the epoll set before the fd is closed (when `e` drops).
+            Kind::Udp(socket) => self.readiness.remove(socket.as_raw_fd()),
+            Kind::Listener { fd, closed } => {
+                closed.set(true);
+                // Ends the pending accept with an error; the task then returns and closes it.
+                // SAFETY: as above (the accept task owns the fd and has not returned).
+                unsafe { libc::shutdown(*fd, libc::SHUT_RDWR) };
             }
         }
     }
 }
 
-fn close(e: Entry) {
-    if let Kind::Tcp(out) = &e.kind {
-        let mut out = out.borrow_mut();
-        out.closed = true;
-        if let Some(w) = out.waker.take() {
-            w.wake();
-        }
-    }
-    drop(e.task);
-}
-
-/// Writes the core's output on the shard's sockets.
+/// Writes the core's output on the shard's sockets: UDP into the turn's [`TxBatch`] (sent by
+/// [`SocketEgress::finish`], or earlier when the batch is full), TCP into the connection's queue.
 pub struct SocketEgress<'a> {
     pub sockets: &'a Sockets,
+    tx: &'a mut TxBatch,
     pub sent: u64,
     pub bytes: u64,
     pub udp_failed: u64,
@@ -111,15 +178,28 @@ pub struct SocketEgress<'a> {
 }
 
 impl<'a> SocketEgress<'a> {
-    pub fn new(sockets: &'a Sockets) -> Self {
+    pub fn new(sockets: &'a Sockets, tx: &'a mut TxBatch) -> Self {
         SocketEgress {
             sockets,
+            tx,
             sent: 0,
             bytes: 0,
             udp_failed: 0,
             tcp_full: 0,
             no_socket: 0,
         }
+    }
+
+    fn count(&mut self, f: Flushed) {
+        self.sent += f.sent;
+        self.bytes += f.bytes;
+        self.udp_failed += f.failed;
+    }
+
+    /// Sends what is queued (the end of a loop turn, command or timer tick).
+    pub fn finish(&mut self) {
+        let f = self.tx.flush();
+        self.count(f);
     }
 }
 
@@ -130,24 +210,13 @@ impl Egress for SocketEgress<'_> {
             return;
         };
         match &entry.kind {
-            Kind::Udp(fd) => {
-                let addr = socket2::SockAddr::from(path.remote);
-                // SAFETY: `fd` is an open UDP socket owned by this shard; the pointers and
-                // lengths describe live buffers for the duration of the call.
-                let n = unsafe {
-                    libc::sendto(
-                        *fd,
-                        datagram.as_ptr().cast(),
-                        datagram.len(),
-                        libc::MSG_DONTWAIT,
-                        addr.as_ptr().cast(),
-                        addr.len(),
-                    )
-                };
-                if n < 0 {
-                    self.udp_failed += 1;
-                    return;
+            Kind::Udp(socket) => {
+                if self.tx.is_full_for(datagram.len()) {
+                    let f = self.tx.flush();
+                    self.count(f);
                 }
+                // Counted as sent (or failed) when the batch is flushed.
+                self.tx.push(socket.as_raw_fd(), path.remote, datagram);
             }
             Kind::Tcp(out) => {
                 // RFC 4571: a 16-bit length, then the datagram.
@@ -164,14 +233,11 @@ impl Egress for SocketEgress<'_> {
                 if let Some(w) = out.waker.take() {
                     w.wake();
                 }
+                self.sent += 1;
+                self.bytes += datagram.len() as u64;
             }
-            Kind::Listener => {
-                self.no_socket += 1;
-                return;
-            }
+            Kind::Listener { .. } => self.no_socket += 1,
         }
-        self.sent += 1;
-        self.bytes += datagram.len() as u64;
     }
 }
 
@@ -183,12 +249,13 @@ mod tests {
     /// that does not fit is dropped and counted; UDP sockets are unaffected.
     #[test]
     fn a_full_tcp_queue_drops_and_counts() {
-        let mut sockets = Sockets::default();
-        let out = Rc::new(RefCell::new(TcpOut::default()));
+        let mut sockets = Sockets::new().unwrap();
+        let out = Rc::new(RefCell::new(TcpOut::new(-1)));
         let tcp = sockets.insert(Kind::Tcp(out.clone()), Some(7));
         let remote = "127.0.0.1:9".parse().unwrap();
         let datagram = [0x80u8; 1000];
-        let mut egress = SocketEgress::new(&sockets);
+        let mut tx = TxBatch::new().unwrap();
+        let mut egress = SocketEgress::new(&sockets, &mut tx);
         for _ in 0..1000 {
             egress.send(
                 Path {

@@ -17,6 +17,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::poll_fn;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -102,6 +103,7 @@ impl Shard {
         self: Rc<Self>,
         owner: Option<TransportKey>,
         listener: TcpListener,
+        closed: Rc<Cell<bool>>,
     ) {
         let pending = Rc::new(Cell::new(0u32));
         let max_pending = match owner {
@@ -109,7 +111,12 @@ impl Shard {
             None => MAX_PENDING_SHARED,
         };
         loop {
-            match listener.accept().await {
+            let accepted = listener.accept().await;
+            if closed.get() {
+                // The shard closed the listener (shut it down): dropping it closes the fd.
+                return;
+            }
+            match accepted {
                 Ok(stream) => {
                     let Ok(remote) = stream.peer_addr() else {
                         continue;
@@ -124,16 +131,18 @@ impl Shard {
                     pending.set(pending.get() + 1);
                     let place = Pending(Some(pending.clone()));
                     let _ = stream.set_nodelay(true);
-                    let out = Rc::new(RefCell::new(TcpOut::default()));
+                    let out = Rc::new(RefCell::new(TcpOut::new(stream.as_raw_fd())));
                     let id = self
                         .sockets
                         .borrow_mut()
                         .insert(Kind::Tcp(out.clone()), owner);
-                    let task = glommio::spawn_local(
+                    // Detached: it returns when the connection ends or the shard shuts it
+                    // down (see `super::sockets`).
+                    glommio::spawn_local(
                         self.clone()
                             .serve_tcp(id, owner, remote, stream, out, place),
-                    );
-                    self.sockets.borrow_mut().set_task(id, task);
+                    )
+                    .detach();
                 }
                 Err(e) => {
                     tracing::warn!(shard = self.index, "TCP accept failed: {e}");
@@ -153,9 +162,10 @@ impl Shard {
         out: Rc<RefCell<TcpOut>>,
         mut pending: Pending,
     ) {
+        let fd = stream.as_raw_fd();
         let stream = Shared(Rc::new(RefCell::new(stream)));
-        // Dropped (cancelled) when this task ends or is cancelled.
-        let _writer = glommio::spawn_local(write_queue(Shared(stream.0.clone()), out.clone()));
+        // Detached: it returns once `out` is closed (below, or by the shard).
+        glommio::spawn_local(write_queue(Shared(stream.0.clone()), out.clone())).detach();
         let path = Path { socket: id, remote };
         let mut input = vec![0u8; READ_CHUNK + MAX_DATAGRAM + 2];
         let mut frame = vec![0u8; BUFFER_SIZE].into_boxed_slice();
@@ -234,8 +244,22 @@ impl Shard {
                 break;
             }
         }
-        self.sfu.borrow_mut().path_closed(path);
-        self.sockets.borrow_mut().remove(id);
+        let removed = {
+            let mut o = out.borrow_mut();
+            o.closed = true;
+            if let Some(w) = o.waker.take() {
+                w.wake();
+            }
+            o.removed
+        };
+        // A writer stuck on a stalled peer gives up at once (the fd is open: `stream` is ours).
+        // SAFETY: plain syscall on an open socket.
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        // Closed by the shard (its transport closed): the entry, and maybe the id, are gone.
+        if !removed {
+            self.sfu.borrow_mut().path_closed(path);
+            self.sockets.borrow_mut().remove(id);
+        }
     }
 }
 
