@@ -25,6 +25,7 @@ mod common;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use common::net::udp_drops;
 use common::peer::{run, run_until, JoinOptions, Peer};
 use common::{open_fds, Daemon};
 
@@ -45,35 +46,6 @@ fn rss_kib(pid: u32) -> u64 {
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
         })
         .unwrap_or(0)
-}
-
-/// Datagrams the kernel dropped on the UDP sockets of `pid` (receive buffer full), from the
-/// `drops` column of /proc/net/udp{,6}: tells whose socket lost what.
-fn udp_drops(pid: u32) -> u64 {
-    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| {
-            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-                .filter_map(|l| {
-                    let l = l.to_string_lossy();
-                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    ["/proc/net/udp", "/proc/net/udp6"]
-        .iter()
-        .filter_map(|t| std::fs::read_to_string(t).ok())
-        .flat_map(|text| {
-            text.lines()
-                .skip(1)
-                .filter_map(|l| {
-                    let cols: Vec<&str> = l.split_whitespace().collect();
-                    (cols.len() > 12 && inodes.contains(cols[9]))
-                        .then(|| cols[12].parse::<u64>().unwrap_or(0))
-                })
-                .collect::<Vec<_>>()
-        })
-        .sum()
 }
 
 /// One round: runs the load for `secs`, then lets in-flight packets arrive, and returns

@@ -278,27 +278,7 @@ fn response(r: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
 /// Number of open file descriptors of a process, not counting TCP sockets (the test's own HTTP
 /// keep-alive connections come and go with the client's connection pool).
 pub fn open_fds(pid: u32) -> usize {
-    let tcp: std::collections::HashSet<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|t| std::fs::read_to_string(t).ok())
-        .flat_map(|text| {
-            text.lines()
-                .skip(1)
-                .filter_map(|l| l.split_whitespace().nth(9).map(String::from))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| {
-            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-                .filter(|l| {
-                    let l = l.to_string_lossy();
-                    let inode = l.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']'));
-                    !inode.is_some_and(|i| tcp.contains(i))
-                })
-                .count()
-        })
-        .unwrap_or(0)
+    net::open_fds_except_tcp(pid, |_| true)
 }
 
 /// UDP ports bound by a process, from /proc/net/udp{,6} and its fds' socket inodes.

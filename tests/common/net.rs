@@ -186,7 +186,14 @@ pub fn udp_drops(pid: u32) -> u64 {
 /// connections come and go with the clients' pools) but counting TCP listeners (choir's passive
 /// ICE-TCP candidates).
 pub fn open_fds_but_connections(pid: u32) -> usize {
-    let connections: std::collections::HashSet<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+    // Column 3 of /proc/net/tcp: the state, 0A = LISTEN.
+    open_fds_except_tcp(pid, |state| state != "0A")
+}
+
+/// Open file descriptors of process `pid`, not counting its TCP sockets whose state (column 3
+/// of /proc/net/tcp{,6}, hex) `skip` selects.
+pub fn open_fds_except_tcp(pid: u32, skip: impl Fn(&str) -> bool) -> usize {
+    let skipped: std::collections::HashSet<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
         .filter_map(|t| std::fs::read_to_string(t).ok())
         .flat_map(|text| {
@@ -194,8 +201,8 @@ pub fn open_fds_but_connections(pid: u32) -> usize {
                 .skip(1)
                 .filter_map(|l| {
                     let cols: Vec<&str> = l.split_whitespace().collect();
-                    // Column 3: the state, 0A = LISTEN; column 9: the inode.
-                    (cols.len() > 9 && cols[3] != "0A").then(|| cols[9].to_string())
+                    // Column 9: the inode.
+                    (cols.len() > 9 && skip(cols[3])).then(|| cols[9].to_string())
                 })
                 .collect::<Vec<_>>()
         })
@@ -206,7 +213,7 @@ pub fn open_fds_but_connections(pid: u32) -> usize {
                 .filter(|l| {
                     let l = l.to_string_lossy();
                     let inode = l.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']'));
-                    !inode.is_some_and(|i| connections.contains(i))
+                    !inode.is_some_and(|i| skipped.contains(i))
                 })
                 .count()
         })
