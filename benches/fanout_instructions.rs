@@ -32,14 +32,7 @@ fn main() {
         args.get(1).copied().unwrap_or(5000),
     );
     let mut lb = Loopback::new();
-    let speaker = lb.join("room", "speaker", true);
-    let listeners: Vec<usize> = (0..consumers)
-        .map(|i| lb.join("room", &format!("l{i}"), false))
-        .collect();
-    for &l in &listeners {
-        lb.consume("room", l, speaker);
-    }
-    lb.settle();
+    let speaker = lb.speaker_with_listeners("room", consumers);
     let key = lb.members[speaker].send.key;
     let path = lb.members[speaker].send.path;
     let mut bufs = Vec::with_capacity(packets);

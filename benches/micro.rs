@@ -153,14 +153,7 @@ fn fanout(c: &mut Criterion) {
     let mut g = c.benchmark_group("fanout");
     for consumers in [1usize, 10, 100] {
         let mut lb = Loopback::new();
-        let speaker = lb.join("room", "speaker", true);
-        let listeners: Vec<usize> = (0..consumers)
-            .map(|i| lb.join("room", &format!("l{i}"), false))
-            .collect();
-        for &l in &listeners {
-            lb.consume("room", l, speaker);
-        }
-        lb.settle();
+        let speaker = lb.speaker_with_listeners("room", consumers);
         let key = lb.members[speaker].send.key;
         let path = lb.members[speaker].send.path;
         let ssrc = lb.members[speaker].ssrc;

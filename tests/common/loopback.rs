@@ -183,6 +183,20 @@ impl Loopback {
             .flat_map(|m| [&mut m.send, &mut m.recv])
     }
 
+    /// One speaker and `listeners` members consuming it in `channel`, settled: returns the
+    /// speaker's member index (the benches' fan-out set-up).
+    pub fn speaker_with_listeners(&mut self, channel: &str, listeners: usize) -> usize {
+        let speaker = self.join(channel, "speaker", true);
+        let members: Vec<usize> = (0..listeners)
+            .map(|i| self.join(channel, &format!("l{i}"), false))
+            .collect();
+        for l in members {
+            self.consume(channel, l, speaker);
+        }
+        self.settle();
+        speaker
+    }
+
     /// Exchanges datagrams (10 ms steps) until every client is connected.
     pub fn settle(&mut self) {
         for _ in 0..500 {
