@@ -69,13 +69,19 @@ impl Server {
             Server::Choir { api, .. } => api
                 .get("stats")
                 .map(|v| {
+                    let per_shard = |key: &str| {
+                        v["shards"].as_array().map(|s| {
+                            s.iter()
+                                .map(|x| x[key].as_u64().unwrap_or(0))
+                                .collect::<Vec<_>>()
+                        })
+                    };
                     format!(
-                        "drops {} loop lag {:?}",
+                        "drops {} loop lag {:?} parks {:?} unheard {:?}",
                         v["total"]["drops"],
-                        v["shards"].as_array().map(|s| s
-                            .iter()
-                            .map(|x| x["loopLagUs"].as_u64().unwrap_or(0))
-                            .collect::<Vec<_>>())
+                        per_shard("loopLagUs"),
+                        per_shard("loopParks"),
+                        per_shard("loopUnheard"),
                     )
                 })
                 .unwrap_or_default(),

@@ -546,6 +546,7 @@ mod tests {
                 loop_turns: 0,
                 loop_parks: 0,
                 loop_yields: 0,
+                loop_unheard: 0,
                 transport_states: Default::default(),
             }],
             failed_shards: vec![0],

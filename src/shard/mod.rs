@@ -103,11 +103,13 @@ pub struct ShardStats {
     pub counters: Counters,
     /// How late the shard's timer tick ran last (event-loop lag), in microseconds.
     pub loop_lag_us: u64,
-    /// Receive-loop turns that found datagrams, parks (turns that found none), and yields (a
-    /// busy loop letting the rest of the shard run).
+    /// Receive-loop turns that found datagrams, parks (turns that found none), yields (a busy
+    /// loop letting the rest of the shard run), and parks that ended on their bound although
+    /// datagrams were waiting (a ring that went unheard; 0 when the doorbell works).
     pub loop_turns: u64,
     pub loop_parks: u64,
     pub loop_yields: u64,
+    pub loop_unheard: u64,
     pub transport_states: crate::sfu::TransportStates,
 }
 

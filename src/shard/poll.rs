@@ -12,8 +12,11 @@
 //! socket. Its public API cannot await an epoll fd (a `UdpSocket` made from one fails with
 //! ENOTSOCK, a `BufferedFile` read with EINVAL); it can await a blocking read of an eventfd.
 
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::rc::Rc;
 
 use io_uring::{opcode, types, IoUring};
 
@@ -80,12 +83,19 @@ impl Readiness {
 
 const POLL: u64 = 1;
 
+/// The eventfd read glommio is waiting on: kept in flight across waits, so that a wait that
+/// ends on its bound never cancels it (a cancelled read can still take the eventfd's count
+/// before the cancellation lands, and the ring that count stood for would go unheard).
+type Read = Pin<Box<dyn Future<Output = io::Result<()>>>>;
+
 /// Wakes the shard when the epoll set becomes readable: a one-shot `POLL_ADD` of the epoll fd
 /// on a private io_uring that signals a (blocking) eventfd, read through glommio.
 pub struct Doorbell {
     ring: IoUring,
-    eventfd: glommio::io::BufferedFile,
+    eventfd: Rc<glommio::io::BufferedFile>,
+    /// A `POLL_ADD` is in the ring and has not completed.
     armed: bool,
+    read: Option<Read>,
 }
 
 impl Doorbell {
@@ -98,22 +108,21 @@ impl Doorbell {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `efd` is a fresh eventfd owned by nobody else.
-        let eventfd = unsafe { glommio::io::BufferedFile::from_raw_fd(efd) };
+        let eventfd = Rc::new(unsafe { glommio::io::BufferedFile::from_raw_fd(efd) });
         let ring = IoUring::new(4)?;
         ring.submitter().register_eventfd(efd)?;
         Ok(Doorbell {
             ring,
             eventfd,
             armed: false,
+            read: None,
         })
     }
 
-    /// Returns once `epfd` is readable (at once if it is already), or after `at_most`.
-    ///
-    /// The bound is a safety net: glommio now and then notices the eventfd read's completion
-    /// late (measured: tens to hundreds of ms, until its next timer), so the shard also looks
-    /// at its sockets after `at_most` without being rung.
-    pub async fn wait(&mut self, epfd: RawFd, at_most: std::time::Duration) -> io::Result<()> {
+    /// Returns `Rung` once `epfd` is readable (at once if it is already), or `Unrung` after
+    /// `at_most`: a safety net, so that a shard whose ring went unheard still looks at its
+    /// sockets now and then (the loop counts the unrung waits that then found datagrams).
+    pub async fn wait(&mut self, epfd: RawFd, at_most: std::time::Duration) -> io::Result<Wake> {
         if !self.armed {
             let poll = opcode::PollAdd::new(types::Fd(epfd), libc::POLLIN as u32)
                 .build()
@@ -124,25 +133,43 @@ impl Doorbell {
             self.ring.submit()?;
             self.armed = true;
         }
-        // Completes when the ring posted the poll's completion (the eventfd's count > 0). If the
-        // timer wins, the read is cancelled and the poll stays armed for the next wait.
-        let rung = async {
-            self.eventfd
-                .read_at(0, 8)
-                .await
-                .map(|_| ())
-                .map_err(|e| io::Error::other(e.to_string()))
-        };
+        let eventfd = &self.eventfd;
+        let read = self.read.get_or_insert_with(|| {
+            let file = eventfd.clone();
+            Box::pin(async move {
+                file.read_at(0, 8)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| io::Error::other(e.to_string()))
+            })
+        });
+        // The read completes once the ring posted the poll's completion (the eventfd's count
+        // > 0); if the timer wins, the read stays in flight for the next wait.
+        let rung = async { Some(read.as_mut().await) };
         let timer = async {
             glommio::timer::sleep(at_most).await;
-            Ok(())
+            None
         };
-        futures_lite::future::or(rung, timer).await?;
+        let wake = match futures_lite::future::or(rung, timer).await {
+            Some(result) => {
+                self.read = None;
+                result?;
+                Wake::Rung
+            }
+            None => Wake::Unrung,
+        };
         for cqe in self.ring.completion() {
             if cqe.user_data() == POLL {
                 self.armed = false;
             }
         }
-        Ok(())
+        Ok(wake)
     }
+}
+
+/// How a [`Doorbell::wait`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    Rung,
+    Unrung,
 }

@@ -21,7 +21,7 @@ use glommio::net::TcpListener;
 use glommio::Placement;
 
 use super::batch::{RxBatch, TxBatch};
-use super::poll::{Doorbell, MAX_READY};
+use super::poll::{Doorbell, Wake, MAX_READY};
 use super::ports::{Bound, Listen, Ports};
 use super::sockets::{Kind, SocketEgress, Sockets};
 use super::{Command, Envelope, Reply, ShardHandle, ShardStats};
@@ -32,8 +32,9 @@ use crate::wire::dtls::DtlsIdentity;
 
 /// Timer resolution: consent, DTLS retransmissions and RTCP run from this tick.
 const TICK: Duration = Duration::from_millis(20);
-/// Longest a parked receive loop waits without its doorbell ringing (see [`Doorbell::wait`]).
-const UNRUNG: Duration = Duration::from_millis(1);
+/// Longest a parked receive loop waits without its doorbell ringing (see [`Doorbell::wait`]):
+/// a safety net, not a poll interval (an idle shard wakes this often, so it stays long).
+const UNRUNG: Duration = Duration::from_millis(50);
 
 thread_local! {
     static IN_TURN: Cell<bool> = const { Cell::new(false) };
@@ -134,10 +135,12 @@ pub(super) struct Shard {
     pub(super) sockets: RefCell<Sockets>,
     /// UDP datagrams the core sent during the current turn, command or tick.
     tx: RefCell<TxBatch>,
-    /// Loop turns that found datagrams, parks (turns that found none), yields: `stats`.
+    /// Loop turns that found datagrams, parks (turns that found none), yields, and parks that
+    /// ended unrung with datagrams waiting (a missed ring: should stay 0): `stats`.
     turns: Cell<u64>,
     parks: Cell<u64>,
     yields: Cell<u64>,
+    unheard: Cell<u64>,
     /// Per-transport mode: the port slice. Unused in single-port mode.
     ports: RefCell<Ports>,
     /// Single-port mode: the shard's sockets between `start` and `run`.
@@ -188,6 +191,7 @@ impl Shard {
             turns: Cell::new(0),
             parks: Cell::new(0),
             yields: Cell::new(0),
+            unheard: Cell::new(0),
             ports: RefCell::new(Ports::new(listen_of(&setup), setup.ports)),
             single: RefCell::new(single),
             loop_lag_us: Cell::new(0),
@@ -323,6 +327,7 @@ impl Shard {
                 loop_turns: self.turns.get(),
                 loop_parks: self.parks.get(),
                 loop_yields: self.yields.get(),
+                loop_unheard: self.unheard.get(),
                 transport_states: self.sfu.borrow().transport_states(),
             }))),
             Command::Rooms => Ok(Reply::Rooms(self.sfu.borrow().room_list())),
@@ -388,9 +393,14 @@ impl Shard {
         // The yield below: a timer a microsecond away, reused (so no allocation per yield).
         let mut pause = glommio::timer::Timer::new(Duration::ZERO);
         let mut busy_since = Instant::now();
+        let mut woke = Wake::Rung;
         loop {
             if self.turn(&mut rx, &mut ready) > 0 {
                 self.turns.set(self.turns.get() + 1);
+                if woke == Wake::Unrung {
+                    self.unheard.set(self.unheard.get() + 1);
+                    woke = Wake::Rung;
+                }
                 // Busy turns run back to back, but no longer than BUSY at a stretch. The shards'
                 // executors have no preempt timer to do this (see `super::executor`), and a
                 // plain `yield_now` would not do: glommio polls its reactor (I/O completions,
@@ -406,10 +416,14 @@ impl Shard {
             }
             self.parks.set(self.parks.get() + 1);
             let epfd = self.sockets.borrow_mut().readiness().fd();
-            if let Err(e) = doorbell.wait(epfd, UNRUNG).await {
-                tracing::warn!(shard = self.index, "receive doorbell: {e}");
-                glommio::timer::sleep(TICK).await;
-            }
+            woke = match doorbell.wait(epfd, UNRUNG).await {
+                Ok(wake) => wake,
+                Err(e) => {
+                    tracing::warn!(shard = self.index, "receive doorbell: {e}");
+                    glommio::timer::sleep(TICK).await;
+                    Wake::Rung
+                }
+            };
             busy_since = Instant::now();
         }
     }
