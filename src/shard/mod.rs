@@ -105,7 +105,7 @@ pub struct ShardStats {
     pub loop_lag_us: u64,
     /// Receive-loop turns that found datagrams, parks (turns that found none), yields (a busy
     /// loop letting the rest of the shard run), and parks that ended on their bound although
-    /// datagrams were waiting (a ring that went unheard; 0 when the doorbell works).
+    /// datagrams were waiting (a ring heard late or not at all; rare, see SOAK.md).
     pub loop_turns: u64,
     pub loop_parks: u64,
     pub loop_yields: u64,
