@@ -422,14 +422,25 @@ impl Peer {
 
     /// Consumes `producer_id` (as mediasoup-client's recvTransport.consume would).
     pub fn consume(&mut self, d: &Daemon, producer_id: &str) -> Value {
+        match self.try_consume(d, producer_id) {
+            Ok(c) => c,
+            Err((status, v)) => panic!("consume {producer_id} → {status} {v}"),
+        }
+    }
+
+    /// Consumes `producer_id`; the server's status and body when it refuses.
+    pub fn try_consume(&mut self, d: &Daemon, producer_id: &str) -> Result<Value, (u16, Value)> {
         let caps = json!({"codecs":[{"mimeType":"audio/opus","kind":"audio","preferredPayloadType":100,"clockRate":48000,"channels":2,"parameters":{},"rtcpFeedback":[]}],
             "headerExtensions":[
               {"kind":"audio","uri":"http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time","preferredId":4,"preferredEncrypt":false,"direction":"sendrecv"},
               {"kind":"audio","uri":"urn:ietf:params:rtp-hdrext:ssrc-audio-level","preferredId":10,"preferredEncrypt":false,"direction":"sendrecv"}]});
-        let c = d.ok(
+        let (status, c) = d.post(
             "consume",
             &json!({"channelId":self.channel,"userId":self.user,"producerId":producer_id,"rtpCapabilities":caps}),
         );
+        if status != 200 {
+            return Err((status, c));
+        }
         let rtp = &c["rtpParameters"];
         assert_eq!(rtp["codecs"][0]["payloadType"], RECV_PT);
         let ssrc = rtp["encodings"][0]["ssrc"].as_u64().unwrap() as u32;
@@ -438,18 +449,26 @@ impl Peer {
         api.declare_media(mid, MediaKind::Audio);
         api.expect_stream_rx(Ssrc::from(ssrc), None, mid, None);
         self.consumers.insert(ssrc, producer_id.to_string());
-        c
+        Ok(c)
     }
 
-    /// Consumes every producer `GET /producers` lists for this peer.
+    /// Consumes every producer `GET /producers` lists for this peer; returns how many it
+    /// consumed. A producer closed between the list and its consume (its owner left or timed
+    /// out meanwhile) answers 404 and is skipped, as the frontend skips it; any other refusal
+    /// fails the test.
     pub fn consume_existing(&mut self, d: &Daemon) -> usize {
         let (status, v) = d.get(&format!("producers/{}/{}", self.channel, self.user));
         assert_eq!(status, 200, "{v}");
         let list = v["producers"].as_array().unwrap().clone();
+        let mut consumed = 0;
         for p in &list {
-            self.consume(d, p["producerId"].as_str().unwrap());
+            match self.try_consume(d, p["producerId"].as_str().unwrap()) {
+                Ok(_) => consumed += 1,
+                Err((404, v)) if v["error"].as_str().is_some_and(|e| e.contains("not found")) => {}
+                Err((status, v)) => panic!("consume {p} → {status} {v}"),
+            }
         }
-        list.len()
+        consumed
     }
 
     /// Drives both legs; writes a packet every 20 ms unless muted or silent.
