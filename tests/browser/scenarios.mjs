@@ -342,10 +342,20 @@ async function manyUsers(t, n, { concurrent, protocol }) {
   await Promise.all(users.map((u) => expectHears(u, othersOf(names, u.name, tones), 2000)));
   const snaps = await Promise.all(users.map((u) => expectReceiving(u, names.filter((x) => x !== u.name))));
   if (protocol) {
+    // Chromium picks the pair and choir follows its latest nomination. Once in a full suite run
+    // on the 2-core machine a page had selected its TCP pair although its UDP pair had succeeded
+    // and been nominated too (Chromium ranks pairs on receiving state before priority, and a
+    // page starved of CPU can miss its receiving timeout). What choir controls is checked: every
+    // transport has a pair over `protocol` that choir answered; a selection elsewhere is noted.
     for (const [u, s] of users.map((u, i) => [u, snaps[i]])) {
       for (const side of ['send', 'recv']) {
         const got = selectedProtocol(s[side]);
-        check(got === protocol, `${u.name}: ${side} transport's selected pair uses ${got}, not ${protocol}`, s[side]);
+        if (got === protocol) continue;
+        const answered = s[side]?.pairs?.some(
+          (p) => p.state === 'succeeded' && p.responsesReceived > 0 && s[side].candidates?.[p.remote]?.split(' ')[1] === protocol,
+        );
+        check(answered, `${u.name}: ${side} transport has no succeeded ${protocol} pair (selected: ${got})`, s[side]);
+        t.note(`${u.name}: ${side} transport selected its ${got} pair; its ${protocol} pair succeeded too`);
       }
     }
   }
