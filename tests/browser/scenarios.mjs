@@ -315,14 +315,18 @@ export const scenarios = [
   ...speakingScenarios,
 ];
 
-/** `n` users in one room; every one must hear every other one at its frequency. */
-/** The protocol ("udp", "tcp") of the remote candidate of a transport's selected pair. */
-function selectedProtocol(stats) {
-  const transport = stats?.transport?.[0];
-  const pair = stats?.pairs?.find((p) => p.id === transport?.selectedCandidatePairId);
+/** The protocol ("udp", "tcp") of a candidate pair's remote candidate. */
+function pairProtocol(stats, pair) {
   return stats?.candidates?.[pair?.remote]?.split(' ')[1];
 }
 
+/** The protocol ("udp", "tcp") of the remote candidate of a transport's selected pair. */
+function selectedProtocol(stats) {
+  const transport = stats?.transport?.[0];
+  return pairProtocol(stats, stats?.pairs?.find((p) => p.id === transport?.selectedCandidatePairId));
+}
+
+/** `n` users in one room; every one must hear every other one at its frequency. */
 async function manyUsers(t, n, { concurrent, protocol }) {
   const names = Array.from({ length: n }, (_, i) => `U${i}`);
   const tones = Object.fromEntries(names.map((name, i) => [name, toneOf(i)]));
@@ -353,7 +357,7 @@ async function manyUsers(t, n, { concurrent, protocol }) {
         const got = selectedProtocol(s[side]);
         if (got === protocol) continue;
         const answered = s[side]?.pairs?.some(
-          (p) => p.state === 'succeeded' && p.responsesReceived > 0 && s[side].candidates?.[p.remote]?.split(' ')[1] === protocol,
+          (p) => p.state === 'succeeded' && p.responsesReceived > 0 && pairProtocol(s[side], p) === protocol,
         );
         check(answered, `${u.name}: ${side} transport has no succeeded ${protocol} pair (selected: ${got})`, s[side]);
         t.note(`${u.name}: ${side} transport selected its ${got} pair; its ${protocol} pair succeeded too`);
