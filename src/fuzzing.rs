@@ -109,6 +109,29 @@ pub fn rtp(data: &[u8]) {
     // A buffer of another length is refused, never written out of bounds.
     let short = packet.len().saturating_sub(1);
     let _ = rtp::rewrite(&mut copy[..short], &header, 1, pt, 1, 1, &map);
+
+    // RED (RFC 2198): the payload read as RED blocks; the packet made a RED packet repeating its
+    // own payload as an earlier frame reads back with that payload as its primary.
+    let payload = &packet[header.header_len..header.header_len + header.payload_len];
+    if let Ok(blocks) = rtp::red::blocks(payload) {
+        let _ = blocks.map(|b| b.data.len()).sum::<usize>();
+    }
+    let mut red = [0u8; 4096];
+    red[..packet.len()].copy_from_slice(packet);
+    let offset = u32::from(*a) * 97;
+    if let Some(n) = rtp::red::encode(
+        &mut red,
+        packet.len(),
+        header.header_len,
+        pt,
+        &[(offset, payload)],
+    ) {
+        let inserted = n - packet.len();
+        let red_payload =
+            &red[header.header_len..header.header_len + inserted + header.payload_len];
+        let blocks = rtp::red::blocks(red_payload).expect("choir's RED reads back");
+        assert_eq!(blocks.last().map(|b| b.data), Some(payload));
+    }
 }
 
 /// RTCP compound iteration, every item of every packet.
@@ -135,7 +158,17 @@ pub fn rtcp(data: &[u8]) {
             }
             RtcpPacket::Nack { items, .. } => {
                 let _ = items.iter().count();
-                let _ = items.lost().count();
+                // What choir would write for the same numbers reads back as the same set.
+                let lost: Vec<u16> = items.lost().take(64).collect();
+                let mut buf = [0u8; 512];
+                if let Some(n) = rtcp::write_nack(&mut buf, 1, 2, lost.iter().copied()) {
+                    let again = rtcp::packets(&buf[..n]).next();
+                    let Some(Ok(RtcpPacket::Nack { items: ours, .. })) = again else {
+                        panic!("choir's NACK does not parse: {again:?}");
+                    };
+                    let ours: std::collections::BTreeSet<u16> = ours.lost().collect();
+                    assert_eq!(ours, lost.into_iter().collect());
+                }
             }
             _ => {}
         }
@@ -320,5 +353,6 @@ fn default_producer() -> ortc::ProducerRtp {
         mid: Some("0".into()),
         cname: "fuzz".into(),
         codec_parameters: Default::default(),
+        nack: false,
     }
 }

@@ -26,7 +26,13 @@ fn health_and_capabilities_have_the_contract_shape() {
     assert_eq!(opus["preferredPayloadType"], 100);
     assert_eq!(opus["clockRate"], 48000);
     assert_eq!(opus["channels"], 2);
-    assert_eq!(opus["rtcpFeedback"], json!([]));
+    // Generic NACK (answered from a short history), in-band FEC and DTX for the speakers'
+    // encoders (mediasoup-client copies the parameters into its answer).
+    assert_eq!(
+        opus["rtcpFeedback"],
+        json!([{"type": "nack", "parameter": ""}])
+    );
+    assert_eq!(opus["parameters"], json!({"useinbandfec": 1, "usedtx": 1}));
     for ext in caps["headerExtensions"].as_array().unwrap() {
         assert_eq!(ext["kind"], "audio");
         assert!(ext["preferredId"].as_u64().is_some());

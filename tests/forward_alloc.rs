@@ -88,3 +88,64 @@ fn ten_thousand_packets_to_ten_consumers_allocate_nothing() {
         );
     }
 }
+
+/// With NACK negotiated on both legs (the history kept, gaps tracked, NACKs sent to the speaker
+/// and answered to the listeners) and RED for two listeners (built from the history),
+/// forwarding and retransmitting allocate nothing either.
+#[test]
+fn nack_on_both_legs_and_red_allocate_nothing() {
+    let mut lb = Loopback::new();
+    let speaker = lb.join_with("room", "speaker", true, true);
+    let listeners: Vec<usize> = (0..10)
+        .map(|i| lb.join("room", &format!("l{i}"), false))
+        .collect();
+    // The first eight negotiate NACK, the last two RED.
+    let ssrcs: Vec<u32> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| lb.consume_caps("room", l, speaker, i < 8, i >= 8))
+        .collect();
+    lb.settle();
+
+    let path = lb.members[speaker].send.path;
+    let key = Some(lb.members[speaker].send.key);
+    let mut plain = [0u8; 2048];
+    let mut datagram = [0u8; 2048];
+    let mut nack = [0u8; 2048];
+    let mut total = 0;
+    let mut out = Counter { sent: 0, bytes: 0 };
+    for seq in 0..5_000u16 {
+        lb.now += std::time::Duration::from_millis(20);
+        let now = lb.now;
+        // Every tenth packet is lost on the speaker's leg (choir NACKs it upstream).
+        if seq % 10 != 9 {
+            let len = lb.rtp_packet(speaker, seq, &mut plain);
+            datagram[..len].copy_from_slice(&plain[..len]);
+            let speaker_leg = &mut lb.members[speaker].send.client;
+            let n = speaker_leg.protect_rtp(&mut datagram, len).unwrap();
+            let ((), a) = allocations_in(|| {
+                lb.sfu
+                    .handle_datagram(key, path, &mut datagram, n, now, &mut out)
+            });
+            total += a;
+        }
+        // Every fifth packet one listener asks for the two before.
+        if seq % 5 == 4 && seq >= 100 {
+            let l = usize::from(seq / 5) % 8;
+            let len =
+                choir::wire::rtcp::write_nack(&mut nack, 1, ssrcs[l], [seq - 3, seq - 2]).unwrap();
+            let leg = &mut lb.members[listeners[l]].recv;
+            let n = leg.client.protect_rtcp(&mut nack, len).unwrap();
+            let (path, key) = (leg.path, Some(leg.key));
+            let ((), a) = allocations_in(|| {
+                lb.sfu
+                    .handle_datagram(key, path, &mut nack, n, now, &mut out)
+            });
+            total += a;
+        }
+    }
+    let c = lb.sfu.counters();
+    assert!(c.rtp_retransmitted > 1_500, "{c:?}");
+    assert!(c.nacks_sent > 400, "{c:?}");
+    assert_eq!(total, 0, "heap allocations with NACK on both legs");
+}

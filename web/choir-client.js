@@ -257,7 +257,8 @@ export class ChoirClient extends EventTarget {
     await pc.setLocalDescription(offer);
     const local = parseLocalAudio(pc.localDescription.sdp);
     const uris = new Set(this.router.headerExtensions.map((e) => e.uri));
-    const answer = sendAnswer(options, local, uris);
+    const opus = this.router.codecs.find((c) => c.mimeType.toLowerCase() === 'audio/opus');
+    const answer = sendAnswer(options, local, uris, opus);
     // choir answers a=setup:passive: the browser is the DTLS client.
     await this.api.post('/connect-transport', {
       channelId: this.channelId,
@@ -271,7 +272,15 @@ export class ChoirClient extends EventTarget {
       kind: 'audio',
       rtpParameters: {
         mid: local.mid,
-        codecs: [{ ...OPUS, payloadType: local.pt, parameters: local.fmtp, rtcpFeedback: [] }],
+        codecs: [
+          {
+            ...OPUS,
+            payloadType: local.pt,
+            parameters: local.fmtp,
+            // With NACK in the answer the browser resends what choir asks for.
+            rtcpFeedback: answer.nack ? [{ type: 'nack', parameter: '' }] : [],
+          },
+        ],
         headerExtensions: answer.extensions.map((e) => ({ uri: e.uri, id: e.id, encrypt: false, parameters: {} })),
         encodings: local.ssrc === undefined ? [] : [{ ssrc: local.ssrc }],
         rtcp: { cname: local.cname ?? '', reducedSize: true },

@@ -113,9 +113,19 @@ function sdp(lines) {
   return `${lines.join('\r\n')}\r\n`;
 }
 
-/** The answer of choir's send transport to the browser's offer. */
-export function sendAnswer(options, local, uris) {
+/** Whether a codec's rtcpFeedback has generic NACK (RFC 4585). */
+export function hasNack(codec) {
+  return (codec?.rtcpFeedback ?? []).some((f) => f.type === 'nack' && !f.parameter);
+}
+
+/**
+ * The answer of choir's send transport to the browser's offer. `router` is the router's Opus
+ * codec: its parameters (in-band FEC, DTX) go into the answer, which the browser's encoder
+ * reads, and its NACK turns on the browser's retransmissions of what choir asks for.
+ */
+export function sendAnswer(options, local, uris, router) {
   const t = transportLines(options);
+  const params = { ...local.fmtp, ...(router?.parameters ?? {}) };
   const extensions = local.extensions.filter((e) => uris.has(e.uri) && e.direction !== 'recvonly' && e.direction !== 'inactive');
   const lines = [
     'v=0',
@@ -131,10 +141,11 @@ export function sendAnswer(options, local, uris) {
     'a=recvonly',
     ...(local.rtcpRsize ? ['a=rtcp-rsize'] : []),
     `a=rtpmap:${local.pt} opus/48000/2`,
-    ...(Object.keys(local.fmtp).length ? [`a=fmtp:${local.pt} ${fmtp(local.fmtp)}`] : []),
+    ...(hasNack(router) ? [`a=rtcp-fb:${local.pt} nack`] : []),
+    ...(Object.keys(params).length ? [`a=fmtp:${local.pt} ${fmtp(params)}`] : []),
     ...extensions.map((e) => `a=extmap:${e.id} ${e.uri}`),
   ];
-  return { sdp: sdp(lines), extensions };
+  return { sdp: sdp(lines), extensions, nack: hasNack(router) };
 }
 
 /** choir's offer on the recv transport: one m-line per consumer, closed ones inactive. */
@@ -151,19 +162,24 @@ export function recvOffer(options, consumers, version) {
   ];
   for (const c of consumers) {
     const p = c.rtpParameters;
-    const codec = p.codecs[0];
     const ssrc = p.encodings[0].ssrc;
     const stream = `choir-${c.producerId}`;
     lines.push(
-      `m=audio 9 UDP/TLS/RTP/SAVPF ${codec.payloadType}`,
+      `m=audio 9 UDP/TLS/RTP/SAVPF ${p.codecs.map((codec) => codec.payloadType).join(' ')}`,
       ...t.media,
       'a=setup:actpass',
       `a=mid:${c.mid}`,
       c.closed ? 'a=inactive' : 'a=sendonly',
       'a=rtcp-rsize',
-      `a=rtpmap:${codec.payloadType} opus/48000/2`,
     );
-    if (Object.keys(codec.parameters ?? {}).length) lines.push(`a=fmtp:${codec.payloadType} ${fmtp(codec.parameters)}`);
+    // Opus, or RED (RFC 2198) first and then Opus: `a=fmtp:<red> <opus>/<opus>`.
+    for (const codec of p.codecs) {
+      const name = codec.mimeType.split('/')[1].toLowerCase();
+      lines.push(`a=rtpmap:${codec.payloadType} ${name}/48000/2`);
+      if (hasNack(codec)) lines.push(`a=rtcp-fb:${codec.payloadType} nack`);
+      if (name === 'red') lines.push(`a=fmtp:${codec.payloadType} ${Object.keys(codec.parameters ?? {}).join(';')}`);
+      else if (Object.keys(codec.parameters ?? {}).length) lines.push(`a=fmtp:${codec.payloadType} ${fmtp(codec.parameters)}`);
+    }
     for (const e of p.headerExtensions ?? []) lines.push(`a=extmap:${e.id} ${e.uri}`);
     if (!c.closed) {
       lines.push(
@@ -176,12 +192,24 @@ export function recvOffer(options, consumers, version) {
   return sdp(lines);
 }
 
-/** The client's rtpCapabilities for `consume`: Opus and the router's extensions this browser receives. */
+/**
+ * The client's rtpCapabilities for `consume`: Opus with the router's NACK (the browser asks for
+ * what its leg lost; Firefox never NACKs audio, which does no harm), RED if the browser has it,
+ * and the router's extensions this browser receives.
+ */
 export function recvCapabilities(router) {
   const supported = globalThis.RTCRtpReceiver?.getCapabilities?.('audio')?.headerExtensions?.map((e) => e.uri);
   const opus = router.codecs.find((c) => c.mimeType.toLowerCase() === 'audio/opus');
+  const rtcpFeedback = hasNack(opus) ? [{ type: 'nack', parameter: '' }] : [];
+  // RED (RFC 2198) where the browser decodes it (Chromium; not Firefox): choir then sends each
+  // packet with the two frames before it, and no NACK.
+  const codecs = globalThis.RTCRtpReceiver?.getCapabilities?.('audio')?.codecs ?? [];
+  const red = codecs.some((c) => c.mimeType.toLowerCase() === 'audio/red');
   return {
-    codecs: [{ ...OPUS, kind: 'audio', preferredPayloadType: opus.preferredPayloadType, parameters: {}, rtcpFeedback: [] }],
+    codecs: [
+      { ...OPUS, kind: 'audio', preferredPayloadType: opus.preferredPayloadType, parameters: {}, rtcpFeedback },
+      ...(red ? [{ mimeType: 'audio/red', kind: 'audio', clockRate: 48000, channels: 2, parameters: {}, rtcpFeedback: [] }] : []),
+    ],
     headerExtensions: router.headerExtensions.filter(
       (e) => (e.kind ?? 'audio') === 'audio' && (supported ? supported.includes(e.uri) : !e.uri.includes('abs-send-time')),
     ),

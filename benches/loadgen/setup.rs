@@ -82,10 +82,12 @@ pub fn rtp_parameters(ssrc: u32, cname: &str) -> Value {
      "encodings":[{"ssrc":ssrc,"dtx":false}],"rtcp":{"cname":cname,"reducedSize":true}})
 }
 
-/// mediasoup-client's recvRtpCapabilities for audio.
+/// mediasoup-client's recvRtpCapabilities for audio in Chromium: with generic NACK, so that
+/// choir keeps each producer's history as it does for the plan's frontend (a choir before NACK
+/// ignores it).
 pub fn rtp_capabilities() -> Value {
     json!({"codecs":[{"mimeType":"audio/opus","kind":"audio","preferredPayloadType":100,"clockRate":48000,"channels":2,
-        "parameters":{},"rtcpFeedback":[]}],
+        "parameters":{},"rtcpFeedback":[{"type":"nack","parameter":""}]}],
       "headerExtensions":[{"kind":"audio","uri":"urn:ietf:params:rtp-hdrext:ssrc-audio-level","preferredId":10,"preferredEncrypt":false,"direction":"sendrecv"}]})
 }
 

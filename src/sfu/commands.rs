@@ -208,11 +208,13 @@ impl Sfu {
             user_id: req.user_id.clone(),
             transport,
             ssrc: rtp.ssrc,
+            gaps: rtp.nack.then(Box::default),
             rtp,
             paused: req.paused,
             stats: None,
             consumers: Vec::new(),
             speaker,
+            history: None,
         };
         let key = self.producers.insert(producer);
         self.producer_ids.insert(id.clone(), key);
@@ -299,9 +301,17 @@ impl Sfu {
             // The transport's first consumer is in the browser's SDP before DTLS can connect;
             // later ones may not be yet when their first packets arrive.
             hold_until: (t.next_mid > 0).then(|| now + self.settings.consumer_hold),
+            nack: negotiated.nack,
+            red: negotiated.red,
+            budget: Default::default(),
+            reported_loss: Default::default(),
         };
         let ck = self.consumers.insert(consumer);
-        self.producers[pk].consumers.push(ck);
+        let producer = &mut self.producers[pk];
+        producer.consumers.push(ck);
+        if (negotiated.nack || negotiated.red) && producer.history.is_none() {
+            producer.history = Some(Box::default());
+        }
         let t = &mut self.transports[transport];
         t.consumers.push(ck);
         t.next_mid += 1;

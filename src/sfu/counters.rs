@@ -31,6 +31,14 @@ pub struct Counters {
     pub rtcp_received: u64,
     pub rtcp_receiver_reports: u64,
     pub rtcp_sent: u64,
+    /// Generic NACKs (RFC 4585) from listeners, the packets they asked for, and the packets
+    /// choir retransmitted (each miss is a `nack.*` drop).
+    pub nacks_received: u64,
+    pub nacked_packets: u64,
+    pub rtp_retransmitted: u64,
+    /// NACKs choir sent to speakers, and the packets that came back after one.
+    pub nacks_sent: u64,
+    pub rtp_repaired: u64,
     /// Speaking transitions (`speakingChanged` true / false) and dominant speaker changes.
     pub speaking_started: u64,
     pub speaking_stopped: u64,
@@ -90,6 +98,11 @@ impl Counters {
         self.rtcp_received += o.rtcp_received;
         self.rtcp_receiver_reports += o.rtcp_receiver_reports;
         self.rtcp_sent += o.rtcp_sent;
+        self.nacks_received += o.nacks_received;
+        self.nacked_packets += o.nacked_packets;
+        self.rtp_retransmitted += o.rtp_retransmitted;
+        self.nacks_sent += o.nacks_sent;
+        self.rtp_repaired += o.rtp_repaired;
         self.speaking_started += o.speaking_started;
         self.speaking_stopped += o.speaking_stopped;
         self.dominant_changes += o.dominant_changes;

@@ -5,8 +5,8 @@
 use std::time::Instant;
 
 use super::transport::{Io, Received};
-use super::{Egress, Path, Sfu, TransportKey};
-use crate::sfu::ortc::OPUS_PAYLOAD_TYPE;
+use super::{nack, red, Egress, Path, Sfu, TransportKey};
+use crate::sfu::ortc::{OPUS_PAYLOAD_TYPE, RED_PAYLOAD_TYPE};
 use crate::wire::demux::{self, PacketKind};
 use crate::wire::rtcp::{self, RtcpPacket};
 use crate::wire::rtp;
@@ -61,7 +61,7 @@ impl Sfu {
         match received {
             Received::Nothing => {}
             Received::Rtp(n) => self.forward_rtp(key, &buf[..n], now, out),
-            Received::Rtcp(n) => self.receive_rtcp(key, &buf[..n], now),
+            Received::Rtcp(n) => self.receive_rtcp(key, &buf[..n], now, out),
             Received::Failed(reason) => self.transport_failed(key, reason),
         }
     }
@@ -107,6 +107,14 @@ impl Sfu {
         if producer.paused {
             return self.counters.drop("rtp", "producer_paused");
         }
+        if let Some(gaps) = producer.gaps.as_deref_mut() {
+            if gaps.on_packet(header.sequence, now) == nack::Arrival::Repaired {
+                self.counters.rtp_repaired += 1;
+            }
+        }
+        if let Some(history) = producer.history.as_deref_mut() {
+            history.store(header.sequence, packet, now);
+        }
         producer
             .speaker
             .on_packet(&header, packet, &mut self.counters);
@@ -129,11 +137,16 @@ impl Sfu {
             };
             let scratch = &mut self.scratch[..];
             scratch[..len].copy_from_slice(packet);
+            let payload_type = if c.red {
+                RED_PAYLOAD_TYPE
+            } else {
+                OPUS_PAYLOAD_TYPE
+            };
             if let Err(e) = rtp::rewrite(
                 &mut scratch[..len],
                 &header,
                 c.ssrc,
-                OPUS_PAYLOAD_TYPE,
+                payload_type,
                 sequence,
                 timestamp,
                 &c.extensions,
@@ -141,16 +154,30 @@ impl Sfu {
                 self.counters.drop("rtp", e.as_str());
                 continue;
             }
+            // RED: the same packet with earlier frames inserted before its own.
+            let sent = match c.red {
+                false => len,
+                true => {
+                    match red::encode(scratch, len, &header, producer.history.as_deref(), now) {
+                        Some(n) => n,
+                        None => {
+                            self.counters.drop("rtp", "red_too_long");
+                            continue;
+                        }
+                    }
+                }
+            };
             let Some(t) = self.transports.get_mut(c.transport) else {
                 continue;
             };
-            if t.send_rtp(scratch, len, out, &mut self.counters) {
+            if t.send_rtp(scratch, sent, out, &mut self.counters) {
                 c.packets = c.packets.wrapping_add(1);
-                c.octets = c.octets.wrapping_add(payload_len);
+                c.octets = c.octets.wrapping_add(payload_len + (sent - len) as u32);
                 c.last_sent_at = Some(now);
                 self.counters.rtp_forwarded += 1;
             }
         }
+        self.nack_upstream(pk, now, out);
     }
 
     /// The producer on transport `key` that sent this packet: by SSRC, else by the MID header
@@ -189,8 +216,16 @@ impl Sfu {
     }
 
     /// Inbound compound RTCP: Sender Reports feed the receive statistics of our Receiver
-    /// Reports; everything else is accepted and counted.
-    fn receive_rtcp(&mut self, key: TransportKey, compound: &[u8], now: Instant) {
+    /// Reports, a listener's Receiver Reports the loss choir reports upstream (see
+    /// `rtcp_reports`), NACKs are answered (see [`nack`]); everything else is accepted and
+    /// counted.
+    fn receive_rtcp(
+        &mut self,
+        key: TransportKey,
+        compound: &[u8],
+        now: Instant,
+        out: &mut impl Egress,
+    ) {
         self.counters.rtcp_received += 1;
         for packet in rtcp::packets(compound) {
             match packet {
@@ -210,9 +245,24 @@ impl Sfu {
                         None => self.counters.drop("rtcp", "sr_unknown_ssrc"),
                     }
                 }
-                Ok(RtcpPacket::ReceiverReport(_)) => self.counters.rtcp_receiver_reports += 1,
+                Ok(RtcpPacket::ReceiverReport(rr)) => {
+                    self.counters.rtcp_receiver_reports += 1;
+                    let t = &self.transports[key];
+                    for block in rr.reports.iter() {
+                        match t
+                            .consumers
+                            .iter()
+                            .find(|&&ck| self.consumers[ck].ssrc == block.ssrc)
+                        {
+                            Some(&ck) => self.consumers[ck].reported_loss.on_report(&block, now),
+                            None => self.counters.drop("rtcp", "rr_unknown_ssrc"),
+                        }
+                    }
+                }
                 Ok(RtcpPacket::Sdes(..)) | Ok(RtcpPacket::Bye(..)) => {}
-                Ok(RtcpPacket::Nack { .. }) => self.counters.drop("rtcp", "nack_ignored"),
+                Ok(RtcpPacket::Nack {
+                    media_ssrc, items, ..
+                }) => self.on_nack(key, media_ssrc, items, now, out),
                 Ok(RtcpPacket::Pli { .. }) => self.counters.drop("rtcp", "pli_ignored"),
                 Ok(RtcpPacket::Other { .. }) => self.counters.drop("rtcp", "other_ignored"),
                 Err(e) => {

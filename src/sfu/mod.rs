@@ -12,8 +12,11 @@ pub mod counters;
 mod deadline;
 mod dominant;
 mod forward;
+mod history;
 mod limits;
+mod nack;
 pub mod ortc;
+mod red;
 mod rtcp_reports;
 mod speaking;
 pub mod transport;
@@ -117,6 +120,10 @@ struct Producer {
     stats: Option<ReceiveStats>,
     consumers: Vec<ConsumerKey>,
     speaker: speaking::Speaker,
+    /// The last second of packets, once a consumer negotiated NACK or RED.
+    history: Option<Box<history::PacketHistory>>,
+    /// Missing packets to ask the speaker for, when the producer negotiated NACK.
+    gaps: Option<Box<nack::Gaps>>,
 }
 
 struct Consumer {
@@ -132,6 +139,13 @@ struct Consumer {
     /// Not the transport's first consumer: forwarding starts at this instant, once the browser
     /// has had time to apply the consumer's SDP (see [`Settings::consumer_hold`]).
     hold_until: Option<Instant>,
+    /// The consumer negotiated NACK: its requests are answered, within `budget`.
+    nack: bool,
+    /// The consumer negotiated RED: its packets carry the frames before them (`crate::sfu::red`).
+    red: bool,
+    budget: nack::Budget,
+    /// The loss the listener's Receiver Reports give for this stream.
+    reported_loss: crate::wire::rtcp::ReportedLoss,
 }
 
 /// One shard's media core.

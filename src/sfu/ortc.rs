@@ -18,6 +18,38 @@ pub const EXT_MID: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
 pub const EXT_ABS_SEND_TIME: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
 pub const EXT_AUDIO_LEVEL: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
+/// The payload type of RED (RFC 2198) towards a consumer that asked for it.
+pub const RED_PAYLOAD_TYPE: u8 = 101;
+
+/// RTCP feedback the router implements for Opus: generic NACK (RFC 4585 §6.2.1), answered
+/// from a short history of each producer's packets (`crate::sfu::nack`).
+pub const FEEDBACK_NACK: &str = "nack";
+
+/// The router's Opus format parameters (RFC 7587 §6.1). mediasoup-client copies them into the
+/// answer it gives its browser, whose encoder reads them from there: in-band FEC, which the
+/// encoder sends once the loss choir reports is above zero, and DTX.
+pub fn router_opus_parameters() -> Map<String, Value> {
+    let mut p = Map::new();
+    p.insert("useinbandfec".into(), 1.into());
+    p.insert("usedtx".into(), 1.into());
+    p
+}
+
+fn nack_feedback() -> RtcpFeedback {
+    RtcpFeedback {
+        kind: FEEDBACK_NACK.into(),
+        parameter: String::new(),
+    }
+}
+
+/// Whether a feedback list has generic NACK (`{type: "nack", parameter: ""}`; `nack pli` is
+/// another message).
+fn has_nack(feedback: &[RtcpFeedback]) -> bool {
+    feedback
+        .iter()
+        .any(|f| f.kind == FEEDBACK_NACK && f.parameter.is_empty())
+}
+
 /// The router's header extensions: (uri, id).
 pub const ROUTER_EXTENSIONS: [(&str, u8); 3] =
     [(EXT_MID, 1), (EXT_ABS_SEND_TIME, 4), (EXT_AUDIO_LEVEL, 10)];
@@ -136,8 +168,8 @@ pub fn router_capabilities() -> RtpCapabilities {
             preferred_payload_type: Some(OPUS_PAYLOAD_TYPE),
             clock_rate: OPUS_CLOCK_RATE,
             channels: Some(OPUS_CHANNELS),
-            parameters: Map::new(),
-            rtcp_feedback: Vec::new(),
+            parameters: router_opus_parameters(),
+            rtcp_feedback: vec![nack_feedback()],
         }],
         header_extensions: ROUTER_EXTENSIONS
             .iter()
@@ -159,6 +191,14 @@ fn router_extension_id(uri: &str) -> Option<u8> {
         .map(|&(_, id)| id)
 }
 
+/// Whether a codec capability is RED (RFC 2198) for Opus' clock and channels.
+fn is_red(c: &RtpCodecCapability) -> bool {
+    c.mime_type.eq_ignore_ascii_case("audio/red")
+        && c.clock_rate == OPUS_CLOCK_RATE
+        && c.channels == Some(OPUS_CHANNELS)
+        && c.kind.as_deref().is_none_or(|k| k == "audio")
+}
+
 fn is_opus(mime_type: &str, clock_rate: u32, channels: Option<u8>) -> bool {
     mime_type.eq_ignore_ascii_case("audio/opus")
         && clock_rate == OPUS_CLOCK_RATE
@@ -178,6 +218,8 @@ pub struct ProducerRtp {
     pub mid: Option<String>,
     pub cname: String,
     pub codec_parameters: Map<String, Value>,
+    /// The producer negotiated generic NACK: choir asks it to retransmit what it lost.
+    pub nack: bool,
 }
 
 /// Validates `produce` input. Errors name the offending field.
@@ -241,15 +283,19 @@ pub fn validate_producer(kind: &str, rtp: &RtpParameters) -> Result<ProducerRtp,
             .filter(|c| !c.is_empty())
             .unwrap_or_else(|| "choir".into()),
         codec_parameters: codec.parameters.clone(),
+        nack: has_nack(&codec.rtcp_feedback),
     })
 }
 
 /// A consumer's negotiated parameters: the reply's `rtpParameters` plus the router extension
-/// ids the consumer keeps (all others are stripped from its packets).
+/// ids the consumer keeps (all others are stripped from its packets), whether it negotiated
+/// generic NACK (then choir answers its NACKs) and RED (then its packets carry earlier frames).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsumerRtp {
     pub parameters: RtpParameters,
     pub extension_ids: Vec<u8>,
+    pub nack: bool,
+    pub red: bool,
 }
 
 /// Computes a consumer's parameters for a client with `caps`, or says why it cannot consume.
@@ -259,12 +305,18 @@ pub fn consumer_parameters(
     ssrc: u32,
     mid: String,
 ) -> Result<ConsumerRtp, String> {
-    if !caps.codecs.iter().any(|c| {
+    let Some(opus) = caps.codecs.iter().find(|c| {
         c.kind.as_deref().is_none_or(|k| k == "audio")
             && is_opus(&c.mime_type, c.clock_rate, c.channels)
-    }) {
+    }) else {
         return Err("rtpCapabilities has no audio/opus codec with clockRate 48000 and channels 2: the client cannot consume".into());
-    }
+    };
+    // RED for a client that lists it (choir's own client does; the router does not advertise
+    // it, so mediasoup-client's devices do not). Its packets carry earlier frames and cannot
+    // be rebuilt byte for byte later, so such a consumer gets no NACK (as in LiveKit).
+    let red = caps.codecs.iter().any(is_red);
+    // The router's feedback that the client also has.
+    let nack = has_nack(&opus.rtcp_feedback) && !red;
     let mut header_extensions = Vec::new();
     let mut extension_ids = Vec::new();
     for &(uri, id) in &ROUTER_EXTENSIONS {
@@ -288,19 +340,41 @@ pub fn consumer_parameters(
             extension_ids.push(id);
         }
     }
+    let opus = RtpCodecParameters {
+        mime_type: "audio/opus".into(),
+        payload_type: OPUS_PAYLOAD_TYPE,
+        clock_rate: OPUS_CLOCK_RATE,
+        channels: Some(OPUS_CHANNELS),
+        parameters: producer.codec_parameters.clone(),
+        rtcp_feedback: if nack {
+            vec![nack_feedback()]
+        } else {
+            Vec::new()
+        },
+    };
+    let codecs = if red {
+        let mut parameters = Map::new();
+        // The `fmtp` RFC 2198 §5 asks for (`100/100`), for clients that write it.
+        parameters.insert(
+            format!("{OPUS_PAYLOAD_TYPE}/{OPUS_PAYLOAD_TYPE}"),
+            "".into(),
+        );
+        let red = RtpCodecParameters {
+            mime_type: "audio/red".into(),
+            payload_type: RED_PAYLOAD_TYPE,
+            clock_rate: OPUS_CLOCK_RATE,
+            channels: Some(OPUS_CHANNELS),
+            parameters,
+            rtcp_feedback: Vec::new(),
+        };
+        vec![red, opus]
+    } else {
+        vec![opus]
+    };
     Ok(ConsumerRtp {
         parameters: RtpParameters {
             mid: Some(mid),
-            codecs: vec![RtpCodecParameters {
-                mime_type: "audio/opus".into(),
-                payload_type: OPUS_PAYLOAD_TYPE,
-                clock_rate: OPUS_CLOCK_RATE,
-                channels: Some(OPUS_CHANNELS),
-                parameters: producer.codec_parameters.clone(),
-                // The router implements no RTCP feedback (no NACK, no transport-cc), so none is
-                // negotiated: the intersection with the client's list is empty.
-                rtcp_feedback: Vec::new(),
-            }],
+            codecs,
             header_extensions,
             encodings: vec![RtpEncodingParameters {
                 ssrc: Some(ssrc),
@@ -312,6 +386,8 @@ pub fn consumer_parameters(
             },
         },
         extension_ids,
+        nack,
+        red,
     })
 }
 
@@ -344,7 +420,7 @@ mod tests {
         assert_eq!(
             v,
             json!({"codecs":[{"kind":"audio","mimeType":"audio/opus","preferredPayloadType":100,"clockRate":48000,
-              "channels":2,"parameters":{},"rtcpFeedback":[]}],
+              "channels":2,"parameters":{"useinbandfec":1,"usedtx":1},"rtcpFeedback":[{"type":"nack","parameter":""}]}],
              "headerExtensions":[
               {"kind":"audio","uri":EXT_MID,"preferredId":1,"preferredEncrypt":false,"direction":"sendrecv"},
               {"kind":"audio","uri":EXT_ABS_SEND_TIME,"preferredId":4,"preferredEncrypt":false,"direction":"sendrecv"},
@@ -398,12 +474,60 @@ mod tests {
         assert_eq!(
             v,
             json!({"mid":"3","codecs":[{"mimeType":"audio/opus","payloadType":100,"clockRate":48000,"channels":2,
-              "parameters":{"minptime":10,"useinbandfec":1},"rtcpFeedback":[]}],
+              "parameters":{"minptime":10,"useinbandfec":1},"rtcpFeedback":[{"type":"nack","parameter":""}]}],
               "headerExtensions":[{"uri":EXT_AUDIO_LEVEL,"id":10,"encrypt":false,"parameters":{}}],
               "encodings":[{"ssrc":1234}],"rtcp":{"cname":"UvVHyckjW26uo8T8","reducedSize":true}})
         );
+        assert!(c.nack);
         let c = consumer_parameters(&p, &client_caps(true), 1, "0".into()).unwrap();
         assert_eq!(c.extension_ids, vec![1, 10]);
+    }
+
+    #[test]
+    fn nack_is_negotiated_only_when_both_sides_have_it() {
+        let p = validate_producer("audio", &chrome_produce()).unwrap();
+        assert!(!p.nack, "Chrome's producer offers only transport-cc");
+        let mut caps = client_caps(true);
+        caps.codecs[0].rtcp_feedback = vec![RtcpFeedback {
+            kind: "nack".into(),
+            parameter: "pli".into(),
+        }];
+        let c = consumer_parameters(&p, &caps, 1, "0".into()).unwrap();
+        assert!(!c.nack, "`nack pli` is not generic NACK");
+        assert_eq!(c.parameters.codecs[0].rtcp_feedback, vec![]);
+        caps.codecs[0].rtcp_feedback.clear();
+        assert!(!consumer_parameters(&p, &caps, 1, "0".into()).unwrap().nack);
+
+        let mut produce = chrome_produce();
+        produce.codecs[0].rtcp_feedback.push(nack_feedback());
+        assert!(validate_producer("audio", &produce).unwrap().nack);
+    }
+
+    #[test]
+    fn a_client_that_lists_red_gets_red_first_and_no_nack() {
+        let p = validate_producer("audio", &chrome_produce()).unwrap();
+        let mut caps = client_caps(true);
+        caps.codecs.push(RtpCodecCapability {
+            kind: Some("audio".into()),
+            mime_type: "audio/red".into(),
+            preferred_payload_type: Some(63),
+            clock_rate: OPUS_CLOCK_RATE,
+            channels: Some(OPUS_CHANNELS),
+            parameters: Map::new(),
+            rtcp_feedback: Vec::new(),
+        });
+        let c = consumer_parameters(&p, &caps, 1, "0".into()).unwrap();
+        assert!(c.red && !c.nack);
+        let v = serde_json::to_value(&c.parameters.codecs).unwrap();
+        assert_eq!(
+            v,
+            json!([{"mimeType":"audio/red","payloadType":101,"clockRate":48000,"channels":2,"parameters":{"100/100":""},"rtcpFeedback":[]},
+                   {"mimeType":"audio/opus","payloadType":100,"clockRate":48000,"channels":2,
+                    "parameters":{"minptime":10,"useinbandfec":1},"rtcpFeedback":[]}])
+        );
+        // Not for another clock or channel count.
+        caps.codecs[1].channels = Some(1);
+        assert!(!consumer_parameters(&p, &caps, 1, "0".into()).unwrap().red);
     }
 
     #[test]

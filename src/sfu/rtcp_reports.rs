@@ -1,5 +1,8 @@
 //! RTCP reports choir sends about once a second (RFC 3550 §6.4): a Sender Report (+ SDES CNAME)
-//! per consumer stream, a Receiver Report (+ SDES CNAME) about each producer stream.
+//! per consumer stream, a Receiver Report (+ SDES CNAME) about each producer stream. The
+//! Receiver Report's cumulative loss is the speaker's own leg's; its fraction lost is the worse
+//! of that leg's and its listeners' ([`downstream_loss`]): libwebrtc feeds the fraction to the
+//! Opus encoder, which sends in-band FEC only while it is above zero (RFC 6716 §2.1.7).
 
 use std::time::Instant;
 
@@ -9,6 +12,29 @@ use crate::wire::rtcp;
 
 /// CNAME choir uses as an RTCP reporter.
 const REPORTER_CNAME: &str = "choir";
+
+/// The loss choir reports to a speaker for its listeners' legs: the 90th percentile (nearest
+/// rank) of their loss (each averaged over about a second of their reports:
+/// [`crate::wire::rtcp::ReportedLoss`]), so that one listener on a hopeless network does not
+/// make every speaker spend bits on FEC for it; with fewer than ten listeners, the worst.
+/// 0 without listeners. Fractions are in 1/256 (RFC 3550 §6.4.1). Allocates nothing.
+pub(super) fn downstream_loss(losses: impl Iterator<Item = u8>) -> u8 {
+    let mut histogram = [0u32; 256];
+    let mut n = 0u32;
+    for loss in losses {
+        histogram[usize::from(loss)] += 1;
+        n += 1;
+    }
+    let rank = (n * 9).div_ceil(10);
+    let mut seen = 0;
+    for (loss, count) in histogram.iter().enumerate() {
+        seen += count;
+        if seen >= rank && n > 0 {
+            return loss as u8;
+        }
+    }
+    0
+}
 
 impl Sfu {
     /// Sends the reports of slice `slice` (of [`super::RTCP_SLICES`]): consumers and transports
@@ -41,13 +67,16 @@ impl Sfu {
         for (_, t) in self.transports.iter_mut().filter(|(k, _)| mine(*k)) {
             for i in 0..t.producers.len() {
                 let pk = t.producers[i];
-                let Some(block) = self.producers[pk]
-                    .stats
-                    .as_mut()
-                    .and_then(|s| s.report_block(now))
-                else {
+                let p = &mut self.producers[pk];
+                let Some(mut block) = p.stats.as_mut().and_then(|s| s.report_block(now)) else {
                     continue;
                 };
+                // The speaker's encoder sizes its FEC by this figure: its listeners' legs count.
+                let listeners = p
+                    .consumers
+                    .iter()
+                    .filter_map(|&ck| self.consumers[ck].reported_loss.fraction(now));
+                block.fraction_lost = block.fraction_lost.max(downstream_loss(listeners));
                 let buf = &mut self.scratch[..];
                 let Some(n) = rtcp::write_receiver_report(buf, t.rtcp_ssrc, &[block]) else {
                     continue;
@@ -59,5 +88,30 @@ impl Sfu {
                 t.send_rtcp(buf, n + m, out, &mut self.counters);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::downstream_loss;
+
+    #[test]
+    fn the_downstream_loss_is_the_ninetieth_percentile_of_the_listeners() {
+        assert_eq!(downstream_loss([].into_iter()), 0);
+        assert_eq!(downstream_loss([26].into_iter()), 26);
+        assert_eq!(
+            downstream_loss([0, 51, 3].into_iter()),
+            51,
+            "few: the worst"
+        );
+        // Ten listeners: the worst one alone does not decide.
+        let ten = [0, 0, 5, 5, 10, 10, 10, 12, 20, 255];
+        assert_eq!(downstream_loss(ten.into_iter()), 20);
+        // Twenty: the two worst do not.
+        let twenty = (0..18).map(|_| 13).chain([200, 255]);
+        assert_eq!(downstream_loss(twenty), 13);
+        let mut twenty = vec![13u8; 17];
+        twenty.extend([100, 200, 255]);
+        assert_eq!(downstream_loss(twenty.into_iter()), 100);
     }
 }

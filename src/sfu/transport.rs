@@ -428,6 +428,32 @@ impl Transport {
         }
     }
 
+    /// [`send_rtp`](Self::send_rtp) for a retransmission of a packet this transport may have
+    /// sent before: `buf[..len]` must be byte-identical to what it was then (see
+    /// [`SrtpSession::protect_rtp_again`]).
+    pub fn resend_rtp(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        out: &mut impl Egress,
+        counters: &mut Counters,
+    ) -> bool {
+        let (Some((_, outbound)), Some(to)) = (&mut self.srtp, self.selected) else {
+            counters.drop("nack", "consumer_not_connected");
+            return false;
+        };
+        match outbound.protect_rtp_again(buf, len) {
+            Ok(n) => {
+                out.send(to, &buf[..n]);
+                true
+            }
+            Err(e) => {
+                counters.drop("nack", e.as_str());
+                false
+            }
+        }
+    }
+
     /// Encrypts the compound RTCP packet `buf[..len]` in place and sends it.
     pub fn send_rtcp(
         &mut self,

@@ -8,8 +8,9 @@
 //! from choir go back to the address the peer last sent from.
 //!
 //! The fate of an RTP packet is a function of (seed, leg, direction, the SSRC's order of
-//! appearance, sequence number) alone, so it does not depend on how the packet interleaves with
-//! others; every other datagram (STUN, DTLS, RTCP) draws from a seeded stream per leg and
+//! appearance, sequence number, how many times that number was seen before) alone, so it does
+//! not depend on how the packet interleaves with others, and a retransmission (RFC 4585 NACK,
+//! same sequence number) draws its own fate; every other datagram (STUN, DTLS, RTCP) draws from a seeded stream per leg and
 //! direction. Reordering works like netem's: a reordered datagram skips the delay and so
 //! overtakes the ones queued before it; a duplicate is a second copy with its own delay.
 #![allow(dead_code)]
@@ -23,7 +24,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// What the relay does to each datagram, in each direction.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Impairment {
     /// Probability of dropping a datagram.
     pub loss: f64,
@@ -49,6 +50,14 @@ impl Impairment {
             reorder: 0.01,
             duplicate: 0.005,
             drop_first_dtls: true,
+        }
+    }
+
+    /// Only random loss.
+    pub fn loss(loss: f64) -> Impairment {
+        Impairment {
+            loss,
+            ..Default::default()
         }
     }
 }
@@ -126,12 +135,16 @@ impl Rng {
 struct Leg {
     socket: UdpSocket,
     choir: SocketAddr,
+    /// Up, down.
+    imp: [Impairment; 2],
     peer: Option<SocketAddr>,
     /// Per direction: the stream for non-RTP datagrams, whether a DTLS datagram was seen, the
     /// order in which SSRCs appeared.
     streams: [Rng; 2],
     dtls_seen: [bool; 2],
     ssrcs: [HashMap<u32, u64>; 2],
+    /// Per direction and SSRC: how often each sequence number was seen.
+    seen: [HashMap<(u32, u16), u64>; 2],
 }
 
 struct Pending {
@@ -163,16 +176,18 @@ impl Ord for Pending {
 /// The relay: a thread serving every leg; stopped when dropped.
 pub struct Relay {
     pub seed: u64,
+    imp: Impairment,
     stop: Arc<AtomicBool>,
     /// Datagrams waiting for their delivery time.
     queued: Arc<AtomicUsize>,
-    add: mpsc::Sender<(UdpSocket, SocketAddr)>,
+    add: mpsc::Sender<(UdpSocket, SocketAddr, [Impairment; 2])>,
     addrs: Mutex<Vec<SocketAddr>>,
     taps: Arc<Mutex<Vec<[Tap; 2]>>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Relay {
+    /// A relay whose legs ([`Relay::leg`]) impair both directions with `imp`.
     pub fn start(seed: u64, imp: Impairment) -> Relay {
         let stop = Arc::new(AtomicBool::new(false));
         let queued = Arc::new(AtomicUsize::new(0));
@@ -180,10 +195,11 @@ impl Relay {
         let (add, rx) = mpsc::channel();
         let thread = {
             let (stop, queued, taps) = (stop.clone(), queued.clone(), taps.clone());
-            std::thread::spawn(move || serve(seed, imp, &rx, &stop, &queued, &taps))
+            std::thread::spawn(move || serve(seed, &rx, &stop, &queued, &taps))
         };
         Relay {
             seed,
+            imp,
             stop,
             queued,
             add,
@@ -195,13 +211,18 @@ impl Relay {
 
     /// A new leg to choir's candidate `choir`; returns the address the peer sends to.
     pub fn leg(&self, choir: SocketAddr) -> SocketAddr {
+        self.leg_with(choir, [self.imp; 2])
+    }
+
+    /// [`Relay::leg`] with its own impairments: `[up, down]`.
+    pub fn leg_with(&self, choir: SocketAddr, imp: [Impairment; 2]) -> SocketAddr {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("relay socket");
         socket.set_nonblocking(true).unwrap();
         let addr = socket.local_addr().unwrap();
         // The relay thread adds legs in this order: index = position in `addrs`.
         let mut addrs = self.addrs.lock().unwrap();
         addrs.push(addr);
-        self.add.send((socket, choir)).expect("relay running");
+        self.add.send((socket, choir, imp)).expect("relay running");
         addr
     }
 
@@ -242,8 +263,7 @@ impl Drop for Relay {
 
 fn serve(
     seed: u64,
-    imp: Impairment,
-    rx: &mpsc::Receiver<(UdpSocket, SocketAddr)>,
+    rx: &mpsc::Receiver<(UdpSocket, SocketAddr, [Impairment; 2])>,
     stop: &AtomicBool,
     queued: &AtomicUsize,
     taps: &Mutex<Vec<[Tap; 2]>>,
@@ -253,16 +273,18 @@ fn serve(
     let mut order = 0u64;
     let mut buf = [0u8; 2048];
     while !stop.load(Ordering::Relaxed) {
-        while let Ok((socket, choir)) = rx.try_recv() {
+        while let Ok((socket, choir, imp)) = rx.try_recv() {
             let i = legs.len() as u64;
             let stream = |dir: u64| Rng(seed ^ Rng(i * 2 + dir).next());
             legs.push(Leg {
                 socket,
                 choir,
+                imp,
                 peer: None,
                 streams: [stream(0), stream(1)],
                 dtls_seen: [false; 2],
                 ssrcs: [HashMap::new(), HashMap::new()],
+                seen: [HashMap::new(), HashMap::new()],
             });
             taps.lock().unwrap().push(Default::default());
         }
@@ -279,6 +301,7 @@ fn serve(
                     (Dir::Up, leg.choir)
                 };
                 let d = dir as usize;
+                let imp = leg.imp[d];
                 let bytes = &buf[..n];
                 let kind = classify(bytes);
                 let mut taps = taps.lock().unwrap();
@@ -293,7 +316,11 @@ fn serve(
                         let count = leg.ssrcs[d].len() as u64;
                         let ordinal = *leg.ssrcs[d].entry(ssrc).or_insert(count);
                         let key = (i as u64) << 48 | (d as u64) << 40 | ordinal << 16;
-                        Rng(seed ^ Rng(key | u64::from(seq)).next())
+                        let seen = leg.seen[d].entry((ssrc, seq)).or_insert(0);
+                        // The first copy's fate is that of the number alone.
+                        let again = seen.wrapping_mul(0x9E37_79B9_0000_0000);
+                        *seen += 1;
+                        Rng(seed ^ Rng(key | u64::from(seq)).next() ^ again)
                     }
                     _ => Rng(leg.streams[d].next()),
                 };

@@ -53,6 +53,25 @@ pub struct Member {
     pub ssrc: u32,
 }
 
+/// A packet a client received and decrypted.
+pub struct Delivered {
+    pub member: usize,
+    /// On its send transport (else its recv transport).
+    pub send: bool,
+    /// RTP (else compound RTCP).
+    pub rtp: bool,
+    pub bytes: Vec<u8>,
+}
+
+/// The `rtcpFeedback` of a codec: generic NACK or nothing.
+fn nack_feedback(nack: bool) -> serde_json::Value {
+    if nack {
+        json!([{"type":"nack","parameter":""}])
+    } else {
+        json!([])
+    }
+}
+
 pub struct Loopback {
     pub sfu: Sfu,
     pub now: Instant,
@@ -140,11 +159,17 @@ impl Loopback {
 
     /// Joins a participant (send + recv transports; a producer if `produce`).
     pub fn join(&mut self, channel: &str, user: &str, produce: bool) -> usize {
+        self.join_with(channel, user, produce, false)
+    }
+
+    /// [`Loopback::join`]; with `nack`, the producer negotiates generic NACK.
+    pub fn join_with(&mut self, channel: &str, user: &str, produce: bool, nack: bool) -> usize {
         self.sfu.open_room(channel);
         let send = self.leg(channel, user, Direction::Send);
         let ssrc = 0x5000_0000 + self.members.len() as u32;
+        let feedback = nack_feedback(nack);
         let producer_id = produce.then(|| {
-            let rtp = serde_json::from_value(json!({"mid":"0","codecs":[{"mimeType":"audio/opus","payloadType":111,"clockRate":48000,"channels":2}],
+            let rtp = serde_json::from_value(json!({"mid":"0","codecs":[{"mimeType":"audio/opus","payloadType":111,"clockRate":48000,"channels":2,"rtcpFeedback":feedback}],
                 "headerExtensions":[{"uri":"urn:ietf:params:rtp-hdrext:ssrc-audio-level","id":1}],
                 "encodings":[{"ssrc":ssrc}],"rtcp":{"cname":user}}))
             .unwrap();
@@ -164,7 +189,37 @@ impl Loopback {
 
     /// `member` consumes `producer`'s producer.
     pub fn consume(&mut self, channel: &str, member: usize, producer: usize) -> u32 {
-        let caps = serde_json::from_value(json!({"codecs":[{"kind":"audio","mimeType":"audio/opus","preferredPayloadType":100,"clockRate":48000,"channels":2}],
+        self.consume_with(channel, member, producer, false)
+    }
+
+    /// [`Loopback::consume`]; with `nack`, the consumer negotiates generic NACK.
+    pub fn consume_with(
+        &mut self,
+        channel: &str,
+        member: usize,
+        producer: usize,
+        nack: bool,
+    ) -> u32 {
+        self.consume_caps(channel, member, producer, nack, false)
+    }
+
+    /// [`Loopback::consume`] with NACK and/or RED in the consumer's capabilities.
+    pub fn consume_caps(
+        &mut self,
+        channel: &str,
+        member: usize,
+        producer: usize,
+        nack: bool,
+        red: bool,
+    ) -> u32 {
+        let feedback = nack_feedback(nack);
+        let mut codecs = vec![
+            json!({"kind":"audio","mimeType":"audio/opus","preferredPayloadType":100,"clockRate":48000,"channels":2,"rtcpFeedback":feedback}),
+        ];
+        if red {
+            codecs.push(json!({"kind":"audio","mimeType":"audio/red","preferredPayloadType":101,"clockRate":48000,"channels":2}));
+        }
+        let caps = serde_json::from_value(json!({"codecs":codecs,
             "headerExtensions":[{"kind":"audio","uri":"urn:ietf:params:rtp-hdrext:ssrc-audio-level","preferredId":10}]}))
         .unwrap();
         let req = choir::sfu::api::ConsumeRequest {
@@ -237,20 +292,71 @@ impl Loopback {
     /// Delivers queued datagrams to the clients they are addressed to; returns decrypted RTP
     /// packets as (receiving member, bytes).
     pub fn deliver(&mut self, q: Queue) -> Vec<(usize, Vec<u8>)> {
+        self.deliver_all(q)
+            .into_iter()
+            .filter(|d| d.rtp)
+            .map(|d| (d.member, d.bytes))
+            .collect()
+    }
+
+    /// Delivers queued datagrams; returns every decrypted RTP and RTCP packet.
+    pub fn deliver_all(&mut self, q: Queue) -> Vec<Delivered> {
         let now = self.now;
-        let mut rtp = Vec::new();
+        let mut got = Vec::new();
         for (path, mut d) in q.0 {
             for (i, m) in self.members.iter_mut().enumerate() {
-                for leg in [&mut m.send, &mut m.recv] {
-                    if leg.path == path {
-                        if let ClientReceived::Rtp(n) = leg.client.handle_datagram(&mut d, now) {
-                            rtp.push((i, d[..n].to_vec()));
-                        }
+                for (send, leg) in [(true, &mut m.send), (false, &mut m.recv)] {
+                    if leg.path != path {
+                        continue;
                     }
+                    let (rtp, n) = match leg.client.handle_datagram(&mut d, now) {
+                        ClientReceived::Rtp(n) => (true, n),
+                        ClientReceived::Rtcp(n) => (false, n),
+                        _ => continue,
+                    };
+                    got.push(Delivered {
+                        member: i,
+                        send,
+                        rtp,
+                        bytes: d[..n].to_vec(),
+                    });
                 }
             }
         }
-        rtp
+        got
+    }
+
+    /// Sends `member`'s plaintext RTCP `packet` on its send (else recv) transport; returns what
+    /// the core sent in reply.
+    pub fn send_rtcp(&mut self, member: usize, send: bool, packet: &[u8]) -> Queue {
+        let m = &mut self.members[member];
+        let leg = if send { &mut m.send } else { &mut m.recv };
+        let mut d = packet.to_vec();
+        d.resize(2048, 0);
+        let n = leg
+            .client
+            .protect_rtcp(&mut d, packet.len())
+            .expect("connected");
+        let mut q = Queue::default();
+        self.sfu
+            .handle_datagram(Some(leg.key), leg.path, &mut d, n, self.now, &mut q);
+        q
+    }
+
+    /// Sends `member`'s plaintext RTP `packet` on its send transport; returns what the core
+    /// sent.
+    pub fn send_rtp(&mut self, member: usize, packet: &[u8]) -> Queue {
+        let leg = &mut self.members[member].send;
+        let mut d = packet.to_vec();
+        d.resize(2048, 0);
+        let n = leg
+            .client
+            .protect_rtp(&mut d, packet.len())
+            .expect("connected");
+        let mut q = Queue::default();
+        self.sfu
+            .handle_datagram(Some(leg.key), leg.path, &mut d, n, self.now, &mut q);
+        q
     }
 
     /// An Opus-sized RTP packet from `member` (plaintext, in `buf`), returns its length.

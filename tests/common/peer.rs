@@ -291,6 +291,8 @@ pub struct JoinOptions {
     pub via: Via,
     /// Use choir's IPv6 candidates (the peer binds ::1).
     pub ipv6: bool,
+    /// Negotiate generic NACK for the streams this peer consumes (str0m NACKs what it lost).
+    pub nack: bool,
 }
 
 impl Default for JoinOptions {
@@ -302,6 +304,7 @@ impl Default for JoinOptions {
             signal_ssrc: true,
             via: Via::Udp,
             ipv6: false,
+            nack: false,
         }
     }
 }
@@ -331,6 +334,11 @@ pub struct Peer {
     /// The latest egress statistics with a Receiver Report from choir in them (only for peers
     /// joined with [`Peer::join_through`]).
     pub egress: Option<MediaEgressStats>,
+    /// The loss str0m last derived from choir's Receiver Reports (their fraction lost), for
+    /// peers joined with [`Peer::join_through`].
+    pub egress_loss: Option<f32>,
+    /// Consumes with generic NACK ([`JoinOptions::nack`]).
+    nack: bool,
 }
 
 impl Peer {
@@ -417,6 +425,8 @@ impl Peer {
             consumers: HashMap::new(),
             got: BTreeMap::new(),
             egress: None,
+            egress_loss: None,
+            nack: opts.nack,
         }
     }
 
@@ -430,7 +440,12 @@ impl Peer {
 
     /// Consumes `producer_id`; the server's status and body when it refuses.
     pub fn try_consume(&mut self, d: &Daemon, producer_id: &str) -> Result<Value, (u16, Value)> {
-        let caps = json!({"codecs":[{"mimeType":"audio/opus","kind":"audio","preferredPayloadType":100,"clockRate":48000,"channels":2,"parameters":{},"rtcpFeedback":[]}],
+        let feedback = if self.nack {
+            json!([{"type": "nack", "parameter": ""}])
+        } else {
+            json!([])
+        };
+        let caps = json!({"codecs":[{"mimeType":"audio/opus","kind":"audio","preferredPayloadType":100,"clockRate":48000,"channels":2,"parameters":{},"rtcpFeedback":feedback}],
             "headerExtensions":[
               {"kind":"audio","uri":"http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time","preferredId":4,"preferredEncrypt":false,"direction":"sendrecv"},
               {"kind":"audio","uri":"urn:ietf:params:rtp-hdrext:ssrc-audio-level","preferredId":10,"preferredEncrypt":false,"direction":"sendrecv"}]});
@@ -493,6 +508,7 @@ impl Peer {
         }
         for e in self.send.pump(now) {
             if let Event::MediaEgressStats(s) = e {
+                self.egress_loss = s.loss.or(self.egress_loss);
                 if s.remote.is_some() {
                     self.egress = Some(s);
                 }

@@ -2,11 +2,12 @@
 //!
 //! [`packets`] walks an inbound (already SRTCP-decrypted) compound or reduced-size (RFC 5506)
 //! packet without copying; [`write_sender_report`], [`write_receiver_report`] and
-//! [`write_sdes_cname`] write into a caller buffer; [`ReceiveStats`] keeps the RFC 3550
+//! [`write_sdes_cname`] and [`write_nack`] write into a caller buffer; [`ReceiveStats`] keeps the RFC 3550
 //! A.1/A.3/A.8 statistics of one incoming stream. Nothing here allocates.
 
 mod packet;
 mod report;
+mod reported;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -19,9 +20,10 @@ pub use packet::{
     SdesChunks, SdesItem, SdesItems, SenderReport, SsrcList, FMT_NACK, FMT_PLI, SDES_CNAME,
 };
 pub use report::{
-    write_receiver_report, write_sdes_cname, write_sender_report, ReportBlock, MAX_REPORT_BLOCKS,
-    REPORT_BLOCK_LEN,
+    write_nack, write_receiver_report, write_sdes_cname, write_sender_report, ReportBlock,
+    MAX_REPORT_BLOCKS, REPORT_BLOCK_LEN,
 };
+pub use reported::ReportedLoss;
 pub use stats::ReceiveStats;
 
 /// Packet type of a sender report (RFC 3550 §6.4.1).

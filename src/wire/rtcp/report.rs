@@ -141,3 +141,44 @@ pub fn write_sdes_cname(out: &mut [u8], ssrc: u32, cname: &str) -> Option<usize>
     out.get_mut(10 + cname.len()..)?.fill(0);
     Some(len)
 }
+
+/// Writes a generic NACK (RFC 4585 §6.2.1) from `sender_ssrc` asking `media_ssrc` for the
+/// sequence numbers in `lost` (ascending, modulo 2^16): each FCI entry is a PID and a bitmask
+/// of the 16 numbers after it. 12 + 4 × entries bytes; `None` when `lost` is empty or `out`
+/// cannot hold the header and every entry.
+pub fn write_nack(
+    out: &mut [u8],
+    sender_ssrc: u32,
+    media_ssrc: u32,
+    lost: impl IntoIterator<Item = u16>,
+) -> Option<usize> {
+    let mut len = 12;
+    let mut entry: Option<(u16, u16)> = None;
+    for seq in lost {
+        if let Some((pid, blp)) = &mut entry {
+            let d = seq.wrapping_sub(*pid);
+            if (1..=16).contains(&d) {
+                *blp |= 1 << (d - 1);
+                continue;
+            }
+            put(
+                out,
+                len,
+                &((u32::from(*pid) << 16) | u32::from(*blp)).to_be_bytes(),
+            )?;
+            len += 4;
+        }
+        entry = Some((seq, 0));
+    }
+    let (pid, blp) = entry?;
+    put(
+        out,
+        len,
+        &((u32::from(pid) << 16) | u32::from(blp)).to_be_bytes(),
+    )?;
+    len += 4;
+    write_header(out, usize::from(super::FMT_NACK), super::PT_RTPFB, len)?;
+    put(out, 4, &sender_ssrc.to_be_bytes())?;
+    put(out, 8, &media_ssrc.to_be_bytes())?;
+    Some(len)
+}

@@ -580,3 +580,38 @@ fn ntp_conversions() {
     let early = 0xb705_0000u64 << 16;
     assert_eq!(round_trip_time(&rb, early), None);
 }
+
+#[test]
+fn nack_written_packs_sixteen_numbers_per_entry_and_rtc_rtcp_reads_it() {
+    let mut buf = [0u8; 64];
+    let lost = [65_534u16, 65_535, 1, 14, 40];
+    let n = write_nack(&mut buf, 0xaaaa, 0xbbbb, lost).unwrap();
+    assert_eq!(n, 12 + 2 * 4);
+    let theirs = rtc_rtcp::packet::unmarshal(&mut Bytes::copy_from_slice(&buf[..n])).unwrap();
+    let want: Boxed = Box::new(TransportLayerNack {
+        sender_ssrc: 0xaaaa,
+        media_ssrc: 0xbbbb,
+        nacks: vec![
+            NackPair {
+                packet_id: 65_534,
+                lost_packets: 0b1000_0000_0000_0101,
+            },
+            NackPair {
+                packet_id: 40,
+                lost_packets: 0,
+            },
+        ],
+    });
+    assert_eq!(theirs.len(), 1);
+    assert!(theirs[0].equal(want.as_ref()), "{:?}", theirs[0]);
+    assert_eq!(&buf[..n], &marshal(&[want])[..], "byte-identical");
+    let parsed: Vec<_> = packets(&buf[..n]).collect::<Result<_, _>>().unwrap();
+    let RtcpPacket::Nack { items, .. } = parsed[0] else {
+        panic!("{parsed:?}")
+    };
+    assert_eq!(items.lost().collect::<Vec<_>>(), lost);
+
+    assert_eq!(write_nack(&mut buf, 1, 2, []), None, "nothing to ask for");
+    assert_eq!(write_nack(&mut buf[..15], 1, 2, [7]), None, "too small");
+    assert_eq!(write_nack(&mut buf[..16], 1, 2, [7]), Some(16));
+}

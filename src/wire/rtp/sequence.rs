@@ -111,6 +111,31 @@ impl SequenceMapper {
         self.resync_pending = true;
     }
 
+    /// For a retransmission (RFC 4585 NACK): the incoming sequence number of the packet that
+    /// went out as `out_seq` in the current run. `None` when `out_seq` is ahead of the run's
+    /// highest packet, more than 100 behind it, or from an earlier run (whose numbering is not
+    /// kept).
+    pub fn source(&self, out_seq: u16) -> Option<u16> {
+        let run = self.run?;
+        let seq = out_seq.wrapping_sub(run.seq_offset);
+        let delta = seq.wrapping_sub(run.highest_seq) as i16;
+        let in_run = run
+            .highest_index
+            .checked_add_signed(i64::from(delta))
+            .is_some();
+        ((-MAX_MISORDER..=0).contains(&delta) && (in_run || run.first)).then_some(seq)
+    }
+
+    /// The outgoing `(seq, ts)` of an incoming packet of the current run, as [`map`](Self::map)
+    /// gave them, without changing any state: a retransmission goes out byte-identical.
+    pub fn remap(&self, seq: u16, ts: u32) -> Option<(u16, u32)> {
+        let run = self.run?;
+        Some((
+            seq.wrapping_add(run.seq_offset),
+            ts.wrapping_add(run.ts_offset),
+        ))
+    }
+
     /// Outgoing sequence number of the highest packet forwarded so far.
     pub fn last_sequence(&self) -> Option<u16> {
         self.sent.map(|sent| sent.seq)
@@ -334,5 +359,36 @@ mod tests {
             }
             assert!(forwarded > 40_000, "{forwarded}");
         }
+    }
+
+    #[test]
+    fn a_retransmission_finds_its_source_in_the_current_run_only() {
+        let t0 = Instant::now();
+        let mut m = SequenceMapper::new(48_000);
+        assert_eq!(m.source(10), None);
+        for seq in 10..20u16 {
+            m.map(seq, u32::from(seq) * FRAME, t0);
+        }
+        // The first run is the identity.
+        assert_eq!(m.source(15), Some(15));
+        assert_eq!(m.remap(15, 15 * FRAME), Some((15, 15 * FRAME)));
+        assert_eq!(m.source(20), None, "not sent yet");
+        assert_eq!(
+            m.source(8),
+            Some(8),
+            "overtaken before the first: still this run"
+        );
+        assert_eq!(m.source(65_000), None, "too far behind");
+        // A new run: its numbers map back; the old run's do not.
+        m.resync();
+        let (out, _) = m.map(5000, 7, t0 + ms(100)).unwrap();
+        assert_eq!(out, 20);
+        for seq in 5001..5005u16 {
+            m.map(seq, 7 + u32::from(seq - 5000) * FRAME, t0 + ms(100));
+        }
+        assert_eq!(m.source(22), Some(5002));
+        assert_eq!(m.remap(5002, 7 + 2 * FRAME), m.map(5002, 7 + 2 * FRAME, t0));
+        assert_eq!(m.source(19), None, "the previous run's");
+        assert_eq!(m.source(25), None);
     }
 }

@@ -231,11 +231,33 @@ impl SrtpSession {
     /// index is never protected twice: a repeat gives [`SrtpError::Replayed`] rather than
     /// reusing a keystream or GCM nonce.
     pub fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+        self.protect_rtp_inner(buf, len, false)
+    }
+
+    /// [`protect_rtp`](Self::protect_rtp) for a retransmission (RFC 4585 NACK, audio: same SSRC,
+    /// same sequence number): the packet's index may have been protected before. The caller
+    /// must pass the **same plaintext** as then (choir rewrites the kept packet with the same
+    /// numbers): the same keystream or GCM nonce then encrypts the same bytes into the
+    /// ciphertext already sent, which reveals nothing new. An index older than the replay
+    /// window is refused ([`SrtpError::TooOld`]): whether it was used cannot be told.
+    pub fn protect_rtp_again(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+        self.protect_rtp_inner(buf, len, true)
+    }
+
+    fn protect_rtp_inner(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        again: bool,
+    ) -> Result<usize, SrtpError> {
         let out_len = checked_out_len(buf, len, self.profile.rtp_overhead())?;
         let header = header::parse_rtp(&buf[..len])?;
         let window = &mut self.streams.get_or_insert(header.ssrc)?.rtp;
         let index = window.estimate_srtp_index(header.seq)?;
-        window.check(index)?;
+        match window.check(index) {
+            Err(SrtpError::Replayed) if again => {}
+            checked => checked?,
+        }
         let buf = &mut buf[..out_len];
         match &self.transform {
             Transform::Cm(t) => t.protect_rtp(buf, header.len, len, header.ssrc, index),

@@ -74,6 +74,45 @@ fn reordering_across_the_wrap() {
     }
 }
 
+#[test]
+fn a_retransmission_is_the_ciphertext_already_sent() {
+    for profile in PROFILES {
+        let (mut tx, mut rx) = pair(profile);
+        let sent: Vec<Vec<u8>> = (100..260u16)
+            .map(|seq| protect_rtp(&mut tx, &voice(seq)))
+            .collect();
+        // 200 was lost on the way; the receiver asks for it, the sender protects it again.
+        let len = voice(200).len();
+        let mut again = voice(200);
+        again.resize(len + profile.rtp_overhead(), 0);
+        let n = tx.protect_rtp_again(&mut again, len).unwrap();
+        assert_eq!(again[..n], sent[100][..], "{profile:?}: byte-identical");
+        for (i, p) in sent.iter().enumerate().filter(|(i, _)| *i != 100) {
+            let mut buf = p.clone();
+            rx.unprotect_rtp(&mut buf)
+                .unwrap_or_else(|e| panic!("{i}: {e:?}"));
+        }
+        let mut buf = again[..n].to_vec();
+        let m = rx.unprotect_rtp(&mut buf).unwrap();
+        assert_eq!(buf[..m], voice(200)[..]);
+        // Beyond the window it cannot be told whether the index was used: refused.
+        let mut old = voice(100);
+        old.resize(voice(100).len() + profile.rtp_overhead(), 0);
+        assert_eq!(
+            tx.protect_rtp_again(&mut old, voice(100).len()),
+            Err(SrtpError::TooOld)
+        );
+        // A new index through the retransmission path is an ordinary first protection.
+        let mut new = voice(300);
+        new.resize(voice(300).len() + profile.rtp_overhead(), 0);
+        assert!(tx.protect_rtp_again(&mut new, voice(300).len()).is_ok());
+        assert_eq!(
+            tx.protect_rtp(&mut new, voice(300).len()),
+            Err(SrtpError::Replayed)
+        );
+    }
+}
+
 /// Octets of a [`voice`] packet that shape the header: version, CSRC count and extension bit (0), and
 /// the extension length (18, 19). Flipping them may fail parsing before authentication.
 const VOICE_LAYOUT: [usize; 3] = [0, 18, 19];
