@@ -83,3 +83,25 @@ export async function runCall({ c, speakerPage, listenerPage, server, choir, rel
     choirStats,
   };
 }
+
+/**
+ * The listener's getStats() over the measured window: { concealedPct, lostPct, fecPackets,
+ * nackCount, jitterBufferMs, packetsReceived } (what a browser test asserts on).
+ */
+export function windowStats({ start, end }) {
+  const a = start.listener?.inbound ?? {};
+  const b = end.listener?.inbound ?? {};
+  const d = (k) => (a[k] === undefined || b[k] === undefined ? null : b[k] - a[k]);
+  const samples = d('totalSamplesReceived');
+  const lost = d('packetsLost');
+  const received = d('packetsReceived');
+  const emitted = d('jitterBufferEmittedCount');
+  return {
+    concealedPct: samples ? (100 * d('concealedSamples')) / samples : null,
+    lostPct: received ? (100 * lost) / (lost + received) : null,
+    fecPackets: d('fecPacketsReceived'),
+    nackCount: d('nackCount'),
+    jitterBufferMs: emitted ? (1000 * d('jitterBufferDelay')) / emitted : null,
+    packetsReceived: received,
+  };
+}

@@ -111,7 +111,7 @@ class Bridge {
     this.tracks = [new Map(), new Map()];
     this.ge = chain.map(() => [new Map(), new Map()]); // stage -> dir -> ssrc ordinal -> states
     this.streams = chain.map((_, s) => [stream(relay.seed, id, s, 0), stream(relay.seed, id, s, 1)]);
-    this.tap = [0, 1].map(() => ({ datagrams: 0, dropped: 0, rtp: 0, rtpDropped: 0, rtpPadded: 0, streams: {}, delivered: 0, lateMs: 0, maxLateMs: 0 }));
+    this.tap = [0, 1].map(() => ({ datagrams: 0, dropped: 0, rtp: 0, rtpDropped: 0, rtpPadded: 0, streams: {}, delivered: 0, lateMs: 0, maxLateMs: 0, late5ms: 0 }));
     socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
   }
 
@@ -176,6 +176,7 @@ class Bridge {
       if (late > 0) {
         tap.lateMs += late;
         tap.maxLateMs = Math.max(tap.maxLateMs, late);
+        if (late > 5) tap.late5ms++;
       }
       if (this.closed) return;
       tap.delivered++;

@@ -20,7 +20,7 @@ import { insideNetns, NETNS, netnsCommand, setupNetns } from '../../tests/browse
 import { freePortRange } from '../../tests/browser/lib/ports.mjs';
 import { startPulse } from '../../tests/browser/lib/pulse.mjs';
 import { killChildren, withTimeout } from '../../tests/browser/lib/util.mjs';
-import { RATE, runCall } from './call.mjs';
+import { RATE, runCall, windowStats } from './call.mjs';
 import { matrix } from './cases.mjs';
 import { startRelay } from './relay.mjs';
 import { buildPage, startServer } from './server.mjs';
@@ -139,7 +139,7 @@ const ports = () => {
 
 const chromium = await launchBrowser({ executablePath: opts.chromium, pageUrl: 'about:blank' });
 run.chromium = chromium.version;
-console.log(`Chromium ${chromium.version}; ${cases.length} cases, ${warmupS} s warm-up + ${measureS} s measured each; results in ${out}`);
+console.log(`Chromium ${chromium.version}; ${cases.length} cases, ${warmupS} s warm-up + ${measureS.toFixed(1)} s measured each; results in ${out}`);
 let firefox = null;
 let pulse = null;
 
@@ -149,7 +149,9 @@ for (const [i, c] of cases.entries()) {
   process.stdout.write(`[${i + 1}/${cases.length}] ${c.name} ... `);
   try {
     const r = await runCase(c);
-    console.log(`ok (${((Date.now() - t) / 1000).toFixed(0)} s; setup ${r.setupMs} ms)`);
+    const w = windowStats(r.stats);
+    const f = (x, d = 1) => (x === null ? '–' : x.toFixed(d));
+    console.log(`ok (${((Date.now() - t) / 1000).toFixed(0)} s): concealed ${f(w.concealedPct)} %, lost ${f(w.lostPct)} %, FEC ${w.fecPackets ?? '–'}, NACK ${w.nackCount ?? '–'}, jitter buffer ${f(w.jitterBufferMs, 0)} ms`);
   } catch (e) {
     console.log(`FAILED: ${e.message}`);
     run.cases.push({ ...c, dir: null, error: e.message });

@@ -202,8 +202,21 @@ def getstats(meta):
     out["retransmitted_sent"] = delta(s, "retransmittedPacketsSent", "speaker", "outbound")
     lis = end.get("listener") or {}
     out["rtt_ms"] = lis.get("rttMs")
-    codecs = [c for c in lis.get("codecs") or [] if "opus" in (c.get("mimeType") or "").lower()]
-    out["listener_fmtp"] = codecs[0].get("sdpFmtpLine") if codecs else None
+    # The speaker's send codec: its fmtp is what the encoder was told (useinbandfec, usedtx).
+    codecs = [c for c in spk.get("codecs") or [] if "opus" in (c.get("mimeType") or "").lower()]
+    out["speaker_fmtp"] = (codecs[0].get("sdpFmtpLine") or "") if codecs else None
+    out["relay_max_late_ms"] = max((max(b["toTarget"]["maxLateMs"], b["fromTarget"]["maxLateMs"]) for b in meta.get("relay") or []), default=None)
+    # Datagrams the relay sent more than 5 ms after their due time, in the measured window.
+    late = [
+        (b["toTarget"].get("late5ms", 0) + b["fromTarget"].get("late5ms", 0))
+        for b in (meta["stats"].get("end") or {}).get("relay") or []
+    ]
+    late0 = [
+        (b["toTarget"].get("late5ms", 0) + b["fromTarget"].get("late5ms", 0))
+        for b in (meta["stats"].get("start") or {}).get("relay") or []
+    ]
+    out["relay_late5ms_in_window"] = sum(late) - sum(late0) if late and late0 else None
+    out["relay_strays"] = sum(b.get("strays", 0) for b in meta.get("relay") or [])
     # What the relay dropped of the media (RTP) on each leg.
     for b in meta.get("relay") or []:
         media = b["toTarget"] if b["name"] == "up" else b["fromTarget"]
