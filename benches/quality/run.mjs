@@ -43,6 +43,9 @@ const { values: opts } = parseArgs({
     measure: { type: 'string' },
     'codec-options': { type: 'string' },
     'p2p-no-twcc': { type: 'boolean', default: false },
+    // The Chromium listener in a page of its own (its own AudioContext): checks the two-clock
+    // delay estimate that the Firefox cases rely on against the one-clock one.
+    'separate-listener': { type: 'boolean', default: false },
     python: { type: 'string', default: path.join(root, 'target', 'quality-venv', 'bin', 'python') },
     'no-score': { type: 'boolean', default: false },
     chromium: { type: 'string', default: process.env.CHROMIUM ?? '/usr/bin/chromium' },
@@ -191,7 +194,10 @@ async function runCase(c) {
     const speakerPage = await openBench(chromium, server.url);
     pages.push(speakerPage);
     let listenerPage = speakerPage;
-    if (c.listener === 'firefox') {
+    if (c.listener === 'chromium' && opts['separate-listener']) {
+      listenerPage = await openBench(chromium, server.url);
+      pages.push(listenerPage);
+    } else if (c.listener === 'firefox') {
       if (!firefox) {
         pulse = await startPulse(out);
         firefox = await launchFirefox({ executablePath: opts.firefox, pageUrl: 'about:blank', micHz: 440, pulseEnv: pulse.env });
