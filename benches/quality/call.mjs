@@ -47,8 +47,8 @@ export async function runCall({ c, speakerPage, listenerPage, server, choir, rel
   let lis;
   const t0 = Date.now();
   if (c.system === 'p2p') {
-    spk = await evaluate(speakerPage, 'p2pOffer', (o) => window.quality.p2pOffer(o), { control, wavUrl, preferIp: relayIp, noTwcc: c.p2pNoTwcc });
-    lis = await evaluate(listenerPage, 'p2pAnswer', (o) => window.quality.p2pAnswer(o), { offer: spk.offer });
+    spk = await evaluate(speakerPage, 'p2pOffer', (o) => window.quality.p2pOffer(o), { control, wavUrl, preferIp: relayIp, noTwcc: c.p2pNoTwcc, nack: c.p2pNack });
+    lis = await evaluate(listenerPage, 'p2pAnswer', (o) => window.quality.p2pAnswer(o), { offer: spk.offer, nack: c.p2pNack });
     await evaluate(speakerPage, 'p2pAccept', (o) => window.quality.p2pAccept(o), { answer: lis.answer });
   } else {
     const o = { api: choir.api, control, channelId, wavUrl, codecOptions: c.codecOptions };

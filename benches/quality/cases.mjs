@@ -23,7 +23,7 @@ export const NETWORKS = {
 };
 
 /**
- * The matrix: `systems` is [{ name: 'p2p' } | { name: 'choir-before', bin }]; quick: a few
+ * The matrix: `systems` is [{ name: 'p2p', p2p: true, nack? } | { name: 'choir-before', bin }]; quick: a few
  * cases only. A P2P call has no uplink/downlink distinction (both legs in series), so it runs
  * one of the two one-leg cases.
  */
@@ -32,11 +32,12 @@ export function matrix(systems, { quick = false, firefox = true } = {}) {
   const nets = quick ? ['loss0', 'loss10'] : Object.keys(NETWORKS);
   for (const s of systems) {
     for (const net of nets) {
-      if (s.name === 'p2p' && net === 'down10') continue;
+      if (s.p2p && net === 'down10') continue;
       cases.push(makeCase(s, net, 'chromium'));
     }
   }
-  if (firefox) for (const s of systems) cases.push(makeCase(s, quick ? 'loss10' : 'loss10', 'firefox'));
+  // Firefox never NACKs audio: no P2P+NACK case for it.
+  if (firefox) for (const s of systems) if (!s.nack) cases.push(makeCase(s, 'loss10', 'firefox'));
   return cases;
 }
 
@@ -44,7 +45,8 @@ export function makeCase(system, net, listener = 'chromium', extra = {}) {
   const n = NETWORKS[net];
   return {
     name: `${system.name}/${net}${listener === 'firefox' ? '/firefox' : ''}`,
-    system: system.name === 'p2p' ? 'p2p' : 'choir',
+    system: system.p2p ? 'p2p' : 'choir',
+    p2pNack: system.nack ?? false,
     systemName: system.name,
     bin: system.bin,
     net,

@@ -32,6 +32,8 @@ const { values: opts } = parseArgs({
   options: {
     choir: { type: 'string', multiple: true, default: [] },
     'no-p2p': { type: 'boolean', default: false },
+    // Also P2P with audio NACK negotiated (both SDPs munged): what retransmission alone buys.
+    'p2p-nack': { type: 'boolean', default: false },
     'no-firefox': { type: 'boolean', default: false },
     'no-netns': { type: 'boolean', default: false },
     quick: { type: 'boolean', default: false },
@@ -57,13 +59,14 @@ const { values: opts } = parseArgs({
 
 if (opts.help) {
   console.log(`node benches/quality/run.mjs [--choir [NAME=]PATH]... [--no-p2p] [--quick] [--only SUBSTR,...]
-  [--no-firefox] [--no-netns] [--seed N] [--warmup S] [--measure S] [--codec-options JSON]
+  [--p2p-nack] [--separate-listener] [--no-firefox] [--no-netns] [--seed N] [--warmup S] [--measure S] [--codec-options JSON]
   [--speech WAV] [--out DIR] [--python PATH] [--no-score] [--list]`);
   process.exit(0);
 }
 
 const systems = [
-  ...(opts['no-p2p'] ? [] : [{ name: 'p2p' }]),
+  ...(opts['no-p2p'] ? [] : [{ name: 'p2p', p2p: true }]),
+  ...(opts['p2p-nack'] ? [{ name: 'p2p-nack', p2p: true, nack: true }] : []),
   ...opts.choir.map((spec) => {
     const [name, bin] = spec.includes('=') ? spec.split(/=(.*)/s) : ['choir', spec];
     return { name, bin: path.resolve(bin) };

@@ -4,10 +4,11 @@
     score.py score RUN_DIR         # every case of RUN_DIR/run.json -> scores.json, results.*
 
 Per case: the listener's recording (48 kHz, from the end of the warm-up) is aligned with the
-sent speech sentence by sentence (cross-correlation; the lag is the mouth-to-ear delay, device
-I/O aside), then scored: wide-band PESQ (ITU-T P.862.2, `pesq`), STOI (`pystoi`), and two
-no-reference scores from `speechmos` (PLCMOS v2 and DNSMOS P.835, ONNX models shipped in the
-wheel: nothing is downloaded). The listener's getStats() deltas over the measured window come
+sent speech in 0.25 s blocks (cross-correlation; the lag is the mouth-to-ear delay, device I/O
+aside; blocks overlap-added), then scored: wide-band PESQ (ITU-T P.862.2, `pesq`, which aligns
+utterances itself: it gets the recording shifted by the window's lag only), STOI (`pystoi`, on
+the block-aligned signal), and two no-reference scores from `speechmos` (PLCMOS v2 and DNSMOS
+P.835, ONNX models shipped in the wheel: nothing is downloaded) on the block-aligned signal. The listener's getStats() deltas over the measured window come
 from meta.json.
 """
 
@@ -112,24 +113,44 @@ def xcorr_lag(ref, rec, lo, hi):
     return lo + k, float(c[k] / energy)
 
 
+BLOCK_S = 0.25  # hop of the alignment track; windows are twice as long (Hann, 50 % overlap)
+SEARCH_S = 0.3  # how far a block's lag may be from the whole window's
+
+
 def align(ref, rec, max_lag):
-    """Per sentence lag (samples) and the received signal aligned to `ref` (same length)."""
-    segs = sentences(ref)
+    """The received signal aligned to `ref` block by block (the jitter buffer stretches and
+    shrinks time within a sentence, more so with NACK), and the lags (samples) of the blocks
+    whose correlation is clear (speech in `ref`, normalised peak >= 0.3), as (start, lag, peak).
+    Each 0.5 s Hann window of the received audio is taken at its block's lag and overlap-added,
+    so the aligned signal has no seams."""
+    hop = int(BLOCK_S * RATE)
+    win = 2 * hop
     g, _ = xcorr_lag(ref, rec, 0, max_lag)
+    lo = max(0, g - int(SEARCH_S * RATE))
+    hi = min(max_lag, g + int(SEARCH_S * RATE))
+    floor = np.sqrt(np.mean(ref**2)) * 10 ** (-20 / 20)
+    starts = list(range(-hop, len(ref), hop))
     lags = []
-    for a, b in segs:
-        lo = max(0, g - int(0.25 * RATE))
-        hi = min(max_lag, g + int(0.25 * RATE))
-        lag, peak = xcorr_lag(ref[a:b], rec[a:], lo, hi)
-        lags.append((a, b, lag if lag is not None else g, peak))
-    deg = np.zeros(len(ref))
-    # Each sentence with its lag; each pause with the lag of the sentence after it.
-    edges = [0] + [(lags[i][1] + lags[i + 1][0]) // 2 for i in range(len(lags) - 1)] + [len(ref)]
-    for i, (_, _, lag, _) in enumerate(lags):
-        s, e = edges[i], edges[i + 1]
-        part = rec[s + lag : e + lag]
-        deg[s : s + len(part)] = part
-    return segs, lags, deg
+    for a in starts:
+        seg = ref[max(0, a) : a + win]
+        if len(seg) < hop or np.sqrt(np.mean(seg**2)) < floor:
+            lags.append(None)
+            continue
+        lag, peak = xcorr_lag(seg, rec[max(0, a) :], lo, hi)
+        lags.append((lag, peak) if lag is not None and peak >= 0.3 else None)
+    clear = [(a, l[0], l[1]) for a, l in zip(starts, lags) if l]
+    # Blocks without a clear lag (pauses, concealment) take the nearest clear one's.
+    filled = []
+    for i in range(len(starts)):
+        near = min(clear, key=lambda c: abs(c[0] - starts[i]), default=(0, g, 0))
+        filled.append(lags[i][0] if lags[i] else near[1])
+    w = np.hanning(win + 1)[:win]
+    deg = np.zeros(len(ref) + win)
+    for a, lag in zip(starts, filled):
+        s0 = max(0, a)
+        part = rec[s0 + lag : a + win + lag] * w[s0 - a : s0 - a + len(rec[s0 + lag : a + win + lag])]
+        deg[s0 : s0 + len(part)] += part
+    return g, clear, deg[: len(ref)]
 
 
 def pesq_wb(ref16, deg16, segs16):
@@ -230,13 +251,15 @@ def score_case(run_dir, meta, ref_full):
     assert rate == RATE
     ref = np.roll(ref_full, -meta["rotateFrames"])[: meta["measureFrames"]]
     max_lag = len(rec) - len(ref)
-    segs, lags, deg = align(ref, rec, max_lag)
-    delays = np.array([lag for _, _, lag, _ in lags]) * 1000 / RATE
-    peaks = np.array([p for _, _, _, p in lags])
+    segs = sentences(ref)
+    g, blocks, deg = align(ref, rec, max_lag)
+    delays = np.array([lag for _, lag, _ in blocks]) * 1000 / RATE
+    peaks = np.array([p for _, _, p in blocks])
     ref16 = resample_poly(ref, 1, 3)
     deg16 = resample_poly(deg, 1, 3)
     segs16 = [(a // 3, b // 3) for a, b in segs]
-    pesq_mean, pesq_parts = pesq_wb(ref16, deg16, segs16)
+    # PESQ aligns utterances itself (P.862): it gets the recording at the window's lag only.
+    pesq_mean, pesq_parts = pesq_wb(ref16, resample_poly(rec[g : g + len(ref)], 1, 3), segs16)
     from pystoi import stoi
 
     out = {
@@ -251,7 +274,8 @@ def score_case(run_dir, meta, ref_full):
         "delay_median_ms": float(np.median(delays)),
         "delay_p95_ms": float(np.percentile(delays, 95)),
         "delay_exact": bool(meta["sameClock"]),
-        "xcorr_min": float(peaks.min()),
+        "aligned_blocks": len(blocks),
+        "xcorr_median": float(np.median(peaks)),
         "received_rms_db": float(20 * np.log10(np.sqrt(np.mean(deg**2)) + 1e-12)),
     }
     out["plcmos"], out["dnsmos_ovrl"], out["dnsmos_sig"], out["dnsmos_bak"] = no_reference(deg16)

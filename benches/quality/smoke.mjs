@@ -22,6 +22,8 @@ const { values: o } = parseArgs({
   options: {
     choir: { type: 'string' },
     p2p: { type: 'boolean', default: false },
+    // With --p2p: audio NACK negotiated on both sides.
+    nack: { type: 'boolean', default: false },
     loss: { type: 'string', default: '0.1' },
     seed: { type: 'string', default: '1' },
     warmup: { type: 'string', default: '8' },
@@ -44,6 +46,7 @@ const leg = { loss, delayMs: LEG_DELAY_MS };
 const c = {
   name: o.p2p ? 'p2p' : 'choir',
   system: o.p2p ? 'p2p' : 'choir',
+  p2pNack: o.nack,
   up: leg,
   down: leg,
   codecOptions: o['codec-options'] ? JSON.parse(o['codec-options']) : undefined,

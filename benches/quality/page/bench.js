@@ -85,17 +85,17 @@ window.quality = {
   },
 
   /** Speaker, P2P: the offer (through the relay) for the listener. */
-  async p2pOffer({ control, wavUrl, preferIp, noTwcc }) {
+  async p2pOffer({ control, wavUrl, preferIp, noTwcc, nack }) {
     const speech = await speechTrack(wavUrl);
-    const o = await p2pOffer({ control, track: speech.track, preferIp, noTwcc });
+    const o = await p2pOffer({ control, track: speech.track, preferIp, noTwcc, nack });
     state.speaker = { kind: 'p2p', pc: o.pc, sender: o.sender, speech, bridge: o.bridge };
     return { offer: o.offer, startFrame: speech.startFrame, fileFrames: speech.fileFrames, frameZeroWallMs: frameZeroWallMs() };
   },
 
   /** Listener, P2P: answer and record. */
-  async p2pAnswer({ offer }) {
+  async p2pAnswer({ offer, nack }) {
     const c = await context();
-    const a = await p2pAnswer(offer);
+    const a = await p2pAnswer(offer, { nack });
     state.listener = { kind: 'p2p', ...a, recorder: new Recorder(c, a.track) };
     return { answer: a.answer, frameZeroWallMs: frameZeroWallMs() };
   },

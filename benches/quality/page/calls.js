@@ -96,6 +96,16 @@ export function withoutTwcc(sdp) {
     .join('\r\n');
 }
 
+/**
+ * `sdp` with `a=rtcp-fb:<opus> nack` (libwebrtc NACKs audio only when both descriptions carry
+ * it; mediasoup-client's Chromium handler adds it the same way).
+ */
+export function withOpusNack(sdp) {
+  const pt = sdp.match(/^a=rtpmap:(\d+) opus\/48000/m)?.[1];
+  if (!pt || sdp.includes(`a=rtcp-fb:${pt} nack\r\n`)) return sdp;
+  return sdp.replace(`a=rtpmap:${pt} opus/48000/2\r\n`, `a=rtpmap:${pt} opus/48000/2\r\na=rtcp-fb:${pt} nack\r\n`);
+}
+
 /** The UDP IPv4 host candidates ({ ip, port }) in `sdp`. */
 export function hostCandidates(sdp) {
   return [...sdp.matchAll(/^a=candidate:\S+ 1 udp \d+ (\d+\.\d+\.\d+\.\d+) (\d+) typ host/gm)].map((m) => ({ ip: m[1], port: Number(m[2]) }));
@@ -106,7 +116,7 @@ export function hostCandidates(sdp) {
  * candidates gathered) goes through a relay bridge to its host candidate on `preferIp`.
  * Resolves to { pc, sender, offer, bridge } (offer: what the listener gets).
  */
-export async function p2pOffer({ control, track, preferIp, noTwcc = false }) {
+export async function p2pOffer({ control, track, preferIp, noTwcc = false, nack = false }) {
   // Chromium names its host candidates with mDNS unless the page may capture: ask once.
   const gum = await navigator.mediaDevices.getUserMedia({ audio: true }).catch(() => null);
   gum?.getTracks().forEach((t) => t.stop());
@@ -114,6 +124,7 @@ export async function p2pOffer({ control, track, preferIp, noTwcc = false }) {
   const sender = pc.addTransceiver(track, { direction: 'sendonly' }).sender;
   const offer = await pc.createOffer();
   if (noTwcc) offer.sdp = withoutTwcc(offer.sdp);
+  if (nack) offer.sdp = withOpusNack(offer.sdp);
   await pc.setLocalDescription(offer);
   await gathered(pc);
   const mine = hostCandidates(pc.localDescription.sdp);
@@ -125,13 +136,15 @@ export async function p2pOffer({ control, track, preferIp, noTwcc = false }) {
 }
 
 /** The listener of a P2P call: answers `offer`; resolves to { pc, answer, track, receiver }. */
-export async function p2pAnswer(offer) {
+export async function p2pAnswer(offer, { nack = false } = {}) {
   const pc = new RTCPeerConnection({ iceServers: [] });
   const got = new Promise((resolve) => {
     pc.ontrack = (e) => resolve(e);
   });
   await pc.setRemoteDescription({ type: 'offer', sdp: offer });
-  await pc.setLocalDescription(await pc.createAnswer());
+  const answer = await pc.createAnswer();
+  if (nack) answer.sdp = withOpusNack(answer.sdp);
+  await pc.setLocalDescription(answer);
   await gathered(pc);
   const e = await got;
   return { pc, answer: pc.localDescription.sdp, track: e.track, receiver: e.receiver };
