@@ -4,7 +4,7 @@
 # STOI, PLCMOS and DNSMOS; results in target/quality/results.{md,csv} and quality.png.
 #   scripts/quality.sh                              # P2P and this tree's choir ("choir"), full matrix
 #   scripts/quality.sh --choir choir-before=/path/to/choir --choir choir-after=target/release/choir
-#   scripts/quality.sh --quick                      # 0 % and 10 % only (about 3 minutes)
+#   scripts/quality.sh --quick                      # 0 % and 10 % only (+ Firefox at 10 %; ~7 minutes)
 # Other options go to benches/quality/run.mjs (--only, --seed, --warmup, --measure, --no-p2p,
 # --no-firefox, --codec-options '{"opusNack":true}', --list). Without --choir it builds and uses
 # target/release/choir. Installs what it needs first: Debian packages (chromium, firefox-esr,
