@@ -412,25 +412,12 @@ impl Transport {
         out: &mut impl Egress,
         counters: &mut Counters,
     ) -> bool {
-        let (Some((_, outbound)), Some(to)) = (&mut self.srtp, self.selected) else {
-            counters.drop("forward", "consumer_not_connected");
-            return false;
-        };
-        match outbound.protect_rtp(buf, len) {
-            Ok(n) => {
-                out.send(to, &buf[..n]);
-                true
-            }
-            Err(e) => {
-                counters.drop("srtp", e.as_str());
-                false
-            }
-        }
+        self.protect_and_send(buf, len, out, counters, false)
     }
 
     /// [`send_rtp`](Self::send_rtp) for a retransmission of a packet this transport may have
     /// sent before: `buf[..len]` must be byte-identical to what it was then (see
-    /// [`SrtpSession::protect_rtp_again`]).
+    /// [`SrtpSession::protect_rtp_again`]). Failures count as `nack.*` drops.
     pub fn resend_rtp(
         &mut self,
         buf: &mut [u8],
@@ -438,17 +425,35 @@ impl Transport {
         out: &mut impl Egress,
         counters: &mut Counters,
     ) -> bool {
+        self.protect_and_send(buf, len, out, counters, true)
+    }
+
+    fn protect_and_send(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        out: &mut impl Egress,
+        counters: &mut Counters,
+        again: bool,
+    ) -> bool {
         let (Some((_, outbound)), Some(to)) = (&mut self.srtp, self.selected) else {
-            counters.drop("nack", "consumer_not_connected");
+            counters.drop(
+                if again { "nack" } else { "forward" },
+                "consumer_not_connected",
+            );
             return false;
         };
-        match outbound.protect_rtp_again(buf, len) {
+        let protected = match again {
+            false => outbound.protect_rtp(buf, len),
+            true => outbound.protect_rtp_again(buf, len),
+        };
+        match protected {
             Ok(n) => {
                 out.send(to, &buf[..n]);
                 true
             }
             Err(e) => {
-                counters.drop("nack", e.as_str());
+                counters.drop(if again { "nack" } else { "srtp" }, e.as_str());
                 false
             }
         }
