@@ -12,6 +12,7 @@
 //! another node. Without `CHOIR_REDIS_URL` it only names the node (`GET /cluster`).
 
 pub mod config;
+mod lua;
 mod metrics;
 mod proxy;
 mod registry;
@@ -19,7 +20,7 @@ mod route;
 mod store;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -55,6 +56,9 @@ pub struct Identity {
     pub id: String,
     pub url: String,
     pub region: String,
+    /// This process's incarnation (random, new at every start): another process with the same
+    /// id is another incarnation, and its rooms are not this one's.
+    pub incarnation: String,
 }
 
 impl Identity {
@@ -73,10 +77,13 @@ impl Identity {
             },
             port: api.port(),
         });
+        let mut b = [0u8; 8];
+        let _ = aws_lc_rs::rand::fill(&mut b);
         Identity {
             id,
             url: url.to_string(),
             region: config.region.clone(),
+            incarnation: format!("{:016x}", u64::from_be_bytes(b)),
         }
     }
 }
@@ -132,6 +139,12 @@ struct Node {
     entry: Value,
 }
 
+impl Node {
+    fn incarnation(&self) -> Option<&str> {
+        self.entry.get("incarnation")?.as_str()
+    }
+}
+
 struct Live {
     store: Store,
     config: ClusterConfig,
@@ -140,6 +153,14 @@ struct Live {
     connected: Cell<bool>,
     /// The node wrote its entry at least once.
     registered: Cell<bool>,
+    /// The Redis instance's identity as last seen ("" before the first heartbeat).
+    epoch: RefCell<String>,
+    /// Since when this node's view of Redis has been steady: no failed call, no new epoch. A
+    /// node missing from the listing is declared lost only after a TTL of it.
+    steady: Cell<Instant>,
+    /// Rooms this node has that another node owns (a conflicting claim it lost): not claimed
+    /// again while they last here.
+    yielded: RefCell<HashSet<String>>,
     /// Live nodes from the last listing, this one included.
     nodes: RefCell<BTreeMap<String, Node>>,
     /// Channels this node owns, and when a request last used each.
@@ -173,6 +194,10 @@ impl Cluster {
                 state: Cell::new(State::Serving),
                 connected: Cell::new(true),
                 registered: Cell::new(false),
+                epoch: Default::default(),
+                // Steady from the start: a node that knows no other has none to keep.
+                steady: Cell::new(Instant::now().checked_sub(TTL).unwrap_or_else(Instant::now)),
+                yielded: Default::default(),
                 nodes: Default::default(),
                 owned: Default::default(),
                 cache: Default::default(),
@@ -302,6 +327,7 @@ impl Cluster {
         if let Some(live) = &self.live {
             live.counters.borrow_mut().redis_errors += 1;
             live.connected.set(false);
+            live.steady.set(Instant::now());
         }
     }
 
@@ -325,6 +351,7 @@ impl Cluster {
                     self.own(live, channel);
                     Ok(Place::Here)
                 }
+                Ok(store::Answer::Resolved(Resolved::Rebuilding)) => Err(rebuilding()),
                 Ok(_) => Err(ApiError::new(
                     421,
                     format!("node {me} does not own channel {channel:?}"),
@@ -372,6 +399,7 @@ impl Cluster {
                 cache.insert(channel.to_string(), id.clone());
                 Ok(Place::Node(id))
             }
+            Ok(store::Answer::Resolved(Resolved::Rebuilding)) => Err(rebuilding()),
             Ok(_) => Err(ApiError::unavailable(
                 "no cluster node can take a new room now",
             )),
@@ -404,23 +432,41 @@ impl Cluster {
         }
     }
 
-    /// The registry's listing: the live nodes. A node missing from it is lost: its cached
-    /// rooms are forgotten and the event streams proxied to it told.
+    /// The registry's listing: the nodes not lost. A node missing from it is lost (its cached
+    /// rooms are forgotten and the event streams proxied to it told) once this node's view of
+    /// Redis has been steady for a TTL; before that it is kept (Redis, or this node's link to
+    /// it, had a gap: the missing node gets a TTL to register again). A node listed with another
+    /// incarnation than before was restarted: its old rooms are gone as if it was lost.
     fn learn_nodes(&self, records: &[store::NodeRecord]) {
         let Some(live) = &self.live else { return };
-        let fresh: BTreeMap<String, Node> = records
+        let old = live.nodes.borrow().clone();
+        let mut fresh: BTreeMap<String, Node> = records
             .iter()
-            .filter_map(|r| Some((r.id.clone(), parse_entry(&r.entry, Some(r.rooms))?)))
+            .filter_map(|r| {
+                let node =
+                    parse_entry(&r.entry, Some(r.rooms)).or_else(|| old.get(&r.id).cloned())?;
+                Some((r.id.clone(), node))
+            })
             .collect();
-        let lost: Vec<String> = live
-            .nodes
-            .borrow()
-            .keys()
-            .filter(|id| !fresh.contains_key(*id))
-            .cloned()
-            .collect();
+        let steady = live.steady.get().elapsed() >= TTL;
+        let mut lost = Vec::new();
+        for (id, node) in &old {
+            match fresh.get(id) {
+                None if steady => lost.push(id.clone()),
+                None => {
+                    fresh.insert(id.clone(), node.clone());
+                }
+                Some(now) if now.incarnation() != node.incarnation() && id != &self.identity.id => {
+                    tracing::warn!(node = %id, "cluster node restarted (a new incarnation): its rooms are gone");
+                    lost.push(id.clone());
+                }
+                Some(_) => {}
+            }
+        }
         for id in &lost {
-            tracing::warn!(node = %id, "cluster node lost (its registry entry expired)");
+            if !fresh.contains_key(id) {
+                tracing::warn!(node = %id, "cluster node lost (no heartbeat for a TTL)");
+            }
             live.cache.borrow_mut().retain(|_, owner| owner != id);
             for tx in live.lost.borrow_mut().remove(id).unwrap_or_default() {
                 let _ = tx.try_send(());
@@ -454,6 +500,12 @@ fn parse_entry(entry: &str, placed: Option<u64>) -> Option<Node> {
         v["placedRooms"] = json!(p);
     }
     Some(Node { url, entry: v })
+}
+
+fn rebuilding() -> ApiError {
+    ApiError::unavailable(
+        "the cluster directory is being rebuilt after a Redis outage: the room's node has not re-claimed it yet; retry shortly",
+    )
 }
 
 fn directory_unavailable(e: &str) -> ApiError {

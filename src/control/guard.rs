@@ -109,8 +109,8 @@ impl Guard {
             .sum()
     }
 
-    /// The headers a refusal carries: `WWW-Authenticate` on 401, `Retry-After` on every 429,
-    /// `Connection: close` on 413 (the rest of the body is not read).
+    /// The headers a refusal carries: `WWW-Authenticate` on 401, `Retry-After` on every 429
+    /// and 503, `Connection: close` on 413 (the rest of the body is not read).
     pub fn refusal_headers(e: &ApiError, headers: &mut HeaderMap) {
         match e.status {
             401 => {
@@ -120,8 +120,9 @@ impl Guard {
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             // A bucket refills at least one token a second; an event stream slot frees when
-            // the client's older stream closes.
-            429 => {
+            // the client's older stream closes; a 503 (the cluster directory rebuilt, an owner
+            // not answering, no room left) is worth a retry.
+            429 | 503 => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

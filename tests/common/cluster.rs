@@ -1,5 +1,6 @@
 //! The cluster tests' harness: nodes on a test Redis, the voice API over HTTP (with the
 //! node that served each reply), and waiting for the cluster to settle.
+#![allow(dead_code)]
 
 use std::io::Read;
 use std::process::Command;
@@ -42,6 +43,8 @@ pub struct Reply {
     pub status: u16,
     pub body: Value,
     pub node: Option<String>,
+    /// Its `Retry-After` header.
+    pub retry_after: Option<String>,
 }
 
 pub fn call(
@@ -77,13 +80,19 @@ pub fn call_at(
     };
     let status = resp.status();
     let node = resp.header("x-choir-node").map(String::from);
+    let retry_after = resp.header("retry-after").map(String::from);
     let mut text = String::new();
     resp.into_reader()
         .take(1 << 20)
         .read_to_string(&mut text)
         .unwrap();
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Reply { status, body, node }
+    Reply {
+        status,
+        body,
+        node,
+        retry_after,
+    }
 }
 
 pub fn get(d: &Daemon, path: &str) -> Reply {
@@ -136,6 +145,18 @@ pub fn sigkill(d: Daemon) {
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(d.pid() as i32, libc::SIGKILL) };
     let _ = d.wait_exit(Duration::from_secs(5));
+}
+
+/// SIGSTOP: the node stalls (its sockets stay open).
+pub fn sigstop(d: &Daemon) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(d.pid() as i32, libc::SIGSTOP) };
+}
+
+/// SIGCONT after [`sigstop`].
+pub fn sigcont(d: &Daemon) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(d.pid() as i32, libc::SIGCONT) };
 }
 
 pub fn create_transport(via: &Daemon, channel: &str, user: &str) -> Reply {
