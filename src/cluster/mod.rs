@@ -332,8 +332,15 @@ impl Cluster {
     }
 
     /// Where `channel` lives: here, or on another node (by id). `hop`: the request came from
-    /// another node, which believes this one owns the channel: never proxied again.
-    async fn locate(&self, live: &Live, channel: &str, hop: bool) -> Result<Place, ApiError> {
+    /// another node, which believes this one owns the channel: never proxied again. `place`:
+    /// the request creates the room (placed when the directory has no owner), else 404.
+    async fn locate(
+        &self,
+        live: &Live,
+        channel: &str,
+        hop: bool,
+        place: bool,
+    ) -> Result<Place, ApiError> {
         if let Some(used) = live.owned.borrow_mut().get_mut(channel) {
             *used = Instant::now();
             return Ok(Place::Here);
@@ -370,16 +377,17 @@ impl Cluster {
             }
         }
         live.counters.borrow_mut().cache_misses += 1;
-        self.resolve(live, channel).await
+        self.resolve(live, channel, place).await
     }
 
-    /// Asks the directory for `channel`'s owner, placing the room if it has none.
-    async fn resolve(&self, live: &Live, channel: &str) -> Result<Place, ApiError> {
+    /// Asks the directory for `channel`'s owner, placing the room if it has none and `place`
+    /// (else 404: the room does not exist).
+    async fn resolve(&self, live: &Live, channel: &str, place: bool) -> Result<Place, ApiError> {
         let op = Op::Resolve {
             channel: channel.to_string(),
             region: self.identity.region.clone(),
             seed: random_u32(),
-            place: true,
+            place,
         };
         match live.store.call(op, REDIS_TIMEOUT).await {
             Ok(store::Answer::Resolved(Resolved::Owner { id, entry, placed })) => {
@@ -400,6 +408,9 @@ impl Cluster {
                 Ok(Place::Node(id))
             }
             Ok(store::Answer::Resolved(Resolved::Rebuilding)) => Err(rebuilding()),
+            Ok(store::Answer::Resolved(Resolved::Absent)) => {
+                Err(ApiError::not_found(format!("room {channel:?} not found")))
+            }
             Ok(_) => Err(ApiError::unavailable(
                 "no cluster node can take a new room now",
             )),

@@ -21,7 +21,8 @@ const RETRY: Duration = Duration::from_millis(500);
 /// A room placed on this node, without participants, event streams or requests for this
 /// long, has its directory entry removed.
 const SWEEP_AGE: Duration = Duration::from_secs(4);
-/// A drain ends once no room has participants and no request used an owned room this long.
+/// A drain ends once no room has had participants for this long (requests for empty rooms do
+/// not hold it open).
 const DRAIN_QUIET: Duration = Duration::from_secs(2);
 
 /// The shards' counts and rooms (channel → participants).
@@ -234,6 +235,9 @@ pub(super) async fn drain(ctx: Rc<Ctx>) {
     );
     live.state.set(State::Draining);
     let _ = live.wake.0.try_send(());
+    // The last time a room here had participants (a joiner between its first request and its
+    // transport counts: the drain waits for a quiet spell, not for requests to stop).
+    let mut busy_at = started;
     loop {
         glommio::timer::sleep(Duration::from_millis(250)).await;
         if started.elapsed() >= timeout {
@@ -243,13 +247,9 @@ pub(super) async fn drain(ctx: Rc<Ctx>) {
         let Ok((_, rooms)) = local_rooms(&ctx).await else {
             break;
         };
-        let busy = rooms.values().any(|&p| p > 0);
-        let recent = live
-            .owned
-            .borrow()
-            .values()
-            .any(|t| t.elapsed() < DRAIN_QUIET);
-        if !busy && !recent && started.elapsed() >= DRAIN_QUIET {
+        if rooms.values().any(|&p| p > 0) {
+            busy_at = Instant::now();
+        } else if busy_at.elapsed() >= DRAIN_QUIET {
             tracing::info!("drained: the last room emptied");
             break;
         }

@@ -88,7 +88,9 @@ impl Cluster {
         }
         ctx.guard.authorize(claims, &channel, None)?;
         let hop = req.headers().contains_key(HOP_HEADER);
-        let mut owner = match self.locate(live, &channel, hop).await? {
+        // Only the requests that create a room place it; the others look its owner up.
+        let place = matches!(segs[0], "rtp-capabilities" | "create-transport");
+        let mut owner = match self.locate(live, &channel, hop, place).await? {
             Place::Here => return Ok(Routed::Local(req)),
             Place::Node(id) => id,
         };
@@ -151,7 +153,7 @@ impl Cluster {
                 Ok(resp) if resp.status() == StatusCode::MISDIRECTED_REQUEST && retry => {
                     self.count(live, "421");
                     self.forget_owner(live, &channel);
-                    match self.resolve(live, &channel).await? {
+                    match self.resolve(live, &channel, place).await? {
                         Place::Here => return Ok(Routed::Local(local(parts, body))),
                         Place::Node(id) => owner = id,
                     }
@@ -174,7 +176,7 @@ impl Cluster {
                     }
                     tracing::info!(node = %owner, channel = %channel, "owner gone: placing the room again");
                     self.forget_owner(live, &channel);
-                    match self.resolve(live, &channel).await? {
+                    match self.resolve(live, &channel, place).await? {
                         Place::Here => return Ok(Routed::Local(local(parts, body))),
                         Place::Node(id) => owner = id,
                     }
