@@ -11,8 +11,10 @@ mod redis_server;
 use std::time::{Duration, Instant};
 
 use harness::{
-    call, channel_on, cluster, create_transport, get, listed, post, sigcont, sigstop, until, Reply,
+    call, channel_on, cluster, create_transport, get, listed, node, post, sigcont, sigstop, until,
+    Reply,
 };
+use redis_server::Redis;
 use serde_json::json;
 
 /// The registry's TTL (src/cluster/mod.rs).
@@ -232,4 +234,87 @@ fn a_conflicting_claim_goes_to_the_node_with_the_participants() {
         "{}",
         r.body
     );
+}
+
+/// Starts node `id` with `extra` flags; it must stop at start with exit status 2 and a line
+/// `choir: ...` containing `needle`.
+fn refused(redis: &Redis, id: usize, extra: &[&str], needle: &str) {
+    let d = node(redis, id, extra);
+    let mut lines = Vec::new();
+    let found = until(Duration::from_secs(10), || {
+        lines.extend(d.logs());
+        lines.iter().any(|l| l.starts_with("choir: "))
+    });
+    let line = lines.iter().find(|l| l.starts_with("choir: ")).cloned();
+    let status = d.wait_exit(Duration::from_secs(5));
+    assert!(
+        found,
+        "node-{id} {extra:?} ({needle}) did not stop: {status:?} {lines:?}"
+    );
+    let line = line.unwrap();
+    assert!(line.contains(needle), "{line}");
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{line}");
+}
+
+/// Findings 5 and 6, and a Redis a cluster of another version uses: refused at start (exit 2,
+/// one line), without touching the live node's rooms.
+#[test]
+fn a_duplicate_node_id_a_wrong_node_url_and_an_incompatible_redis_refuse_to_start() {
+    let (redis, nodes) = cluster(2);
+    let x = channel_on(&nodes[1], "node-1", "dup");
+    assert_eq!(create_transport(&nodes[1], &x, "alice").status, 200);
+
+    // Another process with node-1's id (another URL: its own port).
+    refused(
+        &redis,
+        1,
+        &[],
+        "node id \"node-1\" is held by another live choir process",
+    );
+    // A node URL that another node answers.
+    let other = nodes[0].base.clone();
+    refused(&redis, 3, &["--node-url", &other], "answers there");
+    // A node URL nothing answers.
+    let closed = format!("http://127.0.0.1:{}", redis_server::free_port());
+    refused(
+        &redis,
+        3,
+        &["--node-url", &closed],
+        "does not answer as this node",
+    );
+
+    // The live node's room is untouched.
+    assert_eq!(redis.owner(&x).as_deref(), Some("node-1"));
+    let r = producers(&nodes[1], &x, "alice");
+    assert_eq!(
+        (r.status, r.node.as_deref()),
+        (200, Some("node-1")),
+        "{}",
+        r.body
+    );
+    assert_eq!(listed(&nodes[1]), ["node-1", "node-2"]);
+
+    // A Redis that nodes of another layout use: the one before incarnations (its nodes in the
+    // set choir:nodes), or a later one.
+    let old = Redis::start();
+    let mut con = old.client();
+    let _: () = redis::pipe()
+        .cmd("SADD")
+        .arg("choir:nodes")
+        .arg("old-node")
+        .cmd("SET")
+        .arg("choir:node:old-node")
+        .arg("{}")
+        .arg("PX")
+        .arg(60_000)
+        .query(&mut con)
+        .unwrap();
+    refused(&old, 1, &[], "incompatible version");
+    let newer = Redis::start();
+    let _: () = redis::cmd("SET")
+        .arg("choir:schema")
+        .arg("99")
+        .query(&mut newer.client())
+        .unwrap();
+    refused(&newer, 1, &[], "incompatible version");
 }

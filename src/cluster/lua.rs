@@ -15,6 +15,8 @@
 //!   flushed, or every node cut off from it): a node is lost only after a [`TTL`] without a
 //!   heartbeat while Redis served without a gap, so after a gap every node gets a TTL to come
 //!   back.
+//! - `choir:schema`: the layout of these keys ([`SCHEMA`]): a node of another layout refuses
+//!   to start on this Redis.
 //! - `choir:expect`: the nodes alive when the gap began (and, after a flush, those the returning
 //!   nodes knew): until each has sent a heartbeat (or a TTL passed), a room the directory does
 //!   not know is not placed (its owner may not have re-claimed it yet).
@@ -26,12 +28,16 @@ use std::time::Duration;
 /// No script for this long is a gap in Redis's service (see the module doc). Above the
 /// heartbeat period, so that one node's regular heartbeats never look like a gap.
 pub const GAP: Duration = Duration::from_millis(3000);
+/// The layout of choir's keys (1: before incarnations; its nodes are listed in the set
+/// `choir:nodes`). Nodes of another layout cannot share a Redis.
+pub const SCHEMA: &str = "2";
 
 /// Common Lua: the clock, liveness, listing, forgetting a dead node.
 /// `{ttl}` and `{gap}` are replaced by the TTL and [`GAP`] in ms.
 const LIB: &str = r#"
 local TTL_MS = {ttl}
 local GAP_MS = {gap}
+local SCHEMA = '{schema}'
 local NOW, SINCE
 local function now_ms()
   local t = redis.call('TIME')
@@ -58,6 +64,7 @@ local function clock()
   if not epoch then
     local t = redis.call('TIME')
     redis.call('SET', 'choir:epoch', t[1] .. '.' .. t[2])
+    redis.call('SETNX', 'choir:schema', SCHEMA)
   end
   redis.call('HSET', 'choir:clock', 'tick', NOW)
   SINCE = since
@@ -249,6 +256,26 @@ return #ARGV - 1
 /// ARGV: id. 1 while the node is not lost (alive, or expected back after a gap).
 const ALIVE: &str = "if known(ARGV[1]) then return 1 end return 0";
 
+/// At start, before the first heartbeat. ARGV: id, incarnation, url. Returns {schema, url}:
+/// the layout of the cluster already on this Redis ('1' for nodes of the layout before
+/// incarnations, listed in `choir:nodes`), and the URL of another live process holding this
+/// node id ('' if none). A process with this id and this URL is an earlier incarnation of this
+/// one (this one holds its port now: it is gone).
+const START: &str = r#"
+for _, id in ipairs(redis.call('SMEMBERS', 'choir:nodes')) do
+  if redis.call('EXISTS', 'choir:node:' .. id) == 1 then return {'1', ''} end
+end
+local schema = redis.call('GET', 'choir:schema') or SCHEMA
+if schema ~= SCHEMA then return {schema, ''} end
+redis.call('SET', 'choir:schema', SCHEMA)
+local raw = redis.call('GET', 'choir:node:' .. ARGV[1])
+if raw and alive(ARGV[1]) then
+  local ok, e = pcall(cjson.decode, raw)
+  if ok and e.incarnation ~= ARGV[2] and e.url ~= ARGV[3] then return {schema, e.url} end
+end
+return {schema, ''}
+"#;
+
 /// ARGV: id. Removes the node's entry and its rooms (a clean stop).
 const UNREGISTER: &str = "forget(ARGV[1]) return 1";
 
@@ -260,13 +287,15 @@ pub struct Sources {
     pub release: String,
     pub alive: String,
     pub unregister: String,
+    pub start: String,
 }
 
 impl Sources {
     pub fn new(ttl: Duration) -> Sources {
         let lib = LIB
             .replace("{ttl}", &ttl.as_millis().to_string())
-            .replace("{gap}", &GAP.as_millis().to_string());
+            .replace("{gap}", &GAP.as_millis().to_string())
+            .replace("{schema}", SCHEMA);
         let with_lib = |body: &str| format!("{lib}\n{body}");
         Sources {
             heartbeat: with_lib(HEARTBEAT),
@@ -275,6 +304,7 @@ impl Sources {
             release: RELEASE.to_string(),
             alive: with_lib(ALIVE),
             unregister: with_lib(UNREGISTER),
+            start: with_lib(START),
         }
     }
 }

@@ -42,6 +42,8 @@ use store::{Op, Resolved};
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
 /// How long an entry lives without a heartbeat: a node is lost this long after its last one.
 pub const TTL: Duration = Duration::from_secs(6);
+/// Longest wait of a request for the node's registration, at start.
+const JOIN_WAIT: Duration = Duration::from_secs(5);
 /// Longest wait on Redis for a request's directory lookup.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Header naming the node a proxied request comes from: a node never proxies such a request
@@ -171,6 +173,8 @@ struct Live {
     lost: RefCell<HashMap<String, Vec<flume::Sender<()>>>>,
     pool: proxy::Pool,
     counters: RefCell<Metrics>,
+    /// Why the node stopped at start, if a start-up check failed.
+    fatal: RefCell<Option<String>>,
     /// Dropped at shutdown: ends the proxied event streams.
     closing: RefCell<Option<flume::Sender<()>>>,
     closed: flume::Receiver<()>,
@@ -204,6 +208,7 @@ impl Cluster {
                 lost: Default::default(),
                 pool: Default::default(),
                 counters: Default::default(),
+                fatal: Default::default(),
                 closing: RefCell::new(Some(closing)),
                 closed,
                 wake: flume::bounded(1),
@@ -224,17 +229,46 @@ impl Cluster {
         self.live.is_some()
     }
 
-    /// Registers the node (cluster mode), then starts the registry's heartbeat and the drain
-    /// watcher; they run until the returned tasks are dropped.
-    pub async fn start(ctx: &Rc<Ctx>) -> Vec<glommio::Task<()>> {
+    /// Starts the start-up checks, then the registry's heartbeat (cluster mode), and the drain
+    /// watcher; they run until the returned tasks are dropped. Requests that need the cluster
+    /// wait for the node's registration. A failed check stops the server: see [`Cluster::fatal`].
+    pub fn start(ctx: &Rc<Ctx>) -> Vec<glommio::Task<()>> {
         if ctx.cluster.live.is_none() {
             return Vec::new();
         }
-        registry::register(ctx).await;
         vec![
             glommio::spawn_local(registry::run(ctx.clone())),
             glommio::spawn_local(registry::drain(ctx.clone())),
         ]
+    }
+
+    /// Why the node stopped at start (a node id another live process holds, a node URL that
+    /// does not answer as this node, a Redis shared with an incompatible version).
+    pub fn fatal(&self) -> Option<String> {
+        self.live.as_ref()?.fatal.borrow().clone()
+    }
+
+    fn fail(&self, why: String) {
+        if let Some(live) = &self.live {
+            tracing::error!("{why}");
+            *live.fatal.borrow_mut() = Some(why);
+            live.stopping.set();
+            let _ = live.stop.try_send(());
+        }
+    }
+
+    /// Waits (a few seconds at most) for the node's registration, at start.
+    async fn registered(&self, live: &Live) -> Result<(), ApiError> {
+        let deadline = Instant::now() + JOIN_WAIT;
+        while !live.registered.get() {
+            if Instant::now() >= deadline || live.fatal.borrow().is_some() {
+                return Err(ApiError::unavailable(
+                    "this node has not joined the cluster yet",
+                ));
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
     }
 
     /// At shutdown (after the shards closed their rooms): leave the registry and end the
@@ -242,6 +276,9 @@ impl Cluster {
     pub async fn stop(&self) {
         let Some(live) = &self.live else { return };
         live.closing.borrow_mut().take();
+        if !live.registered.get() {
+            return; // refused at start: the id may be another process's
+        }
         let op = Op::Unregister {
             id: self.identity.id.clone(),
         };
@@ -273,6 +310,7 @@ impl Cluster {
         };
         let connected = live.connected.get();
         body["node"] = json!(self.identity.id);
+        body["incarnation"] = json!(self.identity.incarnation);
         body["state"] = json!(live.state.get().as_str());
         body["cluster"] = json!(if connected {
             "connected"

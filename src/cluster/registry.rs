@@ -65,19 +65,62 @@ fn entry_of(ctx: &Ctx, state: State, c: &Counts) -> Value {
     })
 }
 
-/// The first heartbeat: the node is registered before it takes a request (placement needs a
-/// registered node).
-pub(super) async fn register(ctx: &Ctx) {
-    if let Some(live) = &ctx.cluster.live {
-        beat(ctx, live).await;
+/// Before the first heartbeat: refuses a Redis that a cluster of another layout uses, a node
+/// id another live process holds (its rooms would be taken over), and a node URL that does not
+/// answer as this node (rooms placed here would be unreachable).
+async fn checks(ctx: &Ctx, live: &Live) -> Result<(), String> {
+    let id = &ctx.cluster.identity;
+    let op = || Op::Start {
+        id: id.id.clone(),
+        incarnation: id.incarnation.clone(),
+        url: id.url.clone(),
+    };
+    let mut tries = 0;
+    let (schema, holder) = loop {
+        match live.store.call(op(), REDIS_TIMEOUT).await {
+            Ok(Answer::Started { schema, holder }) => break (schema, holder),
+            Ok(_) => return Err("unexpected answer from Redis at start".into()),
+            Err(e) if tries < 10 => {
+                tries += 1;
+                tracing::warn!("cluster start-up check: {e}; retrying");
+                glommio::timer::sleep(RETRY).await;
+            }
+            Err(e) => return Err(format!("cluster start-up check failed: {e}")),
+        }
+    };
+    if schema != super::lua::SCHEMA {
+        return Err(format!(
+            "the cluster's Redis is used by choir nodes of an incompatible version (directory layout {schema}; this choir's is {}): give each version its own Redis or database (redis://host:port/N), or stop the old nodes first",
+            super::lua::SCHEMA
+        ));
     }
+    if !holder.is_empty() {
+        return Err(format!(
+            "node id {:?} is held by another live choir process (at {holder}): give each node its own --node-id (CHOIR_NODE_ID)",
+            id.id
+        ));
+    }
+    super::proxy::whoami(&live.pool, &id.url, &id.id, &id.incarnation)
+        .await
+        .map_err(|why| {
+            format!(
+                "--node-url (CHOIR_NODE_URL) {} does not answer as this node: {why}",
+                id.url
+            )
+        })
 }
 
-/// The heartbeat loop (cluster mode), after [`register`]; runs until dropped.
+/// Start-up (cluster mode): the [`checks`], the first heartbeat (requests wait for it), then
+/// the heartbeat loop; runs until dropped.
 pub(super) async fn run(ctx: Rc<Ctx>) {
     let Some(live) = &ctx.cluster.live else {
         return;
     };
+    if let Err(why) = checks(&ctx, live).await {
+        ctx.cluster.fail(why);
+        return;
+    }
+    beat(&ctx, live).await;
     loop {
         let wait = if live.connected.get() {
             HEARTBEAT

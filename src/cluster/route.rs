@@ -87,6 +87,7 @@ impl Cluster {
             return Ok(Routed::Local(req));
         }
         ctx.guard.authorize(claims, &channel, None)?;
+        self.registered(live).await?;
         let hop = req.headers().contains_key(HOP_HEADER);
         // Only the requests that create a room place it; the others look its owner up.
         let place = matches!(segs[0], "rtp-capabilities" | "create-transport");

@@ -93,6 +93,13 @@ pub enum Op {
     Unregister {
         id: String,
     },
+    /// At start: the cluster's layout on this Redis, and whether another live process holds
+    /// this node id.
+    Start {
+        id: String,
+        incarnation: String,
+        url: String,
+    },
 }
 
 #[derive(Debug)]
@@ -101,6 +108,12 @@ pub enum Answer {
     Nodes(Vec<NodeRecord>),
     Resolved(Resolved),
     Alive(bool),
+    /// The layout of the cluster on this Redis, and the URL of another live process with this
+    /// node id ("" if none).
+    Started {
+        schema: String,
+        holder: String,
+    },
     Done,
 }
 
@@ -126,6 +139,7 @@ struct Scripts {
     release: Script,
     alive: Script,
     unregister: Script,
+    start: Script,
 }
 
 impl Scripts {
@@ -138,6 +152,7 @@ impl Scripts {
             release: Script::new(&src.release),
             alive: Script::new(&src.alive),
             unregister: Script::new(&src.unregister),
+            start: Script::new(&src.start),
         }
     }
 }
@@ -353,6 +368,15 @@ fn run(s: &Scripts, con: &mut redis::Connection, op: Op) -> redis::RedisResult<A
         Op::Alive { id } => {
             let n: i64 = s.alive.arg(&id).invoke(con)?;
             Answer::Alive(n == 1)
+        }
+        Op::Start {
+            id,
+            incarnation,
+            url,
+        } => {
+            let (schema, holder): (String, String) =
+                s.start.arg(&id).arg(&incarnation).arg(&url).invoke(con)?;
+            Answer::Started { schema, holder }
         }
         Op::Unregister { id } => {
             let _: i64 = s.unregister.arg(&id).invoke(con)?;

@@ -49,7 +49,8 @@ pub struct Site {
 }
 
 /// Runs the control server until `stop` fires (or is dropped), then shuts the shards down and
-/// drains connections. Must run inside a glommio executor.
+/// drains connections. Must run inside a glommio executor. An error: cluster mode's start-up
+/// checks refused the node (a setting to fix: exit status 2).
 pub async fn serve(
     listener: TcpListener,
     shards: Vec<ShardHandle>,
@@ -58,7 +59,7 @@ pub async fn serve(
     stop: flume::Receiver<()>,
     guard: guard::Guard,
     cluster: crate::cluster::Cluster,
-) {
+) -> Result<(), String> {
     let Site {
         cors_origin,
         demo_page,
@@ -73,7 +74,7 @@ pub async fn serve(
         started: std::time::Instant::now(),
         cluster,
     });
-    let cluster_tasks = crate::cluster::Cluster::start(&ctx).await;
+    let cluster_tasks = crate::cluster::Cluster::start(&ctx);
     // Connections watch this: dropping the sender tells them all to finish.
     let (closing_tx, closing_rx) = flume::bounded::<()>(0);
 
@@ -159,6 +160,7 @@ pub async fn serve(
             "connections still open after {DRAIN:?}; closing them"
         );
     }
+    ctx.cluster.fatal().map_or(Ok(()), Err)
 }
 
 /// Serves one API connection: HTTP/1.1 keep-alive, a deadline on each request head (from the
