@@ -17,6 +17,7 @@ mod metrics;
 mod proxy;
 mod registry;
 mod route;
+pub mod secret;
 mod store;
 
 use std::cell::{Cell, RefCell};
@@ -47,7 +48,9 @@ const JOIN_WAIT: Duration = Duration::from_secs(5);
 /// Longest wait on Redis for a request's directory lookup.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Header naming the node a proxied request comes from: a node never proxies such a request
-/// again (no loops). It grants nothing: the owner checks the request's token as always.
+/// again (no loops). Signed with the cluster secret ([`secret::Secret::hop`]) it also carries
+/// the client's address and exempts the request from the owner's per-address limits (the
+/// forwarding node applied them); it never grants access: the owner checks the token as always.
 pub const HOP_HEADER: &str = "x-choir-hop";
 /// Header naming the node that served the request (the room's owner), on every cluster reply.
 pub const NODE_HEADER: &str = "x-choir-node";
@@ -287,11 +290,53 @@ impl Cluster {
         }
     }
 
-    /// Whether a request with a hop header comes from a node of the cluster (it was rate
-    /// limited by the node that received it; it is still authenticated here).
-    pub fn trusted_hop(&self, headers: &HeaderMap, peer: IpAddr) -> bool {
-        let Some(live) = &self.live else { return false };
-        headers.contains_key(HOP_HEADER) && live.pool.is_node_ip(peer)
+    /// The hop header of a request a registered node forwarded, verified with the cluster
+    /// secret (`target`: the request's path and query). `None` without a secret, for a bad or
+    /// stale signature, or from a node not registered: an ordinary client's request.
+    pub fn verified_hop(
+        &self,
+        headers: &HeaderMap,
+        method: &hyper::Method,
+        target: &str,
+    ) -> Option<secret::Hop> {
+        let live = self.live.as_ref()?;
+        let secret = live.config.secret.as_ref()?;
+        let value = headers.get(HOP_HEADER)?.to_str().ok()?;
+        let hop = secret
+            .check_hop(value, method.as_str(), target, std::time::SystemTime::now())
+            .map_err(|why| tracing::debug!(why, "hop header refused: an ordinary client's request"))
+            .ok()?;
+        live.nodes.borrow().contains_key(&hop.node).then_some(hop)
+    }
+
+    /// Whether a connection from `ip` may be another node's (a cluster secret is set and `ip`
+    /// is a registered node's address): over the per-address cap it is admitted for signed
+    /// requests only.
+    pub fn may_be_node(&self, ip: IpAddr) -> bool {
+        self.live
+            .as_ref()
+            .is_some_and(|l| l.config.secret.is_some() && l.pool.is_node_ip(ip))
+    }
+
+    /// The hop header of a request this node forwards for `client`: signed when a cluster
+    /// secret is set, else this node's id (it then only stops loops).
+    fn hop_header(
+        &self,
+        live: &Live,
+        method: &hyper::Method,
+        target: &str,
+        client: IpAddr,
+    ) -> String {
+        match &live.config.secret {
+            Some(s) => s.hop(
+                &self.identity.id,
+                method.as_str(),
+                target,
+                client,
+                std::time::SystemTime::now(),
+            ),
+            None => self.identity.id.clone(),
+        }
     }
 
     /// Cluster mode: names this node on every reply it served itself.

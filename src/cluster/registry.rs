@@ -116,6 +116,9 @@ pub(super) async fn run(ctx: Rc<Ctx>) {
     let Some(live) = &ctx.cluster.live else {
         return;
     };
+    if live.config.secret.is_none() {
+        tracing::warn!("NO CLUSTER SECRET: requests forwarded between nodes count against the owner's per-address connection cap and rate limit. Set CHOIR_CLUSTER_SECRET (or CHOIR_AUTH_SECRET, which it is then derived from) on every node");
+    }
     if let Err(why) = checks(&ctx, live).await {
         ctx.cluster.fail(why);
         return;

@@ -59,6 +59,7 @@ impl Cluster {
         segs: &[&str],
         claims: &Option<Claims>,
         ctx: &Ctx,
+        client: std::net::IpAddr,
     ) -> Result<Routed, ApiError> {
         let Some(live) = &self.live else {
             return Ok(Routed::Local(req.map(Either::Left)));
@@ -113,11 +114,15 @@ impl Cluster {
                 Some(u) => u,
                 None => return Err(unreachable(&owner, "not in the registry")),
             };
+            let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
             let mut out = Request::builder()
                 .method(parts.method.clone())
-                .uri(parts.uri.path_and_query().map_or("/", |p| p.as_str()))
+                .uri(target)
                 .header(header::HOST, url.trim_start_matches("http://"))
-                .header(HOP_HEADER, self.identity.id.as_str())
+                .header(
+                    HOP_HEADER,
+                    self.hop_header(live, &parts.method, target, client),
+                )
                 .body(Full::new(body.clone()))
                 .map_err(|e| ApiError::bad_request(format!("cannot forward: {e}")))?;
             for name in PASSED {
@@ -235,6 +240,9 @@ impl Cluster {
     /// "node_lost"}` and the stream ends; at this node's shutdown it just ends.
     fn relay_stream(&self, live: &Live, owner: &str, mut upstream: Incoming) -> Body {
         let (tx, rx) = flume::bounded::<Bytes>(STREAM_QUEUE);
+        // Dropped with the client's body: the relay ends at once, and so does the owner's
+        // stream (its per-user slot is free again).
+        let (gone_tx, gone) = flume::bounded::<()>(0);
         let (lost_tx, lost) = flume::bounded::<()>(1);
         live.lost
             .borrow_mut()
@@ -249,16 +257,23 @@ impl Cluster {
                 Frame(Option<Result<Frame<Bytes>, hyper::Error>>),
                 Lost,
                 Closed,
+                Gone,
                 Tick,
             }
             loop {
                 let next = futures_lite::future::or(
                     async { Next::Frame(upstream.frame().await) },
                     futures_lite::future::or(
-                        async {
-                            let _ = lost.recv_async().await;
-                            Next::Lost
-                        },
+                        futures_lite::future::or(
+                            async {
+                                let _ = lost.recv_async().await;
+                                Next::Lost
+                            },
+                            async {
+                                let _ = gone.recv_async().await;
+                                Next::Gone
+                            },
+                        ),
                         futures_lite::future::or(
                             async {
                                 let _ = closed.recv_async().await;
@@ -280,7 +295,7 @@ impl Cluster {
                             }
                         }
                     }
-                    Next::Frame(None) | Next::Closed => return,
+                    Next::Frame(None) | Next::Closed | Next::Gone => return,
                     Next::Frame(Some(Err(e))) => {
                         tracing::debug!(node = %owner, "proxied event stream broke: {e}");
                         break;
@@ -323,7 +338,8 @@ impl Cluster {
             }
         })
         .detach();
-        let stream = futures_lite::StreamExt::map(rx.into_stream(), |b| {
+        let stream = futures_lite::StreamExt::map(rx.into_stream(), move |b| {
+            let _held = &gone_tx;
             Ok::<_, std::convert::Infallible>(Frame::data(b))
         });
         BodyExt::boxed_unsync(StreamBody::new(stream))

@@ -117,18 +117,21 @@ pub async fn serve(
             .peer_addr()
             .map(|a| a.ip())
             .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        if !ctx.guard.connected(peer) {
-            // Over the client's connection cap: closed at once (counted), nothing read.
+        // Over the client's connection cap: closed at once (counted), nothing read; unless the
+        // address is a node's, whose requests must then carry a signed hop header.
+        let Some(counted) = ctx.guard.admit(peer, ctx.cluster.may_be_node(peer)) else {
             continue;
-        }
+        };
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         let closing = closing_rx.clone();
         let open = open.clone();
         open.set(open.get() + 1);
         glommio::spawn_local(async move {
-            serve_connection(stream, peer, ctx.clone(), closing).await;
-            ctx.guard.disconnected(peer);
+            serve_connection(stream, peer, ctx.clone(), closing, !counted).await;
+            if counted {
+                ctx.guard.disconnected(peer);
+            }
             open.set(open.get() - 1);
         })
         .detach();
@@ -163,7 +166,8 @@ pub async fn serve(
     ctx.cluster.fatal().map_or(Ok(()), Err)
 }
 
-/// Serves one API connection: HTTP/1.1 keep-alive, a deadline on each request head (from the
+/// Serves one API connection (`nodes_only`: admitted over its address's connection cap, for
+/// signed node-to-node requests only): HTTP/1.1 keep-alive, a deadline on each request head (from the
 /// connection's start or the end of the previous exchange: an idle connection is closed too),
 /// then a lingering close.
 async fn serve_connection(
@@ -171,11 +175,12 @@ async fn serve_connection(
     peer: std::net::IpAddr,
     ctx: Rc<Ctx>,
     closing: flume::Receiver<()>,
+    nodes_only: bool,
 ) {
     let header_timeout = ctx.guard.limits.header_timeout;
     let svc = {
         let ctx = ctx.clone();
-        service_fn(move |req| Box::pin(routes::handle(req, ctx.clone(), peer)))
+        service_fn(move |req| Box::pin(routes::handle(req, ctx.clone(), peer, nodes_only)))
     };
     let mut conn = http1::Builder::new()
         .keep_alive(true)
