@@ -11,8 +11,8 @@ mod redis_server;
 use std::time::{Duration, Instant};
 
 use harness::{
-    call, channel_on, cluster, create_transport, get, listed, node, post, sigcont, sigstop, until,
-    Reply,
+    call, channel_on, cluster, create_transport, get, listed, node, open_stream, post, sigcont,
+    sigstop, until, Reply,
 };
 use redis_server::Redis;
 use serde_json::json;
@@ -317,4 +317,59 @@ fn a_duplicate_node_id_a_wrong_node_url_and_an_incompatible_redis_refuse_to_star
         .query(&mut newer.client())
         .unwrap();
     refused(&newer, 1, &[], "incompatible version");
+}
+
+/// Finding 8: a crash and a quick restart of the owner (the unit's RestartSec) sent no
+/// `roomClosed` to the streams relayed for its rooms, and a reconnect got "200 : connected" for
+/// a room that no longer existed.
+#[test]
+fn a_restarted_owner_closes_the_streams_relayed_for_its_old_rooms() {
+    let (redis, mut nodes) = cluster(2);
+    let x = channel_on(&nodes[1], "node-1", "reborn");
+    assert_eq!(create_transport(&nodes[1], &x, "alice").status, 200);
+    let events = nodes[1].events(&x, "watcher");
+    assert!(until(Duration::from_secs(2), || {
+        get(&nodes[0], "health").body["subscribers"] == 1
+    }));
+    let addr = nodes[0].base.trim_start_matches("http://").to_string();
+    harness::sigkill(nodes.remove(0));
+    let killed = Instant::now();
+    // A new process with the same id on the same address (a new incarnation).
+    let _restarted = node(&redis, 1, &["--listen", &addr]);
+    let closed = events
+        .wait_for("roomClosed", TTL)
+        .unwrap_or_else(|| panic!("no roomClosed {:?} after the restart", killed.elapsed()));
+    assert_eq!(closed["reason"], "node_lost");
+    let (status, _) = open_stream(&nodes[0].base, &format!("events/{x}/watcher"));
+    assert_eq!(
+        status, 404,
+        "a stream for the room that died with the old process"
+    );
+    // The channel is a new room now, placed on a live node.
+    let r = get(&nodes[0], &format!("rtp-capabilities/{x}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let t = create_transport(&nodes[0], &x, "alice");
+    assert_eq!(t.status, 200, "{}", t.body);
+}
+
+/// Finding 10: with the owner and Redis both stalled, the 503 came at 2.8 s (the README says
+/// within 2 s).
+#[test]
+fn an_owner_stalled_with_redis_costs_a_503_within_2_s() {
+    let (redis, nodes) = cluster(2);
+    let x = channel_on(&nodes[1], "node-1", "both");
+    sigstop(&nodes[0]);
+    redis.pause();
+    let started = Instant::now();
+    let r = producers(&nodes[1], &x, "u");
+    let took = started.elapsed();
+    redis.resume();
+    sigcont(&nodes[0]);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let msg = r.body["error"].as_str().unwrap();
+    assert!(
+        msg.contains("node-1") && msg.contains("did not answer"),
+        "{msg}"
+    );
 }

@@ -16,8 +16,11 @@ use crate::control::auth::Claims;
 use crate::control::{Body, Ctx, RequestBody, MAX_BODY};
 use crate::sfu::api::ApiError;
 
-/// A proxied request gets its whole answer (or a 503) within this.
-const DEADLINE: Duration = Duration::from_millis(1800);
+/// A proxied request gets the owner's whole answer within this...
+const DEADLINE: Duration = Duration::from_millis(1500);
+/// ...and its answer or a 503 within this, the registry's word on a silent owner included
+/// (even with Redis stalled too).
+const BUDGET: Duration = Duration::from_millis(1900);
 /// Events buffered per proxied stream.
 const STREAM_QUEUE: usize = 256;
 /// Request headers passed to the owner (plus the hop header); the rest are this hop's.
@@ -106,7 +109,8 @@ impl Cluster {
                 .map(|b| b.to_bytes())
                 .unwrap_or_default(),
         };
-        let deadline = Instant::now() + DEADLINE;
+        let started = Instant::now();
+        let deadline = started + DEADLINE;
         // At most one retry: after the owner said it does not own the channel, or when it
         // does not answer and the registry says it is gone.
         for attempt in 0..2 {
@@ -170,10 +174,12 @@ impl Cluster {
                 }
                 Err(e) => {
                     self.count(live, "unreachable");
+                    let left = (started + BUDGET).saturating_duration_since(Instant::now());
                     let gone = retry
+                        && !left.is_zero()
                         && matches!(
                             live.store
-                                .call(Op::Alive { id: owner.clone() }, REDIS_TIMEOUT)
+                                .call(Op::Alive { id: owner.clone() }, left.min(REDIS_TIMEOUT))
                                 .await,
                             Ok(Answer::Alive(false))
                         );
@@ -182,9 +188,15 @@ impl Cluster {
                     }
                     tracing::info!(node = %owner, channel = %channel, "owner gone: placing the room again");
                     self.forget_owner(live, &channel);
+                    let lost = std::mem::take(&mut owner);
                     match self.resolve(live, &channel, place).await? {
                         Place::Here => return Ok(Routed::Local(local(parts, body))),
                         Place::Node(id) => owner = id,
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(ApiError::unavailable(format!(
+                            "the node that owned this room ({lost}) is gone and did not answer; the room is on {owner} now: retry"
+                        )));
                     }
                 }
             }
