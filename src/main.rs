@@ -24,8 +24,8 @@ fn main() -> ExitCode {
     match choir::process::daemon::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("choir: {e}");
-            ExitCode::FAILURE
+            eprintln!("choir: {}", e.message);
+            ExitCode::from(e.code)
         }
     }
 }

@@ -42,6 +42,21 @@ pub struct ClusterArgs {
         default_value = "30m"
     )]
     pub drain_timeout: String,
+
+    /// Secret the nodes sign their requests to each other with (at least 32 bytes; the same on
+    /// every node). Default: derived from the auth secret; without either, node-to-node
+    /// requests count against the owner's per-client limits like any client's.
+    #[arg(
+        long,
+        env = "CHOIR_CLUSTER_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub cluster_secret: Option<String>,
+
+    /// File holding the cluster secret (surrounding whitespace ignored).
+    #[arg(long, env = "CHOIR_CLUSTER_SECRET_FILE", value_name = "PATH")]
+    pub cluster_secret_file: Option<String>,
 }
 
 /// The validated cluster settings.
@@ -58,6 +73,11 @@ pub struct ClusterConfig {
     pub region: String,
     #[serde(serialize_with = "millis", rename = "drainTimeoutMs")]
     pub drain_timeout: Duration,
+    /// Signs node-to-node requests ([`super::secret`]); `None`: no node is trusted.
+    #[serde(skip)]
+    pub secret: Option<super::secret::Secret>,
+    /// Where the secret comes from: "set", "derived from the auth secret", or "none".
+    pub cluster_secret: &'static str,
 }
 
 /// A node's API address: plain HTTP to a host and port.
@@ -155,8 +175,48 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// Validates the cluster flags.
-pub fn parse(args: &ClusterArgs, bad: Bad<'_>) -> Result<ClusterConfig, ConfigError> {
+/// The cluster secret: set (flag, env or file), else derived from the auth secret, else none.
+fn secret(
+    args: &ClusterArgs,
+    bad: Bad<'_>,
+    auth: Option<&[u8]>,
+) -> Result<(Option<super::secret::Secret>, &'static str), ConfigError> {
+    let given = match (&args.cluster_secret, &args.cluster_secret_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError(
+                "set only one of --cluster-secret (CHOIR_CLUSTER_SECRET) and --cluster-secret-file (CHOIR_CLUSTER_SECRET_FILE)".into(),
+            ))
+        }
+        (Some(s), None) => Some(("cluster_secret", s.clone())),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| bad("cluster_secret_file", path, &format!("cannot read it: {e}")))?;
+            Some(("cluster_secret_file", text))
+        }
+        (None, None) => None,
+    };
+    match given {
+        Some((id, s)) if !s.trim().is_empty() => {
+            let secret = super::secret::Secret::new(s.trim().as_bytes())
+                .map_err(|why| bad(id, "<hidden>", &why))?;
+            Ok((Some(secret), "set"))
+        }
+        _ => match auth {
+            Some(a) => Ok((
+                Some(super::secret::Secret::derived_from_auth(a)),
+                "derived from the auth secret",
+            )),
+            None => Ok((None, "none")),
+        },
+    }
+}
+
+/// Validates the cluster flags (`auth`: the auth secret's bytes, if set).
+pub fn parse(
+    args: &ClusterArgs,
+    bad: Bad<'_>,
+    auth: Option<&[u8]>,
+) -> Result<ClusterConfig, ConfigError> {
     let redis_url = match &args.redis_url {
         None => None,
         Some(v) if v.trim().is_empty() => None,
@@ -216,7 +276,10 @@ pub fn parse(args: &ClusterArgs, bad: Bad<'_>) -> Result<ClusterConfig, ConfigEr
             "not a duration (e.g. 30m, 90s)",
         )
     })?;
+    let (secret, cluster_secret) = secret(args, bad, auth)?;
     Ok(ClusterConfig {
+        secret,
+        cluster_secret,
         redis_url,
         node_id,
         node_url,

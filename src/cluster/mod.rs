@@ -12,14 +12,16 @@
 //! another node. Without `CHOIR_REDIS_URL` it only names the node (`GET /cluster`).
 
 pub mod config;
+mod lua;
 mod metrics;
 mod proxy;
 mod registry;
 mod route;
+pub mod secret;
 mod store;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -41,10 +43,14 @@ use store::{Op, Resolved};
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
 /// How long an entry lives without a heartbeat: a node is lost this long after its last one.
 pub const TTL: Duration = Duration::from_secs(6);
+/// Longest wait of a request for the node's registration, at start.
+const JOIN_WAIT: Duration = Duration::from_secs(5);
 /// Longest wait on Redis for a request's directory lookup.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Header naming the node a proxied request comes from: a node never proxies such a request
-/// again (no loops). It grants nothing: the owner checks the request's token as always.
+/// again (no loops). Signed with the cluster secret ([`secret::Secret::hop`]) it also carries
+/// the client's address and exempts the request from the owner's per-address limits (the
+/// forwarding node applied them); it never grants access: the owner checks the token as always.
 pub const HOP_HEADER: &str = "x-choir-hop";
 /// Header naming the node that served the request (the room's owner), on every cluster reply.
 pub const NODE_HEADER: &str = "x-choir-node";
@@ -55,6 +61,9 @@ pub struct Identity {
     pub id: String,
     pub url: String,
     pub region: String,
+    /// This process's incarnation (random, new at every start): another process with the same
+    /// id is another incarnation, and its rooms are not this one's.
+    pub incarnation: String,
 }
 
 impl Identity {
@@ -73,10 +82,13 @@ impl Identity {
             },
             port: api.port(),
         });
+        let mut b = [0u8; 8];
+        let _ = aws_lc_rs::rand::fill(&mut b);
         Identity {
             id,
             url: url.to_string(),
             region: config.region.clone(),
+            incarnation: format!("{:016x}", u64::from_be_bytes(b)),
         }
     }
 }
@@ -132,6 +144,12 @@ struct Node {
     entry: Value,
 }
 
+impl Node {
+    fn incarnation(&self) -> Option<&str> {
+        self.entry.get("incarnation")?.as_str()
+    }
+}
+
 struct Live {
     store: Store,
     config: ClusterConfig,
@@ -140,6 +158,14 @@ struct Live {
     connected: Cell<bool>,
     /// The node wrote its entry at least once.
     registered: Cell<bool>,
+    /// The Redis instance's identity as last seen ("" before the first heartbeat).
+    epoch: RefCell<String>,
+    /// Since when this node's view of Redis has been steady: no failed call, no new epoch. A
+    /// node missing from the listing is declared lost only after a TTL of it.
+    steady: Cell<Instant>,
+    /// Rooms this node has that another node owns (a conflicting claim it lost): not claimed
+    /// again while they last here.
+    yielded: RefCell<HashSet<String>>,
     /// Live nodes from the last listing, this one included.
     nodes: RefCell<BTreeMap<String, Node>>,
     /// Channels this node owns, and when a request last used each.
@@ -150,6 +176,8 @@ struct Live {
     lost: RefCell<HashMap<String, Vec<flume::Sender<()>>>>,
     pool: proxy::Pool,
     counters: RefCell<Metrics>,
+    /// Why the node stopped at start, if a start-up check failed.
+    fatal: RefCell<Option<String>>,
     /// Dropped at shutdown: ends the proxied event streams.
     closing: RefCell<Option<flume::Sender<()>>>,
     closed: flume::Receiver<()>,
@@ -173,12 +201,17 @@ impl Cluster {
                 state: Cell::new(State::Serving),
                 connected: Cell::new(true),
                 registered: Cell::new(false),
+                epoch: Default::default(),
+                // Steady from the start: a node that knows no other has none to keep.
+                steady: Cell::new(Instant::now().checked_sub(TTL).unwrap_or_else(Instant::now)),
+                yielded: Default::default(),
                 nodes: Default::default(),
                 owned: Default::default(),
                 cache: Default::default(),
                 lost: Default::default(),
                 pool: Default::default(),
                 counters: Default::default(),
+                fatal: Default::default(),
                 closing: RefCell::new(Some(closing)),
                 closed,
                 wake: flume::bounded(1),
@@ -199,17 +232,46 @@ impl Cluster {
         self.live.is_some()
     }
 
-    /// Registers the node (cluster mode), then starts the registry's heartbeat and the drain
-    /// watcher; they run until the returned tasks are dropped.
-    pub async fn start(ctx: &Rc<Ctx>) -> Vec<glommio::Task<()>> {
+    /// Starts the start-up checks, then the registry's heartbeat (cluster mode), and the drain
+    /// watcher; they run until the returned tasks are dropped. Requests that need the cluster
+    /// wait for the node's registration. A failed check stops the server: see [`Cluster::fatal`].
+    pub fn start(ctx: &Rc<Ctx>) -> Vec<glommio::Task<()>> {
         if ctx.cluster.live.is_none() {
             return Vec::new();
         }
-        registry::register(ctx).await;
         vec![
             glommio::spawn_local(registry::run(ctx.clone())),
             glommio::spawn_local(registry::drain(ctx.clone())),
         ]
+    }
+
+    /// Why the node stopped at start (a node id another live process holds, a node URL that
+    /// does not answer as this node, a Redis shared with an incompatible version).
+    pub fn fatal(&self) -> Option<String> {
+        self.live.as_ref()?.fatal.borrow().clone()
+    }
+
+    fn fail(&self, why: String) {
+        if let Some(live) = &self.live {
+            tracing::error!("{why}");
+            *live.fatal.borrow_mut() = Some(why);
+            live.stopping.set();
+            let _ = live.stop.try_send(());
+        }
+    }
+
+    /// Waits (a few seconds at most) for the node's registration, at start.
+    async fn registered(&self, live: &Live) -> Result<(), ApiError> {
+        let deadline = Instant::now() + JOIN_WAIT;
+        while !live.registered.get() {
+            if Instant::now() >= deadline || live.fatal.borrow().is_some() {
+                return Err(ApiError::unavailable(
+                    "this node has not joined the cluster yet",
+                ));
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
     }
 
     /// At shutdown (after the shards closed their rooms): leave the registry and end the
@@ -217,6 +279,9 @@ impl Cluster {
     pub async fn stop(&self) {
         let Some(live) = &self.live else { return };
         live.closing.borrow_mut().take();
+        if !live.registered.get() {
+            return; // refused at start: the id may be another process's
+        }
         let op = Op::Unregister {
             id: self.identity.id.clone(),
         };
@@ -225,11 +290,53 @@ impl Cluster {
         }
     }
 
-    /// Whether a request with a hop header comes from a node of the cluster (it was rate
-    /// limited by the node that received it; it is still authenticated here).
-    pub fn trusted_hop(&self, headers: &HeaderMap, peer: IpAddr) -> bool {
-        let Some(live) = &self.live else { return false };
-        headers.contains_key(HOP_HEADER) && live.pool.is_node_ip(peer)
+    /// The hop header of a request a registered node forwarded, verified with the cluster
+    /// secret (`target`: the request's path and query). `None` without a secret, for a bad or
+    /// stale signature, or from a node not registered: an ordinary client's request.
+    pub fn verified_hop(
+        &self,
+        headers: &HeaderMap,
+        method: &hyper::Method,
+        target: &str,
+    ) -> Option<secret::Hop> {
+        let live = self.live.as_ref()?;
+        let secret = live.config.secret.as_ref()?;
+        let value = headers.get(HOP_HEADER)?.to_str().ok()?;
+        let hop = secret
+            .check_hop(value, method.as_str(), target, std::time::SystemTime::now())
+            .map_err(|why| tracing::debug!(why, "hop header refused: an ordinary client's request"))
+            .ok()?;
+        live.nodes.borrow().contains_key(&hop.node).then_some(hop)
+    }
+
+    /// Whether a connection from `ip` may be another node's (a cluster secret is set and `ip`
+    /// is a registered node's address): over the per-address cap it is admitted for signed
+    /// requests only.
+    pub fn may_be_node(&self, ip: IpAddr) -> bool {
+        self.live
+            .as_ref()
+            .is_some_and(|l| l.config.secret.is_some() && l.pool.is_node_ip(ip))
+    }
+
+    /// The hop header of a request this node forwards for `client`: signed when a cluster
+    /// secret is set, else this node's id (it then only stops loops).
+    fn hop_header(
+        &self,
+        live: &Live,
+        method: &hyper::Method,
+        target: &str,
+        client: IpAddr,
+    ) -> String {
+        match &live.config.secret {
+            Some(s) => s.hop(
+                &self.identity.id,
+                method.as_str(),
+                target,
+                client,
+                std::time::SystemTime::now(),
+            ),
+            None => self.identity.id.clone(),
+        }
     }
 
     /// Cluster mode: names this node on every reply it served itself.
@@ -248,6 +355,7 @@ impl Cluster {
         };
         let connected = live.connected.get();
         body["node"] = json!(self.identity.id);
+        body["incarnation"] = json!(self.identity.incarnation);
         body["state"] = json!(live.state.get().as_str());
         body["cluster"] = json!(if connected {
             "connected"
@@ -302,12 +410,20 @@ impl Cluster {
         if let Some(live) = &self.live {
             live.counters.borrow_mut().redis_errors += 1;
             live.connected.set(false);
+            live.steady.set(Instant::now());
         }
     }
 
     /// Where `channel` lives: here, or on another node (by id). `hop`: the request came from
-    /// another node, which believes this one owns the channel: never proxied again.
-    async fn locate(&self, live: &Live, channel: &str, hop: bool) -> Result<Place, ApiError> {
+    /// another node, which believes this one owns the channel: never proxied again. `place`:
+    /// the request creates the room (placed when the directory has no owner), else 404.
+    async fn locate(
+        &self,
+        live: &Live,
+        channel: &str,
+        hop: bool,
+        place: bool,
+    ) -> Result<Place, ApiError> {
         if let Some(used) = live.owned.borrow_mut().get_mut(channel) {
             *used = Instant::now();
             return Ok(Place::Here);
@@ -325,6 +441,7 @@ impl Cluster {
                     self.own(live, channel);
                     Ok(Place::Here)
                 }
+                Ok(store::Answer::Resolved(Resolved::Rebuilding)) => Err(rebuilding()),
                 Ok(_) => Err(ApiError::new(
                     421,
                     format!("node {me} does not own channel {channel:?}"),
@@ -343,16 +460,17 @@ impl Cluster {
             }
         }
         live.counters.borrow_mut().cache_misses += 1;
-        self.resolve(live, channel).await
+        self.resolve(live, channel, place).await
     }
 
-    /// Asks the directory for `channel`'s owner, placing the room if it has none.
-    async fn resolve(&self, live: &Live, channel: &str) -> Result<Place, ApiError> {
+    /// Asks the directory for `channel`'s owner, placing the room if it has none and `place`
+    /// (else 404: the room does not exist).
+    async fn resolve(&self, live: &Live, channel: &str, place: bool) -> Result<Place, ApiError> {
         let op = Op::Resolve {
             channel: channel.to_string(),
             region: self.identity.region.clone(),
             seed: random_u32(),
-            place: true,
+            place,
         };
         match live.store.call(op, REDIS_TIMEOUT).await {
             Ok(store::Answer::Resolved(Resolved::Owner { id, entry, placed })) => {
@@ -371,6 +489,10 @@ impl Cluster {
                 }
                 cache.insert(channel.to_string(), id.clone());
                 Ok(Place::Node(id))
+            }
+            Ok(store::Answer::Resolved(Resolved::Rebuilding)) => Err(rebuilding()),
+            Ok(store::Answer::Resolved(Resolved::Absent)) => {
+                Err(ApiError::not_found(format!("room {channel:?} not found")))
             }
             Ok(_) => Err(ApiError::unavailable(
                 "no cluster node can take a new room now",
@@ -404,23 +526,41 @@ impl Cluster {
         }
     }
 
-    /// The registry's listing: the live nodes. A node missing from it is lost: its cached
-    /// rooms are forgotten and the event streams proxied to it told.
+    /// The registry's listing: the nodes not lost. A node missing from it is lost (its cached
+    /// rooms are forgotten and the event streams proxied to it told) once this node's view of
+    /// Redis has been steady for a TTL; before that it is kept (Redis, or this node's link to
+    /// it, had a gap: the missing node gets a TTL to register again). A node listed with another
+    /// incarnation than before was restarted: its old rooms are gone as if it was lost.
     fn learn_nodes(&self, records: &[store::NodeRecord]) {
         let Some(live) = &self.live else { return };
-        let fresh: BTreeMap<String, Node> = records
+        let old = live.nodes.borrow().clone();
+        let mut fresh: BTreeMap<String, Node> = records
             .iter()
-            .filter_map(|r| Some((r.id.clone(), parse_entry(&r.entry, Some(r.rooms))?)))
+            .filter_map(|r| {
+                let node =
+                    parse_entry(&r.entry, Some(r.rooms)).or_else(|| old.get(&r.id).cloned())?;
+                Some((r.id.clone(), node))
+            })
             .collect();
-        let lost: Vec<String> = live
-            .nodes
-            .borrow()
-            .keys()
-            .filter(|id| !fresh.contains_key(*id))
-            .cloned()
-            .collect();
+        let steady = live.steady.get().elapsed() >= TTL;
+        let mut lost = Vec::new();
+        for (id, node) in &old {
+            match fresh.get(id) {
+                None if steady => lost.push(id.clone()),
+                None => {
+                    fresh.insert(id.clone(), node.clone());
+                }
+                Some(now) if now.incarnation() != node.incarnation() && id != &self.identity.id => {
+                    tracing::warn!(node = %id, "cluster node restarted (a new incarnation): its rooms are gone");
+                    lost.push(id.clone());
+                }
+                Some(_) => {}
+            }
+        }
         for id in &lost {
-            tracing::warn!(node = %id, "cluster node lost (its registry entry expired)");
+            if !fresh.contains_key(id) {
+                tracing::warn!(node = %id, "cluster node lost (no heartbeat for a TTL)");
+            }
             live.cache.borrow_mut().retain(|_, owner| owner != id);
             for tx in live.lost.borrow_mut().remove(id).unwrap_or_default() {
                 let _ = tx.try_send(());
@@ -454,6 +594,12 @@ fn parse_entry(entry: &str, placed: Option<u64>) -> Option<Node> {
         v["placedRooms"] = json!(p);
     }
     Some(Node { url, entry: v })
+}
+
+fn rebuilding() -> ApiError {
+    ApiError::unavailable(
+        "the cluster directory is being rebuilt after a Redis outage: the room's node has not re-claimed it yet; retry shortly",
+    )
 }
 
 fn directory_unavailable(e: &str) -> ApiError {

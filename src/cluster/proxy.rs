@@ -205,6 +205,42 @@ impl Pool {
     }
 }
 
+/// How long the start-up check of the node URL waits for its answer.
+const WHOAMI_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Asks the node at `url` who it is (`GET /api/voice/health`): Ok when it is node `id` in this
+/// `incarnation` (this process), else why not.
+pub async fn whoami(pool: &Pool, url: &str, id: &str, incarnation: &str) -> Result<(), String> {
+    let req = Request::builder()
+        .uri("/api/voice/health")
+        .header(hyper::header::HOST, url.trim_start_matches("http://"))
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + WHOAMI_DEADLINE;
+    let resp = pool
+        .request(url, req, deadline)
+        .await
+        .map_err(|e| e.to_string())?;
+    let health: serde_json::Value = serde_json::from_slice(
+        &resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default(),
+    )
+    .map_err(|_| "its /api/voice/health is not choir's".to_string())?;
+    let (node, inc) = (health["node"].as_str(), health["incarnation"].as_str());
+    match (node, inc) {
+        (Some(n), Some(i)) if n == id && i == incarnation => Ok(()),
+        (Some(n), Some(_)) if n == id => {
+            Err(format!("another process with node id {id:?} answers there"))
+        }
+        (Some(n), _) => Err(format!("node {n:?} answers there")),
+        _ => Err("it answers, but not as a choir cluster node".into()),
+    }
+}
+
 fn clone(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
     let mut out = Request::new(req.body().clone());
     *out.method_mut() = req.method().clone();

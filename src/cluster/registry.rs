@@ -1,16 +1,16 @@
 //! The registry loop: every [`HEARTBEAT`] a node counts its rooms (a command to each shard),
-//! writes its entry with a [`TTL`], learns the live nodes, re-claims its rooms when Redis had
-//! lost its entry (Redis restarted, or the node missed its TTL), and removes the directory
-//! entries of its rooms that emptied. Also the drain: SIGTERM in cluster mode.
+//! writes its entry, claims its rooms (Redis may have forgotten them: restarted, flushed; a
+//! conflict is settled toward the node with the room's live participants), learns the nodes not
+//! lost, and removes the directory entries of its rooms that emptied. Also the drain: SIGTERM in cluster mode.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use super::store::{Answer, Op};
-use super::{Cluster, Live, State, HEARTBEAT, REDIS_TIMEOUT, TTL};
+use super::{Live, State, HEARTBEAT, REDIS_TIMEOUT};
 use crate::control::Ctx;
 use crate::sfu::api::{ApiError, Counts};
 use crate::shard::{Command, Reply};
@@ -21,7 +21,8 @@ const RETRY: Duration = Duration::from_millis(500);
 /// A room placed on this node, without participants, event streams or requests for this
 /// long, has its directory entry removed.
 const SWEEP_AGE: Duration = Duration::from_secs(4);
-/// A drain ends once no room has participants and no request used an owned room this long.
+/// A drain ends once no room has had participants for this long (requests for empty rooms do
+/// not hold it open).
 const DRAIN_QUIET: Duration = Duration::from_secs(2);
 
 /// The shards' counts and rooms (channel → participants).
@@ -60,22 +61,69 @@ fn entry_of(ctx: &Ctx, state: State, c: &Counts) -> Value {
         "load": c.rooms + c.participants + c.consumers,
         "maxRooms": max_rooms,
         "version": env!("CARGO_PKG_VERSION"),
+        "incarnation": id.incarnation,
     })
 }
 
-/// The first heartbeat: the node is registered before it takes a request (placement needs a
-/// registered node).
-pub(super) async fn register(ctx: &Ctx) {
-    if let Some(live) = &ctx.cluster.live {
-        beat(ctx, live).await;
+/// Before the first heartbeat: refuses a Redis that a cluster of another layout uses, a node
+/// id another live process holds (its rooms would be taken over), and a node URL that does not
+/// answer as this node (rooms placed here would be unreachable).
+async fn checks(ctx: &Ctx, live: &Live) -> Result<(), String> {
+    let id = &ctx.cluster.identity;
+    let op = || Op::Start {
+        id: id.id.clone(),
+        incarnation: id.incarnation.clone(),
+        url: id.url.clone(),
+    };
+    let mut tries = 0;
+    let (schema, holder) = loop {
+        match live.store.call(op(), REDIS_TIMEOUT).await {
+            Ok(Answer::Started { schema, holder }) => break (schema, holder),
+            Ok(_) => return Err("unexpected answer from Redis at start".into()),
+            Err(e) if tries < 10 => {
+                tries += 1;
+                tracing::warn!("cluster start-up check: {e}; retrying");
+                glommio::timer::sleep(RETRY).await;
+            }
+            Err(e) => return Err(format!("cluster start-up check failed: {e}")),
+        }
+    };
+    if schema != super::lua::SCHEMA {
+        return Err(format!(
+            "the cluster's Redis is used by choir nodes of an incompatible version (directory layout {schema}; this choir's is {}): give each version its own Redis or database (redis://host:port/N), or stop the old nodes first",
+            super::lua::SCHEMA
+        ));
     }
+    if !holder.is_empty() {
+        return Err(format!(
+            "node id {:?} is held by another live choir process (at {holder}): give each node its own --node-id (CHOIR_NODE_ID)",
+            id.id
+        ));
+    }
+    super::proxy::whoami(&live.pool, &id.url, &id.id, &id.incarnation)
+        .await
+        .map_err(|why| {
+            format!(
+                "--node-url (CHOIR_NODE_URL) {} does not answer as this node: {why}",
+                id.url
+            )
+        })
 }
 
-/// The heartbeat loop (cluster mode), after [`register`]; runs until dropped.
+/// Start-up (cluster mode): the [`checks`], the first heartbeat (requests wait for it), then
+/// the heartbeat loop; runs until dropped.
 pub(super) async fn run(ctx: Rc<Ctx>) {
     let Some(live) = &ctx.cluster.live else {
         return;
     };
+    if live.config.secret.is_none() {
+        tracing::warn!("NO CLUSTER SECRET: requests forwarded between nodes count against the owner's per-address connection cap and rate limit. Set CHOIR_CLUSTER_SECRET (or CHOIR_AUTH_SECRET, which it is then derived from) on every node");
+    }
+    if let Err(why) = checks(&ctx, live).await {
+        ctx.cluster.fail(why);
+        return;
+    }
+    beat(&ctx, live).await;
     loop {
         let wait = if live.connected.get() {
             HEARTBEAT
@@ -107,12 +155,33 @@ async fn beat(ctx: &Ctx, live: &Live) {
         return; // a shard is down: health says so, the process is about to exit
     };
     let entry = entry_of(ctx, live.state.get(), &counts);
+    // Every heartbeat claims the rooms this node has (those with participants, and those it
+    // serves), so that Redis forgetting them (a restart, a flush) costs one heartbeat.
+    let claims = {
+        let mut yielded = live.yielded.borrow_mut();
+        yielded.retain(|c| rooms.contains_key(c));
+        let mut claims: HashMap<String, u64> = live
+            .owned
+            .borrow()
+            .keys()
+            .map(|c| (c.clone(), rooms.get(c).copied().unwrap_or(0)))
+            .collect();
+        for (c, &p) in &rooms {
+            if p > 0 && !yielded.contains(c) {
+                claims.insert(c.clone(), p);
+            }
+        }
+        claims
+    };
+    let known: Vec<String> = live.nodes.borrow().keys().cloned().collect();
     let op = Op::Heartbeat {
         id: cluster.identity.id.clone(),
         entry: entry.to_string(),
-        ttl: TTL,
         sweep_age: SWEEP_AGE,
         first: !live.registered.get(),
+        epoch: live.epoch.borrow().clone(),
+        known,
+        rooms: claims.into_iter().collect(),
     };
     let hb = match live.store.call(op, REDIS_TIMEOUT).await {
         Ok(Answer::Heartbeat(hb)) => hb,
@@ -128,51 +197,33 @@ async fn beat(ctx: &Ctx, live: &Live) {
     if !live.registered.replace(true) {
         tracing::info!(node = %cluster.identity.id, url = %cluster.identity.url, "joined the cluster");
     } else if !live.connected.get() {
-        tracing::info!("cluster registry reachable again");
+        tracing::info!("cluster registry reachable again: rooms re-claimed");
+    }
+    let previous = live.epoch.replace(hb.epoch.clone());
+    if !previous.is_empty() && previous != hb.epoch {
+        tracing::warn!(
+            "the cluster's Redis lost its data (restarted or flushed): rooms re-claimed; no node is declared lost for a TTL"
+        );
+        live.steady.set(Instant::now());
     }
     live.connected.set(true);
     cluster.learn_nodes(&hb.nodes);
-    if !hb.existed {
-        reclaim(cluster, live, &rooms).await;
-    }
+    yielded(ctx, live, hb.yielded);
     sweep(ctx, live, hb.old_rooms, &rooms).await;
 }
 
-/// Claims again every room this node has (Redis lost the directory, or this node's entry
-/// expired and other nodes forgot its rooms). A room another node took meanwhile stays here
-/// for the participants it has, but new requests go to that node.
-async fn reclaim(cluster: &Cluster, live: &Live, rooms: &HashMap<String, u64>) {
-    let mut channels: HashSet<String> = live.owned.borrow().keys().cloned().collect();
-    channels.extend(rooms.keys().cloned());
-    if channels.is_empty() {
-        return;
-    }
-    let n = channels.len();
-    {
-        let mut owned = live.owned.borrow_mut();
-        for c in rooms.keys() {
-            owned.entry(c.clone()).or_insert_with(Instant::now);
+/// Rooms another node owns with at least as many live participants (a conflicting claim,
+/// after a split): this node stops serving them; requests go to the owner, and the event
+/// streams open here get `roomClosed {reason: "moved"}` so that their clients join again there.
+fn yielded(ctx: &Ctx, live: &Live, yielded: Vec<(String, String)>) {
+    for (channel, owner) in yielded {
+        if live.yielded.borrow_mut().insert(channel.clone()) {
+            tracing::warn!(channel = %channel, owner = %owner, "room conflict settled toward another node: this copy is closed to requests");
+            live.counters.borrow_mut().reclaim_conflicts += 1;
         }
-    }
-    let op = Op::Claim {
-        id: cluster.identity.id.clone(),
-        channels: channels.into_iter().collect(),
-    };
-    match live.store.call(op, REDIS_TIMEOUT).await {
-        Ok(Answer::Conflicts(conflicts)) => {
-            tracing::info!(rooms = n, conflicts = conflicts.len(), "rooms re-claimed");
-            let mut owned = live.owned.borrow_mut();
-            for (channel, owner) in conflicts {
-                tracing::warn!(channel = %channel, owner = %owner, "room re-claim refused: another node owns it now");
-                owned.remove(&channel);
-                live.counters.borrow_mut().reclaim_conflicts += 1;
-            }
-        }
-        Ok(_) => {}
-        Err(e) => {
-            tracing::warn!("room re-claim failed: {e}");
-            cluster.redis_failed();
-        }
+        live.owned.borrow_mut().remove(&channel);
+        live.cache.borrow_mut().insert(channel.clone(), owner);
+        ctx.hub.borrow_mut().close_room(&channel, "moved");
     }
 }
 
@@ -230,6 +281,9 @@ pub(super) async fn drain(ctx: Rc<Ctx>) {
     );
     live.state.set(State::Draining);
     let _ = live.wake.0.try_send(());
+    // The last time a room here had participants (a joiner between its first request and its
+    // transport counts: the drain waits for a quiet spell, not for requests to stop).
+    let mut busy_at = started;
     loop {
         glommio::timer::sleep(Duration::from_millis(250)).await;
         if started.elapsed() >= timeout {
@@ -239,13 +293,9 @@ pub(super) async fn drain(ctx: Rc<Ctx>) {
         let Ok((_, rooms)) = local_rooms(&ctx).await else {
             break;
         };
-        let busy = rooms.values().any(|&p| p > 0);
-        let recent = live
-            .owned
-            .borrow()
-            .values()
-            .any(|t| t.elapsed() < DRAIN_QUIET);
-        if !busy && !recent && started.elapsed() >= DRAIN_QUIET {
+        if rooms.values().any(|&p| p > 0) {
+            busy_at = Instant::now();
+        } else if busy_at.elapsed() >= DRAIN_QUIET {
             tracing::info!("drained: the last room emptied");
             break;
         }

@@ -16,8 +16,11 @@ use crate::control::auth::Claims;
 use crate::control::{Body, Ctx, RequestBody, MAX_BODY};
 use crate::sfu::api::ApiError;
 
-/// A proxied request gets its whole answer (or a 503) within this.
-const DEADLINE: Duration = Duration::from_millis(1800);
+/// A proxied request gets the owner's whole answer within this...
+const DEADLINE: Duration = Duration::from_millis(1500);
+/// ...and its answer or a 503 within this, the registry's word on a silent owner included
+/// (even with Redis stalled too).
+const BUDGET: Duration = Duration::from_millis(1900);
 /// Events buffered per proxied stream.
 const STREAM_QUEUE: usize = 256;
 /// Request headers passed to the owner (plus the hop header); the rest are this hop's.
@@ -59,6 +62,7 @@ impl Cluster {
         segs: &[&str],
         claims: &Option<Claims>,
         ctx: &Ctx,
+        client: std::net::IpAddr,
     ) -> Result<Routed, ApiError> {
         let Some(live) = &self.live else {
             return Ok(Routed::Local(req.map(Either::Left)));
@@ -87,8 +91,11 @@ impl Cluster {
             return Ok(Routed::Local(req));
         }
         ctx.guard.authorize(claims, &channel, None)?;
+        self.registered(live).await?;
         let hop = req.headers().contains_key(HOP_HEADER);
-        let mut owner = match self.locate(live, &channel, hop).await? {
+        // Only the requests that create a room place it; the others look its owner up.
+        let place = matches!(segs[0], "rtp-capabilities" | "create-transport");
+        let mut owner = match self.locate(live, &channel, hop, place).await? {
             Place::Here => return Ok(Routed::Local(req)),
             Place::Node(id) => id,
         };
@@ -102,7 +109,8 @@ impl Cluster {
                 .map(|b| b.to_bytes())
                 .unwrap_or_default(),
         };
-        let deadline = Instant::now() + DEADLINE;
+        let started = Instant::now();
+        let deadline = started + DEADLINE;
         // At most one retry: after the owner said it does not own the channel, or when it
         // does not answer and the registry says it is gone.
         for attempt in 0..2 {
@@ -110,11 +118,15 @@ impl Cluster {
                 Some(u) => u,
                 None => return Err(unreachable(&owner, "not in the registry")),
             };
+            let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
             let mut out = Request::builder()
                 .method(parts.method.clone())
-                .uri(parts.uri.path_and_query().map_or("/", |p| p.as_str()))
+                .uri(target)
                 .header(header::HOST, url.trim_start_matches("http://"))
-                .header(HOP_HEADER, self.identity.id.as_str())
+                .header(
+                    HOP_HEADER,
+                    self.hop_header(live, &parts.method, target, client),
+                )
                 .body(Full::new(body.clone()))
                 .map_err(|e| ApiError::bad_request(format!("cannot forward: {e}")))?;
             for name in PASSED {
@@ -151,7 +163,7 @@ impl Cluster {
                 Ok(resp) if resp.status() == StatusCode::MISDIRECTED_REQUEST && retry => {
                     self.count(live, "421");
                     self.forget_owner(live, &channel);
-                    match self.resolve(live, &channel).await? {
+                    match self.resolve(live, &channel, place).await? {
                         Place::Here => return Ok(Routed::Local(local(parts, body))),
                         Place::Node(id) => owner = id,
                     }
@@ -162,10 +174,12 @@ impl Cluster {
                 }
                 Err(e) => {
                     self.count(live, "unreachable");
+                    let left = (started + BUDGET).saturating_duration_since(Instant::now());
                     let gone = retry
+                        && !left.is_zero()
                         && matches!(
                             live.store
-                                .call(Op::Alive { id: owner.clone() }, REDIS_TIMEOUT)
+                                .call(Op::Alive { id: owner.clone() }, left.min(REDIS_TIMEOUT))
                                 .await,
                             Ok(Answer::Alive(false))
                         );
@@ -174,9 +188,15 @@ impl Cluster {
                     }
                     tracing::info!(node = %owner, channel = %channel, "owner gone: placing the room again");
                     self.forget_owner(live, &channel);
-                    match self.resolve(live, &channel).await? {
+                    let lost = std::mem::take(&mut owner);
+                    match self.resolve(live, &channel, place).await? {
                         Place::Here => return Ok(Routed::Local(local(parts, body))),
                         Place::Node(id) => owner = id,
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(ApiError::unavailable(format!(
+                            "the node that owned this room ({lost}) is gone and did not answer; the room is on {owner} now: retry"
+                        )));
                     }
                 }
             }
@@ -232,6 +252,9 @@ impl Cluster {
     /// "node_lost"}` and the stream ends; at this node's shutdown it just ends.
     fn relay_stream(&self, live: &Live, owner: &str, mut upstream: Incoming) -> Body {
         let (tx, rx) = flume::bounded::<Bytes>(STREAM_QUEUE);
+        // Dropped with the client's body: the relay ends at once, and so does the owner's
+        // stream (its per-user slot is free again).
+        let (gone_tx, gone) = flume::bounded::<()>(0);
         let (lost_tx, lost) = flume::bounded::<()>(1);
         live.lost
             .borrow_mut()
@@ -246,16 +269,23 @@ impl Cluster {
                 Frame(Option<Result<Frame<Bytes>, hyper::Error>>),
                 Lost,
                 Closed,
+                Gone,
                 Tick,
             }
             loop {
                 let next = futures_lite::future::or(
                     async { Next::Frame(upstream.frame().await) },
                     futures_lite::future::or(
-                        async {
-                            let _ = lost.recv_async().await;
-                            Next::Lost
-                        },
+                        futures_lite::future::or(
+                            async {
+                                let _ = lost.recv_async().await;
+                                Next::Lost
+                            },
+                            async {
+                                let _ = gone.recv_async().await;
+                                Next::Gone
+                            },
+                        ),
                         futures_lite::future::or(
                             async {
                                 let _ = closed.recv_async().await;
@@ -277,7 +307,7 @@ impl Cluster {
                             }
                         }
                     }
-                    Next::Frame(None) | Next::Closed => return,
+                    Next::Frame(None) | Next::Closed | Next::Gone => return,
                     Next::Frame(Some(Err(e))) => {
                         tracing::debug!(node = %owner, "proxied event stream broke: {e}");
                         break;
@@ -320,7 +350,8 @@ impl Cluster {
             }
         })
         .detach();
-        let stream = futures_lite::StreamExt::map(rx.into_stream(), |b| {
+        let stream = futures_lite::StreamExt::map(rx.into_stream(), move |b| {
+            let _held = &gone_tx;
             Ok::<_, std::convert::Infallible>(Frame::data(b))
         });
         BodyExt::boxed_unsync(StreamBody::new(stream))

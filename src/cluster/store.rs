@@ -3,15 +3,9 @@
 //! so it never blocks on Redis (and glommio needs no tokio). One connection, so the jobs of this
 //! node reach Redis in the order they were sent.
 //!
-//! Keys (one Redis instance; Redis Cluster is not supported):
-//! - `choir:node:<id>`: the node's entry (JSON), written every heartbeat with a TTL; the node
-//!   is alive while it exists. `choir:nodes`: the set of ids, to list them.
-//! - `choir:room:<channelId>`: the owner's id. `choir:rooms:<id>`: the channels placed on a
-//!   node, scored by placement time (ms), for its room count, its sweep, and clean-up after it
-//!   died.
-//!
-//! Every change is a Lua script, so each is atomic: ten concurrent first joins of a channel
-//! through three nodes run one after another in Redis and all see the first one's owner.
+//! Every change is a Lua script ([`super::lua`], which lists the keys), so each is atomic: ten
+//! concurrent first joins of a channel through three nodes run one after another in Redis and
+//! all see the first one's owner.
 
 use std::time::{Duration, Instant};
 
@@ -25,146 +19,12 @@ const IO_TIMEOUT: Duration = Duration::from_millis(1000);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_millis(1000);
 
-/// Common Lua: listing the live nodes, forgetting a dead one (and its rooms).
-const LUA_LIB: &str = r#"
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function forget(id)
-  redis.call('SREM', 'choir:nodes', id)
-  for _, c in ipairs(redis.call('ZRANGE', 'choir:rooms:' .. id, 0, -1)) do
-    if redis.call('GET', 'choir:room:' .. c) == id then
-      redis.call('DEL', 'choir:room:' .. c)
-    end
-  end
-  redis.call('DEL', 'choir:rooms:' .. id)
-end
-local function list()
-  local out = {}
-  for _, id in ipairs(redis.call('SMEMBERS', 'choir:nodes')) do
-    local e = redis.call('GET', 'choir:node:' .. id)
-    if e then
-      table.insert(out, id)
-      table.insert(out, e)
-      table.insert(out, redis.call('ZCARD', 'choir:rooms:' .. id))
-    else
-      forget(id)
-    end
-  end
-  return out
-end
-"#;
-
-/// ARGV: id, entry JSON, TTL ms, sweep age ms, first (1: this process's first write: rooms
-/// left by an earlier process with the same id are forgotten). Returns {existed (0/1), {id, entry, rooms, ...}, {channels placed here older than the age}}.
-const LUA_HEARTBEAT: &str = r#"
-local id = ARGV[1]
-local key = 'choir:node:' .. id
-local existed = redis.call('EXISTS', key)
-if ARGV[5] == '1' then forget(id) end
-redis.call('SET', key, ARGV[2], 'PX', ARGV[3])
-redis.call('SADD', 'choir:nodes', id)
-local old = redis.call('ZRANGEBYSCORE', 'choir:rooms:' .. id, '-inf', now_ms() - tonumber(ARGV[4]))
-return {existed, list(), old}
-"#;
-
-/// ARGV: none. Returns {id, entry, rooms, ...}.
-const LUA_LIST: &str = "return list()";
-
-/// ARGV: channel, region, seed, place (0/1). Returns {status, owner, entry}: status 0 = found,
-/// 1 = placed now, 2 = not placed (place = 0), 3 = no node can take it.
-///
-/// Placement: serving nodes under their room limit, those of `region` first, then the least
-/// loaded (rooms placed on it, counted here atomically, plus participants and consumers of its
-/// last heartbeat), ties broken by `seed`.
-const LUA_RESOLVE: &str = r#"
-local c = ARGV[1]
-local key = 'choir:room:' .. c
-local owner = redis.call('GET', key)
-if owner then
-  local e = redis.call('GET', 'choir:node:' .. owner)
-  if e then return {0, owner, e} end
-  redis.call('DEL', key)
-  redis.call('ZREM', 'choir:rooms:' .. owner, c)
-end
-if ARGV[4] == '0' then return {2, '', ''} end
-local same, any = {}, {}
-local min_same, min_any
-for _, id in ipairs(redis.call('SMEMBERS', 'choir:nodes')) do
-  local raw = redis.call('GET', 'choir:node:' .. id)
-  if raw then
-    local ok, e = pcall(cjson.decode, raw)
-    if ok and e.state == 'serving' then
-      local rooms = redis.call('ZCARD', 'choir:rooms:' .. id)
-      local max = tonumber(e.maxRooms) or 0
-      if max == 0 or rooms < max then
-        local load = rooms + (tonumber(e.participants) or 0) + (tonumber(e.consumers) or 0)
-        if min_any == nil or load < min_any then min_any = load; any = {} end
-        if load == min_any then table.insert(any, {id, raw}) end
-        if e.region == ARGV[2] then
-          if min_same == nil or load < min_same then min_same = load; same = {} end
-          if load == min_same then table.insert(same, {id, raw}) end
-        end
-      end
-    end
-  end
-end
-local pool = same
-if #pool == 0 then pool = any end
-if #pool == 0 then return {3, '', ''} end
-local pick = pool[(tonumber(ARGV[3]) % #pool) + 1]
-redis.call('SET', key, pick[1])
-redis.call('ZADD', 'choir:rooms:' .. pick[1], now_ms(), c)
-return {1, pick[1], pick[2]}
-"#;
-
-/// ARGV: id, channels... Claims each channel for `id` unless a live node owns it.
-/// Returns {channel, owner, ...} for each channel another live node owns.
-const LUA_CLAIM: &str = r#"
-local id = ARGV[1]
-local t = now_ms()
-local conflicts = {}
-for i = 2, #ARGV do
-  local c = ARGV[i]
-  local key = 'choir:room:' .. c
-  local owner = redis.call('GET', key)
-  if owner and owner ~= id and redis.call('EXISTS', 'choir:node:' .. owner) == 1 then
-    table.insert(conflicts, c)
-    table.insert(conflicts, owner)
-  else
-    redis.call('SET', key, id)
-    redis.call('ZADD', 'choir:rooms:' .. id, t, c)
-  end
-end
-return conflicts
-"#;
-
-/// ARGV: id, channels... Removes the channels' entries that `id` owns.
-const LUA_RELEASE: &str = r#"
-local id = ARGV[1]
-for i = 2, #ARGV do
-  local c = ARGV[i]
-  if redis.call('GET', 'choir:room:' .. c) == id then
-    redis.call('DEL', 'choir:room:' .. c)
-  end
-  redis.call('ZREM', 'choir:rooms:' .. id, c)
-end
-return #ARGV - 1
-"#;
-
-/// ARGV: id. Removes the node's entry and its rooms (a clean stop).
-const LUA_UNREGISTER: &str = r#"
-redis.call('DEL', 'choir:node:' .. ARGV[1])
-forget(ARGV[1])
-return 1
-"#;
-
-/// One live node as Redis has it.
+/// A node not lost, as Redis has it.
 #[derive(Debug, Clone)]
 pub struct NodeRecord {
     pub id: String,
-    /// The entry JSON the node wrote.
+    /// The entry JSON the node wrote; empty for a node expected back after Redis forgot
+    /// everything (a restart or a flush) that has not written it again yet.
     pub entry: String,
     /// Channels placed on it (the directory's count).
     pub rooms: u64,
@@ -173,7 +33,8 @@ pub struct NodeRecord {
 /// What a resolve found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolved {
-    /// The channel's owner and its entry JSON; `placed`: placed by this call.
+    /// The channel's owner and its entry JSON (empty if not written again yet after a flush);
+    /// `placed`: placed by this call.
     Owner {
         id: String,
         entry: String,
@@ -183,26 +44,37 @@ pub enum Resolved {
     Absent,
     /// No serving node can take a room.
     NoNode,
+    /// Not in the directory while it is rebuilt after a gap in Redis's service: its owner may
+    /// not have re-claimed it yet.
+    Rebuilding,
 }
 
 #[derive(Debug)]
 pub struct Heartbeat {
-    /// The node's entry existed before this write (false at the first write, and after Redis
-    /// lost it: restarted, or the node missed its TTL).
-    pub existed: bool,
+    /// The Redis instance's identity (`choir:epoch`): new after a restart or a flush.
+    pub epoch: String,
     pub nodes: Vec<NodeRecord>,
     /// Channels placed on this node longer ago than the sweep age.
     pub old_rooms: Vec<String>,
+    /// (channel, owner): rooms this node has that another node owns with at least as many
+    /// live participants: this node stops serving them.
+    pub yielded: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
 pub enum Op {
+    /// The node's entry, and a claim on every room it has.
     Heartbeat {
         id: String,
         entry: String,
-        ttl: Duration,
         sweep_age: Duration,
         first: bool,
+        /// The epoch the node saw last ("" before its first heartbeat).
+        epoch: String,
+        /// The nodes it knew (expected back if Redis forgot them).
+        known: Vec<String>,
+        /// Its rooms (channel, live participants).
+        rooms: Vec<(String, u64)>,
     },
     List,
     Resolve {
@@ -210,10 +82,6 @@ pub enum Op {
         region: String,
         seed: u32,
         place: bool,
-    },
-    Claim {
-        id: String,
-        channels: Vec<String>,
     },
     Release {
         id: String,
@@ -225,6 +93,13 @@ pub enum Op {
     Unregister {
         id: String,
     },
+    /// At start: the cluster's layout on this Redis, and whether another live process holds
+    /// this node id.
+    Start {
+        id: String,
+        incarnation: String,
+        url: String,
+    },
 }
 
 #[derive(Debug)]
@@ -232,9 +107,13 @@ pub enum Answer {
     Heartbeat(Heartbeat),
     Nodes(Vec<NodeRecord>),
     Resolved(Resolved),
-    /// (channel, owner) pairs another live node owns.
-    Conflicts(Vec<(String, String)>),
     Alive(bool),
+    /// The layout of the cluster on this Redis, and the URL of another live process with this
+    /// node id ("" if none).
+    Started {
+        schema: String,
+        holder: String,
+    },
     Done,
 }
 
@@ -257,21 +136,23 @@ struct Scripts {
     heartbeat: Script,
     list: Script,
     resolve: Script,
-    claim: Script,
     release: Script,
+    alive: Script,
     unregister: Script,
+    start: Script,
 }
 
 impl Scripts {
     fn new() -> Scripts {
-        let with_lib = |body: &str| Script::new(&format!("{LUA_LIB}\n{body}"));
+        let src = super::lua::Sources::new(super::TTL);
         Scripts {
-            heartbeat: with_lib(LUA_HEARTBEAT),
-            list: with_lib(LUA_LIST),
-            resolve: Script::new(&format!("local function now_ms()\n  local t = redis.call('TIME')\n  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\nend\n{LUA_RESOLVE}")),
-            claim: with_lib(LUA_CLAIM),
-            release: Script::new(LUA_RELEASE),
-            unregister: with_lib(LUA_UNREGISTER),
+            heartbeat: Script::new(&src.heartbeat),
+            list: Script::new(&src.list),
+            resolve: Script::new(&src.resolve),
+            release: Script::new(&src.release),
+            alive: Script::new(&src.alive),
+            unregister: Script::new(&src.unregister),
+            start: Script::new(&src.start),
         }
     }
 }
@@ -416,22 +297,39 @@ fn run(s: &Scripts, con: &mut redis::Connection, op: Op) -> redis::RedisResult<A
         Op::Heartbeat {
             id,
             entry,
-            ttl,
             sweep_age,
             first,
+            epoch,
+            known,
+            rooms,
         } => {
-            let (existed, nodes, old): (i64, Vec<redis::Value>, Vec<String>) = s
-                .heartbeat
-                .arg(&id)
+            let mut inv = s.heartbeat.prepare_invoke();
+            inv.arg(&id)
                 .arg(&entry)
-                .arg(ttl.as_millis() as u64)
                 .arg(sweep_age.as_millis() as u64)
                 .arg(if first { "1" } else { "0" })
-                .invoke(con)?;
+                .arg(&epoch)
+                .arg(known.len());
+            for k in &known {
+                inv.arg(k);
+            }
+            for (c, p) in &rooms {
+                inv.arg(c).arg(*p);
+            }
+            let (epoch, nodes, old, yielded): (
+                String,
+                Vec<redis::Value>,
+                Vec<String>,
+                Vec<String>,
+            ) = inv.invoke(con)?;
             Answer::Heartbeat(Heartbeat {
-                existed: existed == 1,
+                epoch,
                 nodes: records(nodes)?,
                 old_rooms: old,
+                yielded: yielded
+                    .chunks_exact(2)
+                    .map(|p| (p[0].clone(), p[1].clone()))
+                    .collect(),
             })
         }
         Op::List => Answer::Nodes(records(s.list.invoke(con)?)?),
@@ -455,20 +353,9 @@ fn run(s: &Scripts, con: &mut redis::Connection, op: Op) -> redis::RedisResult<A
                     placed: status == 1,
                 },
                 2 => Resolved::Absent,
+                4 => Resolved::Rebuilding,
                 _ => Resolved::NoNode,
             })
-        }
-        Op::Claim { id, channels } => {
-            let mut inv = s.claim.arg(&id);
-            for c in &channels {
-                inv.arg(c);
-            }
-            let flat: Vec<String> = inv.invoke(con)?;
-            Answer::Conflicts(
-                flat.chunks_exact(2)
-                    .map(|p| (p[0].clone(), p[1].clone()))
-                    .collect(),
-            )
         }
         Op::Release { id, channels } => {
             let mut inv = s.release.arg(&id);
@@ -479,10 +366,17 @@ fn run(s: &Scripts, con: &mut redis::Connection, op: Op) -> redis::RedisResult<A
             Answer::Done
         }
         Op::Alive { id } => {
-            let n: i64 = redis::cmd("EXISTS")
-                .arg(format!("choir:node:{id}"))
-                .query(con)?;
+            let n: i64 = s.alive.arg(&id).invoke(con)?;
             Answer::Alive(n == 1)
+        }
+        Op::Start {
+            id,
+            incarnation,
+            url,
+        } => {
+            let (schema, holder): (String, String) =
+                s.start.arg(&id).arg(&incarnation).arg(&url).invoke(con)?;
+            Answer::Started { schema, holder }
         }
         Op::Unregister { id } => {
             let _: i64 = s.unregister.arg(&id).invoke(con)?;

@@ -75,19 +75,24 @@ impl Guard {
         self.rate.borrow().tracked()
     }
 
-    /// A new API connection from `ip`: false (counted) when that address already holds
-    /// `max_connections_per_ip`. Each admitted one is given back with [`Guard::disconnected`].
-    pub fn connected(&self, ip: IpAddr) -> bool {
+    /// A new API connection from `ip`: `None` (counted) when that address already holds
+    /// `max_connections_per_ip`, unless `may_be_node` (a cluster node's address): then
+    /// `Some(false)`, admitted uncounted, for signed node-to-node requests only. `Some(true)`:
+    /// counted, to give back with [`Guard::disconnected`].
+    pub fn admit(&self, ip: IpAddr, may_be_node: bool) -> Option<bool> {
         let max = self.limits.max_connections_per_ip;
         let mut open = self.connections.borrow_mut();
         let n = open.entry(ip).or_insert(0);
         if max > 0 && *n >= max {
+            if may_be_node {
+                return Some(false);
+            }
             self.counters.borrow_mut().connections_refused += 1;
             tracing::debug!(%ip, max, "API connection refused: too many from this address");
-            return false;
+            return None;
         }
         *n += 1;
-        true
+        Some(true)
     }
 
     pub fn disconnected(&self, ip: IpAddr) {
@@ -109,8 +114,8 @@ impl Guard {
             .sum()
     }
 
-    /// The headers a refusal carries: `WWW-Authenticate` on 401, `Retry-After` on every 429,
-    /// `Connection: close` on 413 (the rest of the body is not read).
+    /// The headers a refusal carries: `WWW-Authenticate` on 401, `Retry-After` on every 429
+    /// and 503, `Connection: close` on 413 (the rest of the body is not read).
     pub fn refusal_headers(e: &ApiError, headers: &mut HeaderMap) {
         match e.status {
             401 => {
@@ -120,8 +125,9 @@ impl Guard {
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             // A bucket refills at least one token a second; an event stream slot frees when
-            // the client's older stream closes.
-            429 => {
+            // the client's older stream closes; a 503 (the cluster directory rebuilt, an owner
+            // not answering, no room left) is worth a retry.
+            429 | 503 => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

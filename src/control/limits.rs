@@ -142,6 +142,8 @@ impl Limits {
 /// The hardening part of the configuration, validated.
 pub(crate) struct Hardening {
     pub auth: Option<Secret>,
+    /// The auth secret's bytes (the cluster secret is derived from them when not set).
+    pub auth_bytes: Option<Vec<u8>>,
     pub metrics_token: Option<String>,
     pub limits: Limits,
     pub log_format: LogFormat,
@@ -198,13 +200,14 @@ pub(crate) fn parse_hardening(cli: &Cli, bad: Bad<'_>) -> Result<Hardening, Conf
         }
         (None, None) => None,
     };
-    let auth = match secret {
-        None => None,
+    let (auth, auth_bytes) = match secret {
+        None => (None, None),
         // An empty value (CHOIR_AUTH_SECRET= in an env file) means "not set".
-        Some((_, s)) if s.trim().is_empty() => None,
-        Some((id, s)) => {
-            Some(Secret::new(s.trim().as_bytes()).map_err(|why| bad(id, "<hidden>", &why))?)
-        }
+        Some((_, s)) if s.trim().is_empty() => (None, None),
+        Some((id, s)) => (
+            Some(Secret::new(s.trim().as_bytes()).map_err(|why| bad(id, "<hidden>", &why))?),
+            Some(s.trim().as_bytes().to_vec()),
+        ),
     };
     let log_format = match cli.log_format.trim() {
         "text" => LogFormat::Text,
@@ -218,6 +221,7 @@ pub(crate) fn parse_hardening(cli: &Cli, bad: Bad<'_>) -> Result<Hardening, Conf
     let metrics_token = Some(cli.metrics_token.trim().to_string()).filter(|t| !t.is_empty());
     Ok(Hardening {
         auth,
+        auth_bytes,
         metrics_token,
         limits,
         log_format,

@@ -49,7 +49,8 @@ pub struct Site {
 }
 
 /// Runs the control server until `stop` fires (or is dropped), then shuts the shards down and
-/// drains connections. Must run inside a glommio executor.
+/// drains connections. Must run inside a glommio executor. An error: cluster mode's start-up
+/// checks refused the node (a setting to fix: exit status 2).
 pub async fn serve(
     listener: TcpListener,
     shards: Vec<ShardHandle>,
@@ -58,7 +59,7 @@ pub async fn serve(
     stop: flume::Receiver<()>,
     guard: guard::Guard,
     cluster: crate::cluster::Cluster,
-) {
+) -> Result<(), String> {
     let Site {
         cors_origin,
         demo_page,
@@ -73,7 +74,7 @@ pub async fn serve(
         started: std::time::Instant::now(),
         cluster,
     });
-    let cluster_tasks = crate::cluster::Cluster::start(&ctx).await;
+    let cluster_tasks = crate::cluster::Cluster::start(&ctx);
     // Connections watch this: dropping the sender tells them all to finish.
     let (closing_tx, closing_rx) = flume::bounded::<()>(0);
 
@@ -116,18 +117,21 @@ pub async fn serve(
             .peer_addr()
             .map(|a| a.ip())
             .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        if !ctx.guard.connected(peer) {
-            // Over the client's connection cap: closed at once (counted), nothing read.
+        // Over the client's connection cap: closed at once (counted), nothing read; unless the
+        // address is a node's, whose requests must then carry a signed hop header.
+        let Some(counted) = ctx.guard.admit(peer, ctx.cluster.may_be_node(peer)) else {
             continue;
-        }
+        };
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         let closing = closing_rx.clone();
         let open = open.clone();
         open.set(open.get() + 1);
         glommio::spawn_local(async move {
-            serve_connection(stream, peer, ctx.clone(), closing).await;
-            ctx.guard.disconnected(peer);
+            serve_connection(stream, peer, ctx.clone(), closing, !counted).await;
+            if counted {
+                ctx.guard.disconnected(peer);
+            }
             open.set(open.get() - 1);
         })
         .detach();
@@ -159,9 +163,11 @@ pub async fn serve(
             "connections still open after {DRAIN:?}; closing them"
         );
     }
+    ctx.cluster.fatal().map_or(Ok(()), Err)
 }
 
-/// Serves one API connection: HTTP/1.1 keep-alive, a deadline on each request head (from the
+/// Serves one API connection (`nodes_only`: admitted over its address's connection cap, for
+/// signed node-to-node requests only): HTTP/1.1 keep-alive, a deadline on each request head (from the
 /// connection's start or the end of the previous exchange: an idle connection is closed too),
 /// then a lingering close.
 async fn serve_connection(
@@ -169,11 +175,12 @@ async fn serve_connection(
     peer: std::net::IpAddr,
     ctx: Rc<Ctx>,
     closing: flume::Receiver<()>,
+    nodes_only: bool,
 ) {
     let header_timeout = ctx.guard.limits.header_timeout;
     let svc = {
         let ctx = ctx.clone();
-        service_fn(move |req| Box::pin(routes::handle(req, ctx.clone(), peer)))
+        service_fn(move |req| Box::pin(routes::handle(req, ctx.clone(), peer, nodes_only)))
     };
     let mut conn = http1::Builder::new()
         .keep_alive(true)

@@ -59,18 +59,28 @@ pub async fn handle(
     req: Request<Incoming>,
     ctx: Rc<Ctx>,
     peer: std::net::IpAddr,
+    nodes_only: bool,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let label = route_label(&path);
-    let limited = super::limits::rate_limited(label, &method)
-        && !ctx.cluster.trusted_hop(req.headers(), peer);
-    let result = match limited {
-        true => match ctx.guard.check_rate(peer) {
-            Ok(()) => route(req, &ctx).await,
+    // A request another node of the cluster forwarded (its hop header signed with the cluster
+    // secret): that node applied the client's limits; it carries the client's address.
+    let hop = {
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        ctx.cluster.verified_hop(req.headers(), &method, target)
+    };
+    let client = hop.as_ref().map_or(peer, |h| h.client);
+    let limited = super::limits::rate_limited(label, &method) && hop.is_none();
+    let result = if nodes_only && hop.is_none() {
+        Err(Limit::RequestRate.refuse("too many API connections from this address".to_string()))
+    } else if limited {
+        match ctx.guard.check_rate(peer) {
+            Ok(()) => route(req, &ctx, client).await,
             Err(e) => Err(e),
-        },
-        false => route(req, &ctx).await,
+        }
+    } else {
+        route(req, &ctx, client).await
     };
     let mut response = match result {
         Ok(r) => r,
@@ -151,7 +161,11 @@ fn route_label(path: &str) -> &'static str {
         .unwrap_or("unknown")
 }
 
-async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, ApiError> {
+async fn route(
+    req: Request<Incoming>,
+    ctx: &Ctx,
+    client: std::net::IpAddr,
+) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_string();
     let page = ctx
         .demo_page
@@ -215,7 +229,7 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, ApiE
         ["events", ..] => ctx.guard.authenticate(req.headers(), req.uri().query())?,
         _ => ctx.guard.authenticate(req.headers(), None)?,
     };
-    let req = match ctx.cluster.route(req, &segs, &claims, ctx).await? {
+    let req = match ctx.cluster.route(req, &segs, &claims, ctx, client).await? {
         crate::cluster::Routed::Local(req) => req,
         crate::cluster::Routed::Remote(response) => return Ok(response),
     };

@@ -182,6 +182,20 @@ impl Hub {
         self.rooms.retain(|_, subs| !subs.is_empty());
     }
 
+    /// Ends the streams of `channel_id` with `roomClosed {reason}` (cluster mode: the room is
+    /// another node's now, so their clients join again through the directory).
+    pub fn close_room(&mut self, channel_id: &str, reason: &str) {
+        self.dominant.remove(channel_id);
+        let Some(subs) = self.rooms.remove(channel_id) else {
+            return;
+        };
+        let data = serde_json::json!({"type": "roomClosed", "reason": reason});
+        let frame = Bytes::from(format!("event: roomClosed\ndata: {data}\n\n"));
+        for s in subs {
+            let _ = s.tx.try_send(frame.clone());
+        }
+    }
+
     /// Ends every stream (shutdown).
     pub fn close_all(&mut self) {
         self.rooms.clear();

@@ -10,8 +10,22 @@ use crate::process::config::{Config, PortMode};
 use crate::shard::{self, ShardSetup};
 use crate::{cluster, control, wire::dtls};
 
+/// Why choir stopped with an error: one line, and the exit status (2: a setting to fix, as for
+/// an invalid value; 1: anything else).
+#[derive(Debug)]
+pub struct Failure {
+    pub message: String,
+    pub code: u8,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure { message, code: 1 }
+    }
+}
+
 /// Runs choir until SIGTERM/SIGINT. Returns an error line for start-up failures.
-pub fn run(config: Config) -> Result<(), String> {
+pub fn run(config: Config) -> Result<(), Failure> {
     crate::process::faults::log_panics();
     if config.auth.is_none() {
         tracing::warn!(
@@ -149,16 +163,16 @@ pub fn run(config: Config) -> Result<(), String> {
             cors_origin: cors,
             demo_page: config.demo_page,
         };
-        control::serve(listener, shards, site, events_rx, stop_rx, guard, cluster).await;
+        let served = control::serve(listener, shards, site, events_rx, stop_rx, guard, cluster).await;
         sd_notify("STOPPING=1");
-        Ok::<(), String>(())
+        Ok::<Result<(), String>, String>(served)
     });
     signal_handle.close();
     for t in threads {
         let _ = t.join();
     }
-    result?;
-    crate::process::faults::exit_status(&shard_failed)
+    result?.map_err(|message| Failure { message, code: 2 })?;
+    Ok(crate::process::faults::exit_status(&shard_failed)?)
 }
 
 /// Binds the API's listening socket. Not with `SO_REUSEPORT` (glommio's own `bind` sets it, and

@@ -1,5 +1,6 @@
 //! The cluster tests' harness: nodes on a test Redis, the voice API over HTTP (with the
 //! node that served each reply), and waiting for the cluster to settle.
+#![allow(dead_code)]
 
 use std::io::Read;
 use std::process::Command;
@@ -13,13 +14,35 @@ use crate::common::{self, Daemon};
 use crate::redis_server::Redis;
 
 pub const SECRET: &str = "cluster-test-secret-0123456789abcdef-01234";
+/// The cluster secret of [`node`]'s nodes.
+pub const CLUSTER_SECRET: &str = "cluster-hop-secret-0123456789abcdef-56789";
+
+/// Opens `GET /api/voice/<path>` on `base` and reads only its status line: the connection
+/// (an event stream's, say) stays open until the returned stream is dropped.
+pub fn open_stream(base: &str, path: &str) -> (u16, std::net::TcpStream) {
+    use std::io::Write;
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /api/voice/{path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).expect("a status line");
+    let status = std::str::from_utf8(&head[9..12]).unwrap().parse().unwrap();
+    (status, s)
+}
 
 /// A node of the test cluster: `node-<i>` on the test Redis.
 pub fn node(redis: &Redis, i: usize, extra: &[&str]) -> Daemon {
     let id = format!("node-{i}");
     let mut args = vec!["--node-id", id.as_str(), "--shards", "1"];
     args.extend_from_slice(extra);
-    Daemon::start_with(&args, &[("CHOIR_REDIS_URL", &redis.url())])
+    Daemon::start_with(
+        &args,
+        &[
+            ("CHOIR_REDIS_URL", &redis.url()),
+            ("CHOIR_CLUSTER_SECRET", CLUSTER_SECRET),
+        ],
+    )
 }
 
 /// Redis and `n` nodes, all registered (each lists them all).
@@ -42,6 +65,8 @@ pub struct Reply {
     pub status: u16,
     pub body: Value,
     pub node: Option<String>,
+    /// Its `Retry-After` header.
+    pub retry_after: Option<String>,
 }
 
 pub fn call(
@@ -77,13 +102,19 @@ pub fn call_at(
     };
     let status = resp.status();
     let node = resp.header("x-choir-node").map(String::from);
+    let retry_after = resp.header("retry-after").map(String::from);
     let mut text = String::new();
     resp.into_reader()
         .take(1 << 20)
         .read_to_string(&mut text)
         .unwrap();
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Reply { status, body, node }
+    Reply {
+        status,
+        body,
+        node,
+        retry_after,
+    }
 }
 
 pub fn get(d: &Daemon, path: &str) -> Reply {
@@ -136,6 +167,18 @@ pub fn sigkill(d: Daemon) {
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(d.pid() as i32, libc::SIGKILL) };
     let _ = d.wait_exit(Duration::from_secs(5));
+}
+
+/// SIGSTOP: the node stalls (its sockets stay open).
+pub fn sigstop(d: &Daemon) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(d.pid() as i32, libc::SIGSTOP) };
+}
+
+/// SIGCONT after [`sigstop`].
+pub fn sigcont(d: &Daemon) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(d.pid() as i32, libc::SIGCONT) };
 }
 
 pub fn create_transport(via: &Daemon, channel: &str, user: &str) -> Reply {

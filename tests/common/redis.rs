@@ -104,6 +104,37 @@ impl Redis {
             .unwrap()
     }
 
+    /// SIGSTOP: Redis stalls (connections stay open, nothing is answered).
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Redis::pause`].
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
+
+    /// `FLUSHALL`: Redis forgets everything, connections stay open.
+    pub fn flushall(&self) {
+        let _: () = redis::cmd("FLUSHALL").query(&mut self.client()).unwrap();
+    }
+
+    /// Whether node `id` wrote its entry (since the last flush or restart).
+    pub fn has_node(&self, id: &str) -> bool {
+        let n: i64 = redis::cmd("EXISTS")
+            .arg(format!("choir:node:{id}"))
+            .query(&mut self.client())
+            .unwrap();
+        n == 1
+    }
+
     /// SIGKILL (Redis dies with everything in memory).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
