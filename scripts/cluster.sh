@@ -8,7 +8,8 @@
 #   curl -i http://127.0.0.1:3002/api/voice/rtp-capabilities/test-channel   # X-Choir-Node: owner
 # Settings (environment): NODES (3), API_PORT (3001: node i gets API_PORT+i-1), RTC_PORT
 # (40000: node i gets 1000 ports from RTC_PORT+1000*(i-1)), REDIS_PORT (6390), SHARDS (1),
-# CHOIR_BIN (target/release/choir, built if missing), LOG_DIR (target/cluster).
+# CHOIR_BIN (target/release/choir, built if missing), LOG_DIR (target/cluster),
+# CHOIR_CLUSTER_SECRET (the nodes' shared secret for requests between them; random per run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,8 @@ REDIS_PORT=${REDIS_PORT:-6390}
 SHARDS=${SHARDS:-1}
 LOG_DIR=${LOG_DIR:-target/cluster}
 CHOIR_BIN=${CHOIR_BIN:-target/release/choir}
+CHOIR_CLUSTER_SECRET=${CHOIR_CLUSTER_SECRET:-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')}
+export CHOIR_CLUSTER_SECRET
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
