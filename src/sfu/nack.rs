@@ -1,9 +1,9 @@
 //! Generic NACK (RFC 4585 §6.2.1) on both legs of a voice stream.
 //!
 //! **Listener → choir.** A consumer that negotiated `nack` asks for packets it lost on its own
-//! leg; choir answers from its producer's [`PacketHistory`](super::history::PacketHistory) with the packet rewritten exactly as
-//! it was first sent (same SSRC, sequence number, timestamp: audio has no RTX stream) and
-//! protected again (`Transport::resend_rtp`). A per-consumer [`Budget`] caps retransmissions
+//! leg; choir answers from its producer's [`PacketHistory`](super::history::PacketHistory)
+//! with the packet rewritten exactly as it was first sent (same SSRC, sequence number,
+//! timestamp: audio has no RTX stream) and protected again (`Transport::resend_rtp`). A per-consumer [`Budget`] caps retransmissions
 //! at half the stream's own packet rate, so that a NACK storm cannot multiply choir's output.
 //!
 //! **choir → speaker.** When a producer negotiated `nack`, its [`Gaps`] note the sequence
@@ -38,27 +38,30 @@ const TRACKED: usize = 16;
 /// A token bucket of retransmissions for one consumer.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Budget {
-    /// Tokens × 1000.
-    milli: u32,
+    /// Millionths of a token: a microsecond refills [`RETRANSMIT_RATE`] of them, exactly.
+    micro: u32,
     at: Option<Instant>,
 }
+
+/// One token in [`Budget`]'s unit.
+const TOKEN: u32 = 1_000_000;
 
 impl Budget {
     /// Takes one retransmission's token, refilling at [`RETRANSMIT_RATE`] per second up to
     /// [`RETRANSMIT_BURST`]; whether there was one.
     pub fn take(&mut self, now: Instant) -> bool {
-        let full = RETRANSMIT_BURST * 1000;
+        let full = RETRANSMIT_BURST * TOKEN;
         let refill = match self.at {
             None => full,
             Some(at) => {
-                let ms = now.saturating_duration_since(at).as_millis();
-                u32::try_from(ms * u128::from(RETRANSMIT_RATE)).unwrap_or(full)
+                let us = now.saturating_duration_since(at).as_micros();
+                u32::try_from(us * u128::from(RETRANSMIT_RATE)).unwrap_or(full)
             }
         };
-        self.milli = self.milli.saturating_add(refill).min(full);
+        self.micro = self.micro.saturating_add(refill).min(full);
         self.at = Some(now);
-        if self.milli >= 1000 {
-            self.milli -= 1000;
+        if self.micro >= TOKEN {
+            self.micro -= TOKEN;
             true
         } else {
             false
@@ -297,8 +300,10 @@ mod tests {
         let burst = (0..100).filter(|_| b.take(t0)).count();
         assert_eq!(burst, RETRANSMIT_BURST as usize);
         assert!(!b.take(t0));
-        // One more every 40 ms.
-        assert!(!b.take(t0 + ms(39)));
+        // One more every 40 ms, however often it is asked.
+        for us in (0..40_000).step_by(300) {
+            assert!(!b.take(t0 + Duration::from_micros(us)), "{us} µs");
+        }
         assert!(b.take(t0 + ms(40)));
         // A storm over 10 s gets at most the rate.
         let mut sent = 0;
