@@ -24,7 +24,8 @@ export class RTCService {
   /**
    * @param {{ tone?: number, mic?: boolean, gain?: number, dtx?: boolean }} source  a tone
    *   frequency (and its gain), or the microphone (`getUserMedia` with the plan's constraints;
-   *   Chromium's fake capture device in tests); `dtx`: produce with Opus DTX.
+   *   Chromium's fake capture device in tests); `dtx`: produce with Opus DTX on (true) or off
+   *   (false) instead of the router's default.
    */
   async joinVoiceChannel(channelId, userId, source) {
     this.log('join', `joining ${channelId} as ${userId} (${source.mic ? 'microphone' : `tone ${source.tone} Hz`})`);
@@ -47,7 +48,9 @@ export class RTCService {
 
     // 3. Produce audio
     const audioTrack = this.localStream.getAudioTracks()[0];
-    await this.sfu.produceAudio(audioTrack, source.dtx ? { opusDtx: true } : undefined);
+    // `dtx` given (the speaking scenarios): Opus DTX on or off as asked. Not given: the plan's
+    // produce() without codec options, and the router's `usedtx=1` decides (DTX on).
+    await this.sfu.produceAudio(audioTrack, source.dtx === undefined ? undefined : { opusDtx: source.dtx });
 
     // 4. Consume existing
     const tracks = await this.sfu.consumeExisting();
