@@ -3,7 +3,8 @@
 #   scripts/test.sh
 # Steps: system packages (Chromium, Firefox ESR, PulseAudio and iproute2 for the browser suite,
 # redis-server for the cluster tests), npm packages (pinned in tests/browser/package-lock.json),
-# then fmt, clippy, the Rust tests, and the browser suite.
+# then fmt, clippy, the Rust tests, the voice-quality bench's impairing relay (its own tests: the
+# browser suite's loss scenarios call through it), and the browser suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,7 +42,9 @@ cargo clippy --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --locked -- --test-threads="${CHOIR_TEST_THREADS:-2}"
 if [ -d tests/browser ]; then
-  step "browser suite (headless Chromium and Firefox: mediasoup-client, choir's try-it page)"
+  step "the impairing relay (benches/quality/relay.test.mjs)"
+  node --test benches/quality/relay.test.mjs
+  step "browser suite (headless Chromium and Firefox: mediasoup-client, choir's try-it page, loss repair)"
   cargo build --release --locked --bin choir
   (cd tests/browser && node run.mjs --choir ../../target/release/choir)
 fi

@@ -111,7 +111,9 @@ class Bridge {
     this.tracks = [new Map(), new Map()];
     this.ge = chain.map(() => [new Map(), new Map()]); // stage -> dir -> ssrc ordinal -> states
     this.streams = chain.map((_, s) => [stream(relay.seed, id, s, 0), stream(relay.seed, id, s, 1)]);
-    this.tap = [0, 1].map(() => ({ datagrams: 0, dropped: 0, rtp: 0, rtpDropped: 0, rtpPadded: 0, streams: {}, delivered: 0, lateMs: 0, maxLateMs: 0, late5ms: 0 }));
+    // rtpRepeats: RTP packets whose sequence number this direction carried before (a
+    // retransmission), rtpRepeatsDropped: those of them that the legs dropped.
+    this.tap = [0, 1].map(() => ({ datagrams: 0, dropped: 0, rtp: 0, rtpDropped: 0, rtpRepeats: 0, rtpRepeatsDropped: 0, rtpPadded: 0, streams: {}, delivered: 0, lateMs: 0, maxLateMs: 0, late5ms: 0 }));
     socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
   }
 
@@ -154,6 +156,7 @@ class Bridge {
       index = t.index(c.seq);
       times = t.seen.get(index) ?? 0;
       t.seen.set(index, times + 1);
+      if (times > 0) tap.rtpRepeats++;
       if (t.seen.size > 4096) t.seen.delete(t.seen.keys().next().value);
     }
     let delay = 0;
@@ -162,6 +165,7 @@ class Bridge {
       if (this.drops(s, dir, imp, track, index, times)) {
         tap.dropped++;
         if (track) tap.rtpDropped++;
+        if (track && times > 0) tap.rtpRepeatsDropped++;
         return;
       }
       const u = this.streams[s][dir]();

@@ -26,11 +26,12 @@ import { startPulse } from './lib/pulse.mjs';
 import { serveStatic } from './lib/static.mjs';
 import { CheckFailed, fmt, killChildren, withTimeout } from './lib/util.mjs';
 import { writeToneWav } from './lib/wav.mjs';
+import { lossScenarios } from './loss.mjs';
 import { pageScenarios } from './page.mjs';
 import { scenarios as chromiumScenarios } from './scenarios.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const scenarios = [...chromiumScenarios, ...firefoxScenarios, ...pageScenarios];
+const scenarios = [...chromiumScenarios, ...lossScenarios, ...firefoxScenarios, ...pageScenarios];
 
 const USAGE = `usage: node run.mjs [options]
   --choir PATH       choir binary (default ../../target/release/choir)
@@ -269,6 +270,11 @@ async function runScenario(scenario) {
       channel: `${scenario.name}-${process.pid}`,
       options: { fakeMicHz },
       user: (name) => browser.openUser(name),
+      /** The scenario's Chromium (unless it has its own browsers). */
+      browser,
+      /** The run's logs directory and this scenario's own one in it. */
+      runDir,
+      dir,
       users: () => browser.users,
       /** The address choir's candidates carry in this scenario. */
       rtcIp: inner ? NETNS.rtcIp : '127.0.0.1',

@@ -23,9 +23,21 @@ export function recordPeerConnections() {
   return peerConnections;
 }
 
+/** The m-section `mid` of `sdp` ('' if none). */
+function sectionOf(sdp, mid) {
+  return (sdp ?? '').split(/\r\n(?=m=)/).find((m) => m.split('\r\n').includes(`a=mid:${mid}`)) ?? '';
+}
+
+/** The codec lines (m=, a=rtpmap, a=fmtp, a=rtcp-fb) of the m-section `mid` in `sdp`. */
+export function codecLinesOf(sdp, mid) {
+  return sectionOf(sdp, mid)
+    .split('\r\n')
+    .filter((l) => /^(m=|a=rtpmap:|a=fmtp:|a=rtcp-fb:)/.test(l));
+}
+
 /** The header extensions ({uri, id}) of the m-section `mid` in `sdp`. */
 export function extmapsOf(sdp, mid) {
-  const section = (sdp ?? '').split(/\r\n(?=m=)/).find((m) => m.split('\r\n').includes(`a=mid:${mid}`)) ?? '';
+  const section = sectionOf(sdp, mid);
   return [...section.matchAll(/^a=extmap:(\d+)(?:\/\w+)? (\S+)/gm)].map((m) => ({ uri: m[2], id: Number(m[1]) }));
 }
 

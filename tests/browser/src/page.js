@@ -3,7 +3,7 @@
 
 import { calls, createApiClient } from './api.js';
 import { currentAudioContext, HEARD_RMS, toneGain } from './audio.js';
-import { extmapsOf, levelHeld, median, recordPeerConnections, round, sleep } from './measure.js';
+import { codecLinesOf, extmapsOf, levelHeld, median, recordPeerConnections, round, sleep } from './measure.js';
 import { RTCService } from './rtcService.js';
 import { SFUService } from './sfuService.js';
 
@@ -61,12 +61,40 @@ function remoteState(remote, now) {
   };
 }
 
+/**
+ * RED (RFC 2198) as a router capability, after Opus, at the payload type choir sends it with
+ * (`ortc.rs`, RED_PAYLOAD_TYPE): what a test adds to the router's capabilities (`join({ red })`)
+ * to find out whether mediasoup-client receives RED; the router itself does not advertise it.
+ */
+export const RED_CAPABILITY = { kind: 'audio', mimeType: 'audio/red', clockRate: 48000, channels: 2, preferredPayloadType: 101, parameters: {}, rtcpFeedback: [] };
+
+/** `apiClient`, but the router's rtpCapabilities it returns list RED_CAPABILITY after Opus. */
+function withRedCapability(apiClient) {
+  return {
+    ...apiClient,
+    async get(path) {
+      const reply = await apiClient.get(path);
+      if (path.startsWith('/voice/rtp-capabilities/')) {
+        const codecs = reply.data.rtpCapabilities.codecs;
+        const opus = codecs.findIndex((c) => c.mimeType.toLowerCase() === 'audio/opus');
+        codecs.splice(opus + 1, 0, RED_CAPABILITY);
+        log('page', `router capabilities given to device.load: ${codecs.map((c) => `${c.mimeType}/${c.preferredPayloadType}`).join(', ')}`);
+      }
+      return reply;
+    },
+  };
+}
+
 /** RTCStatsReport -> the fields the suite asserts on and prints, by stats type. */
 function summarize(report) {
   const out = { inbound: [], outbound: [], transport: [], pairs: [], candidates: {} };
   for (const s of report.values()) {
     if (s.type === 'inbound-rtp' && s.kind === 'audio') {
       out.inbound.push({
+        codec: report.get(s.codecId)?.mimeType ?? null,
+        payloadType: report.get(s.codecId)?.payloadType ?? null,
+        fecPacketsReceived: s.fecPacketsReceived,
+        nackCount: s.nackCount,
         ssrc: s.ssrc,
         mid: s.mid,
         packetsReceived: s.packetsReceived,
@@ -117,9 +145,9 @@ function summarize(report) {
 window.choir = {
   HEARD_RMS,
 
-  async join({ api, channelId, userId, tone, mic, gain, dtx }) {
+  async join({ api, channelId, userId, tone, mic, gain, dtx, red }) {
     if (rtc?.joinedAt && !rtc.left) throw new Error('already joined');
-    const apiClient = createApiClient(api);
+    const apiClient = red ? withRedCapability(createApiClient(api)) : createApiClient(api);
     sfu = new SFUService(apiClient, log);
     rtc = new RTCService(sfu, log);
     t0 = performance.now();
@@ -237,6 +265,43 @@ window.choir = {
         receiver: extmapsOf(answer?.localDescription.sdp, consumer.rtpParameters.mid),
       })),
     };
+  },
+
+  /**
+   * The codecs in play on the receive side: the device's receive capabilities (what `consume`
+   * sends choir), and per consumer the codecs of choir's reply and the codec lines of the offer
+   * mediasoup-client wrote from it and of the browser's answer.
+   */
+  codecs() {
+    const pc = peerConnections.find((p) => p.signalingState !== 'closed' && p.localDescription?.type === 'answer');
+    return {
+      device: sfu.device.rtpCapabilities.codecs.filter((c) => c.kind === 'audio').map((c) => `${c.mimeType}/${c.preferredPayloadType}`),
+      consumers: [...sfu.consumers].map(([producerId, { consumer, userId }]) => ({
+        userId,
+        producerId,
+        choir: consumer.rtpParameters.codecs.map(({ mimeType, payloadType, parameters }) => ({ mimeType, payloadType, parameters })),
+        offer: codecLinesOf(pc?.remoteDescription?.sdp, consumer.rtpParameters.mid),
+        answer: codecLinesOf(pc?.localDescription?.sdp, consumer.rtpParameters.mid),
+      })),
+    };
+  },
+
+  /**
+   * What Chromium answers to the receive offer mediasoup-client wrote, with the fmtp line of
+   * payload type `pt` in it replaced by `a=fmtp:<pt> <fmtp>` (in a fresh RTCPeerConnection, the
+   * call untouched): the codec lines of that answer.
+   */
+  async answerWithFmtp(pt, fmtp) {
+    const pc = peerConnections.find((p) => p.signalingState !== 'closed' && p.localDescription?.type === 'answer');
+    const sdp = pc.remoteDescription.sdp.replace(new RegExp(`^a=fmtp:${pt} .*$`, 'gm'), `a=fmtp:${pt} ${fmtp}`);
+    const probe = new RTCPeerConnection();
+    try {
+      await probe.setRemoteDescription({ type: 'offer', sdp });
+      const answer = await probe.createAnswer();
+      return answer.sdp.split('\r\n').filter((l) => /^(m=audio|a=rtpmap:|a=fmtp:)/.test(l));
+    } finally {
+      probe.close();
+    }
   },
 
   /**

@@ -100,6 +100,35 @@ window.__choirProbe = {
     return { producer: extmapsOf(send?.remoteDescription?.sdp, sendMid), consumers };
   },
 
+  /**
+   * The receive connection's inbound-rtp audio streams from its own getStats(): codec, packets,
+   * concealment, FEC; and the codec lines of choir's offer and the browser's answer.
+   */
+  async inbound() {
+    const recv = peerConnections.find((pc) => pc.signalingState !== 'closed' && pc.remoteDescription?.type === 'offer');
+    if (!recv) return null;
+    const report = await recv.getStats();
+    const streams = [];
+    for (const s of report.values()) {
+      if (s.type !== 'inbound-rtp' || s.kind !== 'audio') continue;
+      const codec = report.get(s.codecId);
+      streams.push({
+        mid: s.mid,
+        codec: codec?.mimeType ?? null,
+        payloadType: codec?.payloadType ?? null,
+        packetsReceived: s.packetsReceived,
+        packetsLost: s.packetsLost,
+        totalSamplesReceived: s.totalSamplesReceived,
+        concealedSamples: s.concealedSamples,
+        fecPacketsReceived: s.fecPacketsReceived,
+        nackCount: s.nackCount,
+        bytesReceived: s.bytesReceived,
+      });
+    }
+    const lines = (sdp) => (sdp ?? '').split('\r\n').filter((l) => /^(m=audio|a=rtpmap:|a=fmtp:)/.test(l));
+    return { streams, offer: lines(recv.remoteDescription.sdp), answer: lines(recv.localDescription?.sdp) };
+  },
+
   async listen(ms = 1000, everyMs = 50) {
     const seen = new Map();
     const end = performance.now() + ms;
