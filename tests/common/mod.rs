@@ -81,12 +81,26 @@ impl Daemon {
     /// Starts choir like [`Daemon::start`] with `env` set. When choir could not bind a port at
     /// start (single-port mode binds its shard ports then; another process may have taken one
     /// since the probe), it is started again on a fresh range, up to 5 times.
+    ///
+    /// Without `--listen` in `extra` the API listens on a port outside the kernel's ephemeral
+    /// range, checked free: a test may restart a node on its address after a SIGKILL, and an
+    /// outgoing connection of any process could take a port-0 listener's port meanwhile.
     pub fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let own_range = !extra.contains(&"--rtc-min-port");
+        let own_rtc = !extra.contains(&"--rtc-min-port");
+        let own_api = !extra.contains(&"--listen");
+        let retry = |logs: &str| {
+            (own_api && logs.contains("cannot listen on"))
+                || (own_rtc && net::is_bind_failure(logs))
+        };
         for attempt in 1.. {
-            match Self::try_start(extra, env) {
+            let listen = format!("127.0.0.1:{}", net::free_port_range(1).0);
+            let mut args = extra.to_vec();
+            if own_api {
+                args.extend(["--listen", listen.as_str()]);
+            }
+            match Self::try_start(&args, env) {
                 Ok(d) => return d,
-                Err(logs) if own_range && attempt < 5 && net::is_bind_failure(&logs) => {
+                Err(logs) if attempt < 5 && retry(&logs) => {
                     eprintln!(
                         "choir could not bind its ports (attempt {attempt}), retrying: {logs}"
                     );
