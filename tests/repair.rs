@@ -245,6 +245,102 @@ fn the_speakers_receiver_report_carries_its_listeners_loss() {
     );
 }
 
+/// The fraction lost of the next Receiver Report choir sends the speaker (within a second),
+/// with its cumulative loss.
+fn next_receiver_report(lb: &mut Loopback, speaker: usize) -> Option<(u8, i32)> {
+    for _ in 0..60 {
+        lb.now += Duration::from_millis(20);
+        let mut q = Queue::default();
+        lb.sfu.handle_timeout(lb.now, &mut q);
+        for d in lb.deliver_all(q) {
+            if d.rtp || d.member != speaker {
+                continue;
+            }
+            for p in rtcp::packets(&d.bytes) {
+                if let Ok(RtcpPacket::ReceiverReport(rr)) = p {
+                    let b = rr.reports.iter().next().unwrap();
+                    return Some((b.fraction_lost, b.cumulative_lost));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// FEC must cover what NACK repairs late: a listener whose NACKs repaired every loss reports
+/// none, and still its requests count; so do the speaker's own repaired gaps.
+#[test]
+fn the_speakers_receiver_report_counts_the_loss_before_repair() {
+    let (mut lb, speaker, nacking, _) = room(false);
+    let got = speak(&mut lb, speaker, 0..50, speaker, &[]);
+    let ssrc = consumer_ssrc(&got, nacking);
+    let report = |lb: &mut Loopback, highest: u32| {
+        let block = ReportBlock {
+            ssrc,
+            fraction_lost: 0,
+            cumulative_lost: 0,
+            highest_sequence: highest,
+            jitter: 0,
+            last_sr: 0,
+            delay_since_last_sr: 0,
+        };
+        let mut buf = [0u8; 64];
+        let n = rtcp::write_receiver_report(&mut buf, 0x99, &[block]).unwrap();
+        lb.send_rtcp(nacking, false, &buf[..n]);
+    };
+    report(&mut lb, 49);
+    // Its leg loses one packet in ten; each is asked for and comes back: nothing is lost.
+    for seq in 50..300u16 {
+        if seq % 10 == 0 {
+            speak(&mut lb, speaker, [seq], nacking, &[seq]);
+            assert_eq!(nack(&mut lb, nacking, ssrc, &[seq]).len(), 1);
+            // Asked again (its retransmission was late, say): counted once.
+            nack(&mut lb, nacking, ssrc, &[seq]);
+        } else {
+            speak(&mut lb, speaker, [seq], nacking, &[]);
+        }
+    }
+    report(&mut lb, 299);
+    assert_eq!(lb.sfu.counters().rtp_retransmitted, 50);
+    assert_eq!(
+        next_receiver_report(&mut lb, speaker),
+        Some((26, 0)),
+        "25 asked for in 250: 10 %"
+    );
+
+    // A speaker that negotiated NACK loses one in ten on its own leg; choir asks, it resends.
+    let (mut lb, speaker, _, _) = room(true);
+    let mut buf = [0u8; 2048];
+    let mut send = |lb: &mut Loopback, seq: u16| {
+        let len = lb.rtp_packet(speaker, seq, &mut buf);
+        let q = lb.send_rtp(speaker, &buf[..len]);
+        lb.deliver_all(q);
+    };
+    for seq in 0..100 {
+        lb.now += Duration::from_millis(20);
+        send(&mut lb, seq);
+    }
+    let before = next_receiver_report(&mut lb, speaker).expect("a report");
+    assert_eq!(before, (0, 0));
+    for seq in 100..150 {
+        lb.now += Duration::from_millis(20);
+        if seq % 10 != 5 {
+            send(&mut lb, seq);
+        }
+        if seq % 10 == 9 {
+            // The retransmission, once choir had time to ask.
+            send(&mut lb, seq - 4);
+        }
+    }
+    assert_eq!(lb.sfu.counters().rtp_repaired, 5);
+    let (fraction, cumulative) = next_receiver_report(&mut lb, speaker).expect("a report");
+    assert_eq!(cumulative, 0, "every loss repaired");
+    assert!(
+        (20..=30).contains(&fraction),
+        "one in ten missing before repair: {fraction}"
+    );
+}
+
 #[test]
 fn a_red_listener_gets_the_two_frames_before_each_packet_and_no_nack() {
     let mut lb = Loopback::new();

@@ -254,7 +254,10 @@ impl Sfu {
                             .iter()
                             .find(|&&ck| self.consumers[ck].ssrc == block.ssrc)
                         {
-                            Some(&ck) => self.consumers[ck].reported_loss.on_report(&block, now),
+                            Some(&ck) => {
+                                let c = &mut self.consumers[ck];
+                                c.reported_loss.on_report(&block, c.nacked.count, now);
+                            }
                             None => self.counters.drop("rtcp", "rr_unknown_ssrc"),
                         }
                     }
