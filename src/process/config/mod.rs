@@ -10,6 +10,7 @@ mod cli;
 mod speaking;
 mod values;
 
+pub use crate::shard::PortMode;
 pub use cli::Cli;
 pub use values::parse_duration;
 use values::{as_millis, first_non_loopback_ipv4, parse_bool, parse_listen_ips};
@@ -68,15 +69,6 @@ fn is_set<T, S: serde::Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Erro
 pub struct ListenIp {
     pub ip: IpAddr,
     pub announced: IpAddr,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PortMode {
-    /// One port per transport, from the shard's slice of the range.
-    PerTransport,
-    /// One UDP and one TCP port per shard: RTC_MIN_PORT + shard index.
-    Single,
 }
 
 /// A configuration error: one line, naming the bad value.
