@@ -277,7 +277,7 @@ pub struct Cli {
     pub test_faults: String,
 
     #[command(flatten)]
-    pub http: crate::control::limits::HttpArgs,
+    pub http: super::limits::HttpArgs,
 
     #[command(flatten)]
     pub cluster: crate::cluster::config::ClusterArgs,
