@@ -104,7 +104,7 @@ fn hostname() -> String {
     }
 }
 
-/// What cluster mode needs from the process (see [`crate::process::daemon`]).
+/// What cluster mode needs from the process (built at start-up by `crate::process::daemon`).
 pub struct Setup {
     pub store: Store,
     pub config: ClusterConfig,
@@ -112,7 +112,8 @@ pub struct Setup {
     pub drain: flume::Receiver<()>,
     /// Stops the control server (a drain that finished).
     pub stop: flume::Sender<()>,
-    pub stopping: crate::process::faults::Stopping,
+    /// Marks the stop as deliberate (shards ending from now on are not failures).
+    pub stopping: Box<dyn Fn() + Send>,
 }
 
 /// The control plane's view of the cluster (lives on the control executor: no locks).
@@ -185,7 +186,7 @@ struct Live {
     wake: (flume::Sender<()>, flume::Receiver<()>),
     drain: flume::Receiver<()>,
     stop: flume::Sender<()>,
-    stopping: crate::process::faults::Stopping,
+    stopping: Box<dyn Fn() + Send>,
 }
 
 /// Most owners cached (one entry per channel seen); past it the cache starts over.
@@ -255,7 +256,7 @@ impl Cluster {
         if let Some(live) = &self.live {
             tracing::error!("{why}");
             *live.fatal.borrow_mut() = Some(why);
-            live.stopping.set();
+            (live.stopping)();
             let _ = live.stop.try_send(());
         }
     }

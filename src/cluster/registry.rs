@@ -300,6 +300,6 @@ pub(super) async fn drain(ctx: Rc<Ctx>) {
             break;
         }
     }
-    live.stopping.set();
+    (live.stopping)();
     let _ = live.stop.try_send(());
 }

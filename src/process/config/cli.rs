@@ -280,7 +280,7 @@ pub struct Cli {
     pub http: super::limits::HttpArgs,
 
     #[command(flatten)]
-    pub cluster: crate::cluster::config::ClusterArgs,
+    pub cluster: super::cluster::ClusterArgs,
     /// Serve the try-it page at `/` (join a channel from a browser; embedded, no network).
     #[arg(
         long,

@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 mod cli;
+mod cluster;
 mod limits;
 mod speaking;
 mod values;
@@ -259,8 +260,7 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(&cli.log)
             .map_err(|e| bad("log", &cli.log, &e.to_string()))?;
         let hardening = limits::parse_hardening(cli, &bad)?;
-        let cluster =
-            crate::cluster::config::parse(&cli.cluster, &bad, hardening.auth_bytes.as_deref())?;
+        let cluster = cluster::parse(&cli.cluster, &bad, hardening.auth_bytes.as_deref())?;
         let demo_page = parse_bool(&cli.demo_page).ok_or_else(|| {
             let why = "not a boolean (true/false)";
             bad("demo_page", &cli.demo_page, why)
