@@ -12,6 +12,7 @@
 //! another node. Without `CHOIR_REDIS_URL` it only names the node (`GET /cluster`).
 
 pub mod config;
+mod host;
 mod lua;
 mod metrics;
 mod proxy;
@@ -30,11 +31,12 @@ use hyper::header::HeaderValue;
 use hyper::{HeaderMap, Response, StatusCode};
 use serde_json::{json, Value};
 
+pub use host::Host;
 pub use metrics::Metrics;
 pub use route::Routed;
 pub use store::Store;
 
-use crate::control::{Body, Ctx};
+use crate::http::Body;
 use crate::sfu::api::ApiError;
 use config::{ClusterConfig, NodeUrl};
 use store::{Op, Resolved};
@@ -236,8 +238,8 @@ impl Cluster {
     /// Starts the start-up checks, then the registry's heartbeat (cluster mode), and the drain
     /// watcher; they run until the returned tasks are dropped. Requests that need the cluster
     /// wait for the node's registration. A failed check stops the server: see [`Cluster::fatal`].
-    pub fn start(ctx: &Rc<Ctx>) -> Vec<glommio::Task<()>> {
-        if ctx.cluster.live.is_none() {
+    pub fn start<H: Host>(ctx: &Rc<H>) -> Vec<glommio::Task<()>> {
+        if ctx.cluster().live.is_none() {
             return Vec::new();
         }
         vec![
@@ -372,7 +374,7 @@ impl Cluster {
     }
 
     /// `GET /cluster`: this node's id and every live node's entry.
-    pub async fn nodes_json(&self, ctx: &Ctx) -> Result<Value, ApiError> {
+    pub async fn nodes_json(&self, ctx: &impl Host) -> Result<Value, ApiError> {
         let Some(live) = &self.live else {
             let entry = registry::entry(ctx, State::Serving).await?;
             return Ok(json!({"self": self.identity.id, "nodes": [entry]}));
