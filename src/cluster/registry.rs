@@ -3,14 +3,14 @@
 //! conflict is settled toward the node with the room's live participants), learns the nodes not
 //! lost, and removes the directory entries of its rooms that emptied. Also the drain: SIGTERM in cluster mode.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::store::{Answer, Op};
-use super::{Host, Live, State, HEARTBEAT, REDIS_TIMEOUT};
+use super::store::{self, Answer, Op};
+use super::{Cluster, Host, Live, Node, State, HEARTBEAT, REDIS_TIMEOUT, TTL};
 use crate::sfu::api::{ApiError, Counts};
 use crate::shard::{Command, Reply};
 
@@ -300,4 +300,79 @@ pub(super) async fn drain<H: Host>(ctx: Rc<H>) {
     }
     (live.stopping)();
     let _ = live.stop.try_send(());
+}
+
+/// The registry's listing, as this node knows it.
+impl Cluster {
+    /// A node seen in a directory answer before the next listing.
+    pub(super) fn learn_node(&self, live: &Live, id: &str, entry: &str) {
+        if let Some(node) = parse_entry(entry, None) {
+            live.nodes
+                .borrow_mut()
+                .entry(id.to_string())
+                .or_insert(node);
+        }
+    }
+
+    /// The registry's listing: the nodes not lost. A node missing from it is lost (its cached
+    /// rooms are forgotten and the event streams proxied to it told) once this node's view of
+    /// Redis has been steady for a TTL; before that it is kept (Redis, or this node's link to
+    /// it, had a gap: the missing node gets a TTL to register again). A node listed with another
+    /// incarnation than before was restarted: its old rooms are gone as if it was lost.
+    pub(super) fn learn_nodes(&self, records: &[store::NodeRecord]) {
+        let Some(live) = &self.live else { return };
+        let old = live.nodes.borrow().clone();
+        let mut fresh: BTreeMap<String, Node> = records
+            .iter()
+            .filter_map(|r| {
+                let node =
+                    parse_entry(&r.entry, Some(r.rooms)).or_else(|| old.get(&r.id).cloned())?;
+                Some((r.id.clone(), node))
+            })
+            .collect();
+        let steady = live.steady.get().elapsed() >= TTL;
+        let mut lost = Vec::new();
+        for (id, node) in &old {
+            match fresh.get(id) {
+                None if steady => lost.push(id.clone()),
+                None => {
+                    fresh.insert(id.clone(), node.clone());
+                }
+                Some(now) if now.incarnation() != node.incarnation() && id != &self.identity.id => {
+                    tracing::warn!(node = %id, "cluster node restarted (a new incarnation): its rooms are gone");
+                    lost.push(id.clone());
+                }
+                Some(_) => {}
+            }
+        }
+        for id in &lost {
+            if !fresh.contains_key(id) {
+                tracing::warn!(node = %id, "cluster node lost (no heartbeat for a TTL)");
+            }
+            live.cache.borrow_mut().retain(|_, owner| owner != id);
+            for tx in live.lost.borrow_mut().remove(id).unwrap_or_default() {
+                let _ = tx.try_send(());
+            }
+        }
+        // Streams that ended on their own no longer wait for news of their owner.
+        live.lost.borrow_mut().retain(|_, streams| {
+            streams.retain(|tx| !tx.is_disconnected());
+            !streams.is_empty()
+        });
+        live.pool.set_nodes(fresh.values().map(|n| n.url.as_str()));
+        *live.nodes.borrow_mut() = fresh;
+    }
+
+    pub(super) fn node_url(&self, live: &Live, id: &str) -> Option<String> {
+        live.nodes.borrow().get(id).map(|n| n.url.clone())
+    }
+}
+
+fn parse_entry(entry: &str, placed: Option<u64>) -> Option<Node> {
+    let mut v: Value = serde_json::from_str(entry).ok()?;
+    let url = v.get("url")?.as_str()?.to_string();
+    if let Some(p) = placed {
+        v["placedRooms"] = json!(p);
+    }
+    Some(Node { url, entry: v })
 }

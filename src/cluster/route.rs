@@ -9,9 +9,10 @@ use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::directory::Place;
 use super::proxy::{within, ProxyError};
 use super::store::{Answer, Op};
-use super::{Cluster, Live, Place, HOP_HEADER, NODE_HEADER, REDIS_TIMEOUT, TTL};
+use super::{Cluster, Live, HOP_HEADER, NODE_HEADER, REDIS_TIMEOUT, TTL};
 use crate::http::{Body, RequestBody, MAX_BODY};
 use crate::sfu::api::ApiError;
 
