@@ -3,9 +3,9 @@
 //! One room lives on one node; any node answers any request. Each node writes its entry to a
 //! registry in Redis every [`HEARTBEAT`] with a [`TTL`] ([`registry`]); the first request that
 //! names a channel finds its owner in the room directory or places it there atomically
-//! ([`directory`], [`store`]); a request for a channel another node owns is proxied to it over HTTP/1.1
-//! ([`proxy`], [`route`]). Owners are cached per node, so a steady room costs no Redis round
-//! trip; the cache forgets a node when its entry expires.
+//! (`directory`, [`store`]); a request for a channel another node owns is proxied to it over
+//! HTTP/1.1 ([`proxy`], [`route`]). Owners are cached per node, so a steady room costs no Redis
+//! round trip; the cache forgets a node when its entry expires.
 //!
 //! Only the control plane calls this module (it implements [`Host`] for the cluster's needs). Shards and the media path never see it: media
 //! goes straight to the owner (its ICE candidates say so) and never waits on Redis or on
