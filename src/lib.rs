@@ -13,7 +13,8 @@
 //!   feeding one [`sfu::Sfu`].
 //! - [`control`] and [`cluster`]: the control plane. The voice API over HTTP, its push channel,
 //!   tokens ([`control::auth`]) and metrics ([`control::metrics`]); it drives the shards with
-//!   commands and, in cluster mode, the other nodes through Redis ([`cluster`]).
+//!   commands and, in cluster mode, the other nodes through Redis ([`cluster`]); the HTTP
+//!   plumbing both use is in [`http`].
 //! - [`process`]: settings, start-up, logging, signals and shard failure.
 //!
 //! [`client`] is a test and load-generator peer speaking the same API.
@@ -23,6 +24,7 @@ pub mod cluster;
 pub mod control;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod http;
 pub mod process;
 pub mod sfu;
 pub mod shard;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use prometheus_client::encoding::DescriptorEncoder;
 
-use crate::control::metrics::{counter, gauge};
+use crate::http::exposition::{counter, gauge};
 
 /// Cluster counters and gauges (control thread).
 #[derive(Debug, Clone, Default)]

@@ -3,15 +3,18 @@
 //! One room lives on one node; any node answers any request. Each node writes its entry to a
 //! registry in Redis every [`HEARTBEAT`] with a [`TTL`] ([`registry`]); the first request that
 //! names a channel finds its owner in the room directory or places it there atomically
-//! ([`store`]); a request for a channel another node owns is proxied to it over HTTP/1.1
-//! ([`proxy`], [`route`]). Owners are cached per node, so a steady room costs no Redis round
-//! trip; the cache forgets a node when its entry expires.
+//! (`directory`, [`store`]); a request for a channel another node owns is proxied to it over
+//! HTTP/1.1 ([`proxy`], [`route`]). Owners are cached per node, so a steady room costs no Redis
+//! round trip; the cache forgets a node when its entry expires.
 //!
-//! Only the control plane calls this module. Shards and the media path never see it: media
+//! Only the control plane calls this module (it implements [`Host`] for the cluster's needs). Shards and the media path never see it: media
 //! goes straight to the owner (its ICE candidates say so) and never waits on Redis or on
 //! another node. Without `CHOIR_REDIS_URL` it only names the node (`GET /cluster`).
 
 pub mod config;
+mod directory;
+mod host;
+mod identity;
 mod lua;
 mod metrics;
 mod proxy;
@@ -22,7 +25,7 @@ mod store;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -30,14 +33,16 @@ use hyper::header::HeaderValue;
 use hyper::{HeaderMap, Response, StatusCode};
 use serde_json::{json, Value};
 
+pub use host::Host;
+pub use identity::Identity;
 pub use metrics::Metrics;
 pub use route::Routed;
 pub use store::Store;
 
-use crate::control::{Body, Ctx};
+use crate::http::Body;
 use crate::sfu::api::ApiError;
-use config::{ClusterConfig, NodeUrl};
-use store::{Op, Resolved};
+use config::ClusterConfig;
+use store::Op;
 
 /// How often a node writes its registry entry.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -55,56 +60,7 @@ pub const HOP_HEADER: &str = "x-choir-hop";
 /// Header naming the node that served the request (the room's owner), on every cluster reply.
 pub const NODE_HEADER: &str = "x-choir-node";
 
-/// Who this node is (also without cluster mode, for `GET /cluster`).
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub id: String,
-    pub url: String,
-    pub region: String,
-    /// This process's incarnation (random, new at every start): another process with the same
-    /// id is another incarnation, and its rooms are not this one's.
-    pub incarnation: String,
-}
-
-impl Identity {
-    /// This node's id and URL: configured, else from the hostname and the bound API address
-    /// (the listen IP when specific, else the announced IP).
-    pub fn new(config: &ClusterConfig, api: SocketAddr, announced: IpAddr) -> Identity {
-        let id = config
-            .node_id
-            .clone()
-            .unwrap_or_else(|| format!("{}-{}", hostname(), api.port()));
-        let url = config.node_url.clone().unwrap_or_else(|| NodeUrl {
-            host: if api.ip().is_unspecified() {
-                announced.to_string()
-            } else {
-                api.ip().to_string()
-            },
-            port: api.port(),
-        });
-        let mut b = [0u8; 8];
-        let _ = aws_lc_rs::rand::fill(&mut b);
-        Identity {
-            id,
-            url: url.to_string(),
-            region: config.region.clone(),
-            incarnation: format!("{:016x}", u64::from_be_bytes(b)),
-        }
-    }
-}
-
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
-    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    match std::str::from_utf8(&buf[..end]) {
-        Ok(h) if ok && !h.is_empty() => h.to_string(),
-        _ => "choir".into(),
-    }
-}
-
-/// What cluster mode needs from the process (see [`crate::process::daemon`]).
+/// What cluster mode needs from the process (built at start-up by `crate::process::daemon`).
 pub struct Setup {
     pub store: Store,
     pub config: ClusterConfig,
@@ -112,7 +68,8 @@ pub struct Setup {
     pub drain: flume::Receiver<()>,
     /// Stops the control server (a drain that finished).
     pub stop: flume::Sender<()>,
-    pub stopping: crate::process::faults::Stopping,
+    /// Marks the stop as deliberate (shards ending from now on are not failures).
+    pub stopping: Box<dyn Fn() + Send>,
 }
 
 /// The control plane's view of the cluster (lives on the control executor: no locks).
@@ -185,11 +142,8 @@ struct Live {
     wake: (flume::Sender<()>, flume::Receiver<()>),
     drain: flume::Receiver<()>,
     stop: flume::Sender<()>,
-    stopping: crate::process::faults::Stopping,
+    stopping: Box<dyn Fn() + Send>,
 }
-
-/// Most owners cached (one entry per channel seen); past it the cache starts over.
-const MAX_CACHE: usize = 100_000;
 
 impl Cluster {
     pub fn new(identity: Identity, setup: Option<Setup>) -> Cluster {
@@ -235,8 +189,8 @@ impl Cluster {
     /// Starts the start-up checks, then the registry's heartbeat (cluster mode), and the drain
     /// watcher; they run until the returned tasks are dropped. Requests that need the cluster
     /// wait for the node's registration. A failed check stops the server: see [`Cluster::fatal`].
-    pub fn start(ctx: &Rc<Ctx>) -> Vec<glommio::Task<()>> {
-        if ctx.cluster.live.is_none() {
+    pub fn start<H: Host>(ctx: &Rc<H>) -> Vec<glommio::Task<()>> {
+        if ctx.cluster().live.is_none() {
             return Vec::new();
         }
         vec![
@@ -255,7 +209,7 @@ impl Cluster {
         if let Some(live) = &self.live {
             tracing::error!("{why}");
             *live.fatal.borrow_mut() = Some(why);
-            live.stopping.set();
+            (live.stopping)();
             let _ = live.stop.try_send(());
         }
     }
@@ -371,7 +325,7 @@ impl Cluster {
     }
 
     /// `GET /cluster`: this node's id and every live node's entry.
-    pub async fn nodes_json(&self, ctx: &Ctx) -> Result<Value, ApiError> {
+    pub async fn nodes_json(&self, ctx: &impl Host) -> Result<Value, ApiError> {
         let Some(live) = &self.live else {
             let entry = registry::entry(ctx, State::Serving).await?;
             return Ok(json!({"self": self.identity.id, "nodes": [entry]}));
@@ -406,208 +360,11 @@ impl Cluster {
         Some(m)
     }
 
-    fn redis_failed(&self) {
+    pub(super) fn redis_failed(&self) {
         if let Some(live) = &self.live {
             live.counters.borrow_mut().redis_errors += 1;
             live.connected.set(false);
             live.steady.set(Instant::now());
         }
     }
-
-    /// Where `channel` lives: here, or on another node (by id). `hop`: the request came from
-    /// another node, which believes this one owns the channel: never proxied again. `place`:
-    /// the request creates the room (placed when the directory has no owner), else 404.
-    async fn locate(
-        &self,
-        live: &Live,
-        channel: &str,
-        hop: bool,
-        place: bool,
-    ) -> Result<Place, ApiError> {
-        if let Some(used) = live.owned.borrow_mut().get_mut(channel) {
-            *used = Instant::now();
-            return Ok(Place::Here);
-        }
-        let me = &self.identity.id;
-        if hop {
-            let op = Op::Resolve {
-                channel: channel.to_string(),
-                region: String::new(),
-                seed: 0,
-                place: false,
-            };
-            return match live.store.call(op, REDIS_TIMEOUT).await {
-                Ok(store::Answer::Resolved(Resolved::Owner { id, .. })) if &id == me => {
-                    self.own(live, channel);
-                    Ok(Place::Here)
-                }
-                Ok(store::Answer::Resolved(Resolved::Rebuilding)) => Err(rebuilding()),
-                Ok(_) => Err(ApiError::new(
-                    421,
-                    format!("node {me} does not own channel {channel:?}"),
-                )),
-                Err(e) => {
-                    self.redis_failed();
-                    Err(directory_unavailable(&e))
-                }
-            };
-        }
-        let cached = live.cache.borrow().get(channel).cloned();
-        if let Some(owner) = cached {
-            if live.nodes.borrow().contains_key(&owner) {
-                live.counters.borrow_mut().cache_hits += 1;
-                return Ok(Place::Node(owner));
-            }
-        }
-        live.counters.borrow_mut().cache_misses += 1;
-        self.resolve(live, channel, place).await
-    }
-
-    /// Asks the directory for `channel`'s owner, placing the room if it has none and `place`
-    /// (else 404: the room does not exist).
-    async fn resolve(&self, live: &Live, channel: &str, place: bool) -> Result<Place, ApiError> {
-        let op = Op::Resolve {
-            channel: channel.to_string(),
-            region: self.identity.region.clone(),
-            seed: random_u32(),
-            place,
-        };
-        match live.store.call(op, REDIS_TIMEOUT).await {
-            Ok(store::Answer::Resolved(Resolved::Owner { id, entry, placed })) => {
-                if placed {
-                    live.counters.borrow_mut().placements += 1;
-                    tracing::info!(channel = %channel, node = %id, "room placed");
-                }
-                if id == self.identity.id {
-                    self.own(live, channel);
-                    return Ok(Place::Here);
-                }
-                self.learn_node(live, &id, &entry);
-                let mut cache = live.cache.borrow_mut();
-                if cache.len() >= MAX_CACHE {
-                    cache.clear();
-                }
-                cache.insert(channel.to_string(), id.clone());
-                Ok(Place::Node(id))
-            }
-            Ok(store::Answer::Resolved(Resolved::Rebuilding)) => Err(rebuilding()),
-            Ok(store::Answer::Resolved(Resolved::Absent)) => {
-                Err(ApiError::not_found(format!("room {channel:?} not found")))
-            }
-            Ok(_) => Err(ApiError::unavailable(
-                "no cluster node can take a new room now",
-            )),
-            Err(e) => {
-                self.redis_failed();
-                Err(directory_unavailable(&e))
-            }
-        }
-    }
-
-    fn own(&self, live: &Live, channel: &str) {
-        live.owned
-            .borrow_mut()
-            .insert(channel.to_string(), Instant::now());
-        live.cache.borrow_mut().remove(channel);
-    }
-
-    /// Forgets `channel`'s cached owner (it answered that it does not own it, or is gone).
-    fn forget_owner(&self, live: &Live, channel: &str) {
-        live.cache.borrow_mut().remove(channel);
-    }
-
-    /// A node seen in a directory answer before the next listing.
-    fn learn_node(&self, live: &Live, id: &str, entry: &str) {
-        if let Some(node) = parse_entry(entry, None) {
-            live.nodes
-                .borrow_mut()
-                .entry(id.to_string())
-                .or_insert(node);
-        }
-    }
-
-    /// The registry's listing: the nodes not lost. A node missing from it is lost (its cached
-    /// rooms are forgotten and the event streams proxied to it told) once this node's view of
-    /// Redis has been steady for a TTL; before that it is kept (Redis, or this node's link to
-    /// it, had a gap: the missing node gets a TTL to register again). A node listed with another
-    /// incarnation than before was restarted: its old rooms are gone as if it was lost.
-    fn learn_nodes(&self, records: &[store::NodeRecord]) {
-        let Some(live) = &self.live else { return };
-        let old = live.nodes.borrow().clone();
-        let mut fresh: BTreeMap<String, Node> = records
-            .iter()
-            .filter_map(|r| {
-                let node =
-                    parse_entry(&r.entry, Some(r.rooms)).or_else(|| old.get(&r.id).cloned())?;
-                Some((r.id.clone(), node))
-            })
-            .collect();
-        let steady = live.steady.get().elapsed() >= TTL;
-        let mut lost = Vec::new();
-        for (id, node) in &old {
-            match fresh.get(id) {
-                None if steady => lost.push(id.clone()),
-                None => {
-                    fresh.insert(id.clone(), node.clone());
-                }
-                Some(now) if now.incarnation() != node.incarnation() && id != &self.identity.id => {
-                    tracing::warn!(node = %id, "cluster node restarted (a new incarnation): its rooms are gone");
-                    lost.push(id.clone());
-                }
-                Some(_) => {}
-            }
-        }
-        for id in &lost {
-            if !fresh.contains_key(id) {
-                tracing::warn!(node = %id, "cluster node lost (no heartbeat for a TTL)");
-            }
-            live.cache.borrow_mut().retain(|_, owner| owner != id);
-            for tx in live.lost.borrow_mut().remove(id).unwrap_or_default() {
-                let _ = tx.try_send(());
-            }
-        }
-        // Streams that ended on their own no longer wait for news of their owner.
-        live.lost.borrow_mut().retain(|_, streams| {
-            streams.retain(|tx| !tx.is_disconnected());
-            !streams.is_empty()
-        });
-        live.pool.set_nodes(fresh.values().map(|n| n.url.as_str()));
-        *live.nodes.borrow_mut() = fresh;
-    }
-
-    fn node_url(&self, live: &Live, id: &str) -> Option<String> {
-        live.nodes.borrow().get(id).map(|n| n.url.clone())
-    }
-}
-
-/// Where a channel lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Place {
-    Here,
-    Node(String),
-}
-
-fn parse_entry(entry: &str, placed: Option<u64>) -> Option<Node> {
-    let mut v: Value = serde_json::from_str(entry).ok()?;
-    let url = v.get("url")?.as_str()?.to_string();
-    if let Some(p) = placed {
-        v["placedRooms"] = json!(p);
-    }
-    Some(Node { url, entry: v })
-}
-
-fn rebuilding() -> ApiError {
-    ApiError::unavailable(
-        "the cluster directory is being rebuilt after a Redis outage: the room's node has not re-claimed it yet; retry shortly",
-    )
-}
-
-fn directory_unavailable(e: &str) -> ApiError {
-    ApiError::unavailable(format!("cluster directory unavailable: {e}"))
-}
-
-fn random_u32() -> u32 {
-    let mut b = [0u8; 4];
-    let _ = aws_lc_rs::rand::fill(&mut b);
-    u32::from_be_bytes(b)
 }

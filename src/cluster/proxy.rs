@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper::{Request, Response};
 
-use crate::control::io::HyperIo;
+use crate::http::io::HyperIo;
 
 /// Idle connections kept per node.
 const MAX_IDLE: usize = 32;

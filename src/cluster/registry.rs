@@ -3,15 +3,14 @@
 //! conflict is settled toward the node with the room's live participants), learns the nodes not
 //! lost, and removes the directory entries of its rooms that emptied. Also the drain: SIGTERM in cluster mode.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::store::{Answer, Op};
-use super::{Live, State, HEARTBEAT, REDIS_TIMEOUT};
-use crate::control::Ctx;
+use super::store::{self, Answer, Op};
+use super::{Cluster, Host, Live, Node, State, HEARTBEAT, REDIS_TIMEOUT, TTL};
 use crate::sfu::api::{ApiError, Counts};
 use crate::shard::{Command, Reply};
 
@@ -26,10 +25,10 @@ const SWEEP_AGE: Duration = Duration::from_secs(4);
 const DRAIN_QUIET: Duration = Duration::from_secs(2);
 
 /// The shards' counts and rooms (channel → participants).
-async fn local_rooms(ctx: &Ctx) -> Result<(Counts, HashMap<String, u64>), ApiError> {
+async fn local_rooms(ctx: &impl Host) -> Result<(Counts, HashMap<String, u64>), ApiError> {
     let mut counts = Counts::default();
     let mut rooms = HashMap::new();
-    for shard in &ctx.shards {
+    for shard in ctx.shards() {
         if let Reply::Counts(c) = shard.call(Command::Counts).await? {
             counts += c;
         }
@@ -41,15 +40,15 @@ async fn local_rooms(ctx: &Ctx) -> Result<(Counts, HashMap<String, u64>), ApiErr
 }
 
 /// This node's registry entry.
-pub(super) async fn entry(ctx: &Ctx, state: State) -> Result<Value, ApiError> {
+pub(super) async fn entry(ctx: &impl Host, state: State) -> Result<Value, ApiError> {
     let (counts, _) = local_rooms(ctx).await?;
     Ok(entry_of(ctx, state, &counts))
 }
 
 /// The node's room limit (0 = none) is advertised so that placement respects it.
-fn entry_of(ctx: &Ctx, state: State, c: &Counts) -> Value {
-    let id = &ctx.cluster.identity;
-    let max_rooms = ctx.guard.limits.max_rooms;
+fn entry_of(ctx: &impl Host, state: State, c: &Counts) -> Value {
+    let id = &ctx.cluster().identity;
+    let max_rooms = ctx.max_rooms();
     json!({
         "id": id.id,
         "url": id.url,
@@ -68,8 +67,8 @@ fn entry_of(ctx: &Ctx, state: State, c: &Counts) -> Value {
 /// Before the first heartbeat: refuses a Redis that a cluster of another layout uses, a node
 /// id another live process holds (its rooms would be taken over), and a node URL that does not
 /// answer as this node (rooms placed here would be unreachable).
-async fn checks(ctx: &Ctx, live: &Live) -> Result<(), String> {
-    let id = &ctx.cluster.identity;
+async fn checks(ctx: &impl Host, live: &Live) -> Result<(), String> {
+    let id = &ctx.cluster().identity;
     let op = || Op::Start {
         id: id.id.clone(),
         incarnation: id.incarnation.clone(),
@@ -112,18 +111,18 @@ async fn checks(ctx: &Ctx, live: &Live) -> Result<(), String> {
 
 /// Start-up (cluster mode): the [`checks`], the first heartbeat (requests wait for it), then
 /// the heartbeat loop; runs until dropped.
-pub(super) async fn run(ctx: Rc<Ctx>) {
-    let Some(live) = &ctx.cluster.live else {
+pub(super) async fn run<H: Host>(ctx: Rc<H>) {
+    let Some(live) = &ctx.cluster().live else {
         return;
     };
     if live.config.secret.is_none() {
         tracing::warn!("NO CLUSTER SECRET: requests forwarded between nodes count against the owner's per-address connection cap and rate limit. Set CHOIR_CLUSTER_SECRET (or CHOIR_AUTH_SECRET, which it is then derived from) on every node");
     }
-    if let Err(why) = checks(&ctx, live).await {
-        ctx.cluster.fail(why);
+    if let Err(why) = checks(&*ctx, live).await {
+        ctx.cluster().fail(why);
         return;
     }
-    beat(&ctx, live).await;
+    beat(&*ctx, live).await;
     loop {
         let wait = if live.connected.get() {
             HEARTBEAT
@@ -145,12 +144,12 @@ pub(super) async fn run(ctx: Rc<Ctx>) {
             .await;
         };
         futures_lite::future::or(tick, woken).await;
-        beat(&ctx, live).await;
+        beat(&*ctx, live).await;
     }
 }
 
-async fn beat(ctx: &Ctx, live: &Live) {
-    let cluster = &ctx.cluster;
+async fn beat(ctx: &impl Host, live: &Live) {
+    let cluster = ctx.cluster();
     let Ok((counts, rooms)) = local_rooms(ctx).await else {
         return; // a shard is down: health says so, the process is about to exit
     };
@@ -215,7 +214,7 @@ async fn beat(ctx: &Ctx, live: &Live) {
 /// Rooms another node owns with at least as many live participants (a conflicting claim,
 /// after a split): this node stops serving them; requests go to the owner, and the event
 /// streams open here get `roomClosed {reason: "moved"}` so that their clients join again there.
-fn yielded(ctx: &Ctx, live: &Live, yielded: Vec<(String, String)>) {
+fn yielded(ctx: &impl Host, live: &Live, yielded: Vec<(String, String)>) {
     for (channel, owner) in yielded {
         if live.yielded.borrow_mut().insert(channel.clone()) {
             tracing::warn!(channel = %channel, owner = %owner, "room conflict settled toward another node: this copy is closed to requests");
@@ -223,20 +222,19 @@ fn yielded(ctx: &Ctx, live: &Live, yielded: Vec<(String, String)>) {
         }
         live.owned.borrow_mut().remove(&channel);
         live.cache.borrow_mut().insert(channel.clone(), owner);
-        ctx.hub.borrow_mut().close_room(&channel, "moved");
+        ctx.close_room(&channel, "moved");
     }
 }
 
 /// Removes the directory entries of rooms placed here long enough ago that are no longer in
 /// use: no participants, no event stream, no recent request.
-async fn sweep(ctx: &Ctx, live: &Live, old: Vec<String>, rooms: &HashMap<String, u64>) {
+async fn sweep(ctx: &impl Host, live: &Live, old: Vec<String>, rooms: &HashMap<String, u64>) {
     let now = Instant::now();
     let idle: Vec<String> = {
-        let hub = ctx.hub.borrow();
         let owned = live.owned.borrow();
         old.into_iter()
             .filter(|c| rooms.get(c).copied().unwrap_or(0) == 0)
-            .filter(|c| !hub.has_streams(c))
+            .filter(|c| !ctx.has_streams(c))
             .filter(|c| owned.get(c).is_none_or(|t| now - *t >= SWEEP_AGE))
             .collect()
     };
@@ -254,20 +252,20 @@ async fn sweep(ctx: &Ctx, live: &Live, old: Vec<String>, rooms: &HashMap<String,
         "directory entries of empty rooms removed"
     );
     let op = Op::Release {
-        id: ctx.cluster.identity.id.clone(),
+        id: ctx.cluster().identity.id.clone(),
         channels: idle,
     };
     if let Err(e) = live.store.call(op, REDIS_TIMEOUT).await {
         tracing::warn!("could not remove empty rooms from the directory: {e}");
-        ctx.cluster.redis_failed();
+        ctx.cluster().redis_failed();
     }
 }
 
 /// The drain (cluster mode): on the first SIGTERM the node is `draining` (no new rooms are
 /// placed on it; its rooms keep working and take joiners); it stops once its last room
 /// emptied, or at the drain timeout.
-pub(super) async fn drain(ctx: Rc<Ctx>) {
-    let Some(live) = &ctx.cluster.live else {
+pub(super) async fn drain<H: Host>(ctx: Rc<H>) {
+    let Some(live) = &ctx.cluster().live else {
         return;
     };
     if live.drain.recv_async().await.is_err() {
@@ -290,7 +288,7 @@ pub(super) async fn drain(ctx: Rc<Ctx>) {
             tracing::warn!("drain timeout reached: stopping with rooms still open");
             break;
         }
-        let Ok((_, rooms)) = local_rooms(&ctx).await else {
+        let Ok((_, rooms)) = local_rooms(&*ctx).await else {
             break;
         };
         if rooms.values().any(|&p| p > 0) {
@@ -300,6 +298,81 @@ pub(super) async fn drain(ctx: Rc<Ctx>) {
             break;
         }
     }
-    live.stopping.set();
+    (live.stopping)();
     let _ = live.stop.try_send(());
+}
+
+/// The registry's listing, as this node knows it.
+impl Cluster {
+    /// A node seen in a directory answer before the next listing.
+    pub(super) fn learn_node(&self, live: &Live, id: &str, entry: &str) {
+        if let Some(node) = parse_entry(entry, None) {
+            live.nodes
+                .borrow_mut()
+                .entry(id.to_string())
+                .or_insert(node);
+        }
+    }
+
+    /// The registry's listing: the nodes not lost. A node missing from it is lost (its cached
+    /// rooms are forgotten and the event streams proxied to it told) once this node's view of
+    /// Redis has been steady for a TTL; before that it is kept (Redis, or this node's link to
+    /// it, had a gap: the missing node gets a TTL to register again). A node listed with another
+    /// incarnation than before was restarted: its old rooms are gone as if it was lost.
+    pub(super) fn learn_nodes(&self, records: &[store::NodeRecord]) {
+        let Some(live) = &self.live else { return };
+        let old = live.nodes.borrow().clone();
+        let mut fresh: BTreeMap<String, Node> = records
+            .iter()
+            .filter_map(|r| {
+                let node =
+                    parse_entry(&r.entry, Some(r.rooms)).or_else(|| old.get(&r.id).cloned())?;
+                Some((r.id.clone(), node))
+            })
+            .collect();
+        let steady = live.steady.get().elapsed() >= TTL;
+        let mut lost = Vec::new();
+        for (id, node) in &old {
+            match fresh.get(id) {
+                None if steady => lost.push(id.clone()),
+                None => {
+                    fresh.insert(id.clone(), node.clone());
+                }
+                Some(now) if now.incarnation() != node.incarnation() && id != &self.identity.id => {
+                    tracing::warn!(node = %id, "cluster node restarted (a new incarnation): its rooms are gone");
+                    lost.push(id.clone());
+                }
+                Some(_) => {}
+            }
+        }
+        for id in &lost {
+            if !fresh.contains_key(id) {
+                tracing::warn!(node = %id, "cluster node lost (no heartbeat for a TTL)");
+            }
+            live.cache.borrow_mut().retain(|_, owner| owner != id);
+            for tx in live.lost.borrow_mut().remove(id).unwrap_or_default() {
+                let _ = tx.try_send(());
+            }
+        }
+        // Streams that ended on their own no longer wait for news of their owner.
+        live.lost.borrow_mut().retain(|_, streams| {
+            streams.retain(|tx| !tx.is_disconnected());
+            !streams.is_empty()
+        });
+        live.pool.set_nodes(fresh.values().map(|n| n.url.as_str()));
+        *live.nodes.borrow_mut() = fresh;
+    }
+
+    pub(super) fn node_url(&self, live: &Live, id: &str) -> Option<String> {
+        live.nodes.borrow().get(id).map(|n| n.url.clone())
+    }
+}
+
+fn parse_entry(entry: &str, placed: Option<u64>) -> Option<Node> {
+    let mut v: Value = serde_json::from_str(entry).ok()?;
+    let url = v.get("url")?.as_str()?.to_string();
+    if let Some(p) = placed {
+        v["placedRooms"] = json!(p);
+    }
+    Some(Node { url, entry: v })
 }

@@ -9,11 +9,11 @@ use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::directory::Place;
 use super::proxy::{within, ProxyError};
 use super::store::{Answer, Op};
-use super::{Cluster, Live, Place, HOP_HEADER, NODE_HEADER, REDIS_TIMEOUT, TTL};
-use crate::control::auth::Claims;
-use crate::control::{Body, Ctx, RequestBody, MAX_BODY};
+use super::{Cluster, Live, HOP_HEADER, NODE_HEADER, REDIS_TIMEOUT, TTL};
+use crate::http::{Body, RequestBody, MAX_BODY};
 use crate::sfu::api::ApiError;
 
 /// A proxied request gets the owner's whole answer within this...
@@ -55,13 +55,12 @@ struct Named {
 
 impl Cluster {
     /// Routes a request to its channel's owner. `segs`: the path under `/api/voice/`;
-    /// `claims`: the request's token, already checked.
+    /// `authorize`: whether the request's token (already checked) covers a channel.
     pub async fn route(
         &self,
         req: Request<Incoming>,
         segs: &[&str],
-        claims: &Option<Claims>,
-        ctx: &Ctx,
+        authorize: impl FnOnce(&str) -> Result<(), ApiError>,
         client: std::net::IpAddr,
     ) -> Result<Routed, ApiError> {
         let Some(live) = &self.live else {
@@ -72,7 +71,7 @@ impl Cluster {
                 (c.to_string(), req.map(Either::Left))
             }
             (&Method::POST, [_]) => {
-                crate::control::input::check_declared_length(req.headers())?;
+                crate::http::check_declared_length(req.headers())?;
                 let (parts, body) = req.into_parts();
                 let bytes = read_body(body).await?;
                 let named = serde_json::from_slice::<Named>(&bytes)
@@ -87,10 +86,10 @@ impl Cluster {
             _ => return Ok(Routed::Local(req.map(Either::Left))),
         };
         // Bad ids and requests outside the token are refused here, as the route would.
-        if crate::control::input::check_id("channelId", &channel).is_err() {
+        if crate::http::check_id("channelId", &channel).is_err() {
             return Ok(Routed::Local(req));
         }
-        ctx.guard.authorize(claims, &channel, None)?;
+        authorize(&channel)?;
         self.registered(live).await?;
         let hop = req.headers().contains_key(HOP_HEADER);
         // Only the requests that create a room place it; the others look its owner up.
@@ -383,7 +382,7 @@ async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            Err(crate::control::input::body_too_large())
+            Err(crate::http::body_too_large())
         }
         Ok(Err(e)) => Err(ApiError::bad_request(format!(
             "cannot read request body: {e}"

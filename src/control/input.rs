@@ -2,55 +2,17 @@
 //! path segments (percent-decoded) and the ids they carry (checked before any shard sees them).
 
 use http_body_util::BodyExt;
-use hyper::header;
 use hyper::Request;
 use serde::de::DeserializeOwned;
 
 use super::RequestBody;
+pub use crate::http::MAX_BODY;
+pub(crate) use crate::http::{body_too_large, check_declared_length, check_id};
 use crate::sfu::api::ApiError;
-
-/// Request bodies above this are refused with 413.
-pub const MAX_BODY: usize = 64 * 1024;
-/// Longest channelId / userId accepted.
-const MAX_ID_LEN: usize = 256;
-
-pub(crate) fn check_id(field: &str, value: &str) -> Result<(), ApiError> {
-    if value.is_empty() {
-        return Err(ApiError::bad_request(format!("{field} must not be empty")));
-    }
-    if value.len() > MAX_ID_LEN {
-        return Err(ApiError::bad_request(format!(
-            "{field} is longer than {MAX_ID_LEN} bytes"
-        )));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(format!(
-            "{field} contains control characters"
-        )));
-    }
-    Ok(())
-}
 
 pub(super) fn check_ids(channel_id: &str, user_id: &str) -> Result<(), ApiError> {
     check_id("channelId", channel_id)?;
     check_id("userId", user_id)
-}
-
-/// 413 for a body whose `Content-Length` declares more than [`MAX_BODY`] bytes (nothing of it
-/// is read; the connection closes after the reply).
-pub(crate) fn check_declared_length(headers: &hyper::HeaderMap) -> Result<(), ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match declared.is_some_and(|n| n > MAX_BODY as u64) {
-        true => Err(body_too_large()),
-        false => Ok(()),
-    }
-}
-
-pub(crate) fn body_too_large() -> ApiError {
-    ApiError::new(413, format!("request body is larger than {MAX_BODY} bytes"))
 }
 
 /// Reads a JSON body of at most [`MAX_BODY`] bytes; errors name the offending field. A body

@@ -1,4 +1,4 @@
-//! Limits on what clients may ask of choir, and their configuration.
+//! Limits on what clients may ask of choir (their flags are parsed in `crate::process::config`).
 //!
 //! - **Requests per second per client IP**: a token bucket per address on the control thread
 //!   (the address of the TCP peer: behind a reverse proxy that is the proxy, so raise or
@@ -26,48 +26,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::control::auth::Secret;
-use crate::process::config::{Bad, Cli, ConfigError};
-use crate::process::logging::LogFormat;
-use crate::sfu::api::ApiError;
-
-/// Which limit refused a request (the `limit` label of the refusal counter).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Limit {
-    RequestRate,
-    EventStreams,
-    Rooms,
-    RoomParticipants,
-}
-
-impl Limit {
-    pub const ALL: [Limit; 4] = [
-        Limit::RequestRate,
-        Limit::EventStreams,
-        Limit::Rooms,
-        Limit::RoomParticipants,
-    ];
-
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Limit::RequestRate => "request_rate",
-            Limit::EventStreams => "event_streams",
-            Limit::Rooms => "rooms",
-            Limit::RoomParticipants => "room_participants",
-        }
-    }
-
-    /// The refusal: 429 for a client's own excess, 503 when the server is full.
-    pub fn refuse(self, message: impl Into<String>) -> ApiError {
-        let status = match self {
-            Limit::RequestRate | Limit::EventStreams => 429,
-            Limit::Rooms | Limit::RoomParticipants => 503,
-        };
-        let mut e = ApiError::new(status, message);
-        e.limit = Some(self);
-        e
-    }
-}
+pub use crate::sfu::Limit;
 
 /// Configured limits; 0 means no limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -101,29 +60,6 @@ impl Default for Limits {
     }
 }
 
-/// The HTTP hygiene flags (flattened into [`Cli`]).
-#[derive(clap::Args, Debug, Clone)]
-pub struct HttpArgs {
-    /// Most concurrent API connections per client IP (0 = no limit); more are closed at once.
-    #[arg(
-        long,
-        env = "CHOIR_MAX_CONNECTIONS_PER_IP",
-        value_name = "N",
-        default_value = "256"
-    )]
-    pub max_connections_per_ip: String,
-
-    /// A connection that has not sent a whole request head this long after it opened (or
-    /// after its previous exchange) is closed.
-    #[arg(
-        long,
-        env = "CHOIR_HEADER_TIMEOUT",
-        value_name = "DURATION",
-        default_value = "30s"
-    )]
-    pub header_timeout: String,
-}
-
 /// Whether a route's requests take a token from the client's rate bucket. Health checks and
 /// scrapes come from the operator's tools; `leave` is cleanup, which is never refused;
 /// `OPTIONS` preflights are answered without work.
@@ -137,96 +73,6 @@ impl Limits {
         let shards = u32::try_from(shards.max(1)).unwrap_or(u32::MAX);
         self.max_rooms.div_ceil(shards)
     }
-}
-
-/// The hardening part of the configuration, validated.
-pub(crate) struct Hardening {
-    pub auth: Option<Secret>,
-    /// The auth secret's bytes (the cluster secret is derived from them when not set).
-    pub auth_bytes: Option<Vec<u8>>,
-    pub metrics_token: Option<String>,
-    pub limits: Limits,
-    pub log_format: LogFormat,
-    pub test_faults: bool,
-}
-
-pub(crate) fn parse_hardening(cli: &Cli, bad: Bad<'_>) -> Result<Hardening, ConfigError> {
-    let number = |id: &str, v: &str| -> Result<u32, ConfigError> {
-        v.trim()
-            .parse::<u32>()
-            .map_err(|_| bad(id, v, "not a count (0 = no limit)"))
-    };
-    let limits = Limits {
-        max_rooms: number("max_rooms", &cli.max_rooms)?,
-        max_room_participants: number("max_room_participants", &cli.max_room_participants)?,
-        rate_limit: number("rate_limit", &cli.rate_limit)?,
-        rate_burst: number("rate_burst", &cli.rate_burst)?,
-        max_event_streams_per_user: number(
-            "max_event_streams_per_user",
-            &cli.max_event_streams_per_user,
-        )?,
-        max_connections_per_ip: number("max_connections_per_ip", &cli.http.max_connections_per_ip)?,
-        header_timeout: crate::process::config::parse_duration(&cli.http.header_timeout)
-            .ok_or_else(|| {
-                bad(
-                    "header_timeout",
-                    &cli.http.header_timeout,
-                    "not a duration (e.g. 30s, 500ms)",
-                )
-            })?,
-    };
-    if limits.rate_limit > 0 && limits.rate_burst == 0 {
-        return Err(bad(
-            "rate_burst",
-            &cli.rate_burst,
-            "must be at least 1 when --rate-limit is set",
-        ));
-    }
-    let secret = match (&cli.auth_secret, &cli.auth_secret_file) {
-        (Some(_), Some(_)) => {
-            return Err(ConfigError(
-                "set only one of --auth-secret (CHOIR_AUTH_SECRET) and --auth-secret-file (CHOIR_AUTH_SECRET_FILE)".into(),
-            ))
-        }
-        (Some(s), None) => Some(("auth_secret", s.clone())),
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                bad("auth_secret_file", path,
-                    &format!("cannot read it: {e}"),
-                )
-            })?;
-            Some(("auth_secret_file", text,
-            ))
-        }
-        (None, None) => None,
-    };
-    let (auth, auth_bytes) = match secret {
-        None => (None, None),
-        // An empty value (CHOIR_AUTH_SECRET= in an env file) means "not set".
-        Some((_, s)) if s.trim().is_empty() => (None, None),
-        Some((id, s)) => (
-            Some(Secret::new(s.trim().as_bytes()).map_err(|why| bad(id, "<hidden>", &why))?),
-            Some(s.trim().as_bytes().to_vec()),
-        ),
-    };
-    let log_format = match cli.log_format.trim() {
-        "text" => LogFormat::Text,
-        "json" => LogFormat::Json,
-        other => return Err(bad("log_format", other, "not a log format (text, json)")),
-    };
-    let test_faults = matches!(
-        cli.test_faults.trim().to_ascii_lowercase().as_str(),
-        "1" | "true" | "yes" | "on"
-    );
-    let metrics_token = Some(cli.metrics_token.trim().to_string()).filter(|t| !t.is_empty());
-    Ok(Hardening {
-        auth,
-        auth_bytes,
-        metrics_token,
-        limits,
-        log_format,
-        test_faults,
-    })
 }
 
 /// Per-IP token buckets (requests per second, with a burst).

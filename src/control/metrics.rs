@@ -14,12 +14,11 @@
 use std::collections::BTreeMap;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Registry;
 
 use crate::control::limits::Limit;
+use crate::http::exposition::{counter, gauge};
 use crate::shard::ShardStats;
 
 /// The exposition formats `/metrics` speaks.
@@ -178,43 +177,6 @@ fn to_text_format(open_metrics: &str) -> String {
 }
 
 type Result = std::result::Result<(), std::fmt::Error>;
-
-/// One metric family: a name, help, and (labels, value) samples.
-pub(crate) fn counter(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    samples: impl IntoIterator<Item = (Vec<(&'static str, String)>, u64)>,
-) -> Result {
-    let mut family =
-        encoder.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
-    for (labels, value) in samples {
-        if labels.is_empty() {
-            // An unlabelled metric has one sample.
-            return ConstCounter::new(value).encode(family);
-        }
-        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
-}
-
-pub(crate) fn gauge(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    samples: impl IntoIterator<Item = (Vec<(&'static str, String)>, f64)>,
-) -> Result {
-    let mut family =
-        encoder.encode_descriptor(name, help, None, ConstGauge::new(0.0f64).metric_type())?;
-    for (labels, value) in samples {
-        if labels.is_empty() {
-            // An unlabelled metric has one sample.
-            return ConstGauge::new(value).encode(family);
-        }
-        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
-}
 
 fn shard_label(s: &ShardStats) -> Vec<(&'static str, String)> {
     vec![("shard", s.shard.to_string())]

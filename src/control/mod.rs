@@ -7,7 +7,6 @@ mod conn;
 mod demo;
 pub mod guard;
 pub(crate) mod input;
-pub(crate) mod io;
 pub mod limits;
 pub mod metrics;
 pub mod routes;
@@ -18,7 +17,6 @@ use std::pin::pin;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use glommio::net::TcpListener;
 use hyper::header::HeaderValue;
 use hyper::server::conn::http1;
@@ -27,14 +25,9 @@ use hyper::service::service_fn;
 use crate::sfu::api::RoomEvent;
 use crate::shard::{Command, ShardHandle};
 
+pub use crate::http::{Body, RequestBody};
 pub use input::{parse_json, MAX_BODY};
 pub use routes::Ctx;
-
-/// Response body type of every route (JSON or an SSE stream).
-pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::Infallible>;
-/// Request body as a route reads it: as received, or already read (cluster mode reads a POST
-/// body to find its channel).
-pub type RequestBody = http_body_util::Either<hyper::body::Incoming, http_body_util::Full<Bytes>>;
 
 /// How long connections get to finish after a shutdown starts.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -166,6 +159,28 @@ pub async fn serve(
     ctx.cluster.fatal().map_or(Ok(()), Err)
 }
 
+impl crate::cluster::Host for Ctx {
+    fn cluster(&self) -> &crate::cluster::Cluster {
+        &self.cluster
+    }
+
+    fn shards(&self) -> &[ShardHandle] {
+        &self.shards
+    }
+
+    fn max_rooms(&self) -> u32 {
+        self.guard.limits.max_rooms
+    }
+
+    fn has_streams(&self, channel: &str) -> bool {
+        self.hub.borrow().has_streams(channel)
+    }
+
+    fn close_room(&self, channel: &str, reason: &str) {
+        self.hub.borrow_mut().close_room(channel, reason);
+    }
+}
+
 /// Serves one API connection (`nodes_only`: admitted over its address's connection cap, for
 /// signed node-to-node requests only): HTTP/1.1 keep-alive, a deadline on each request head (from the
 /// connection's start or the end of the previous exchange: an idle connection is closed too),
@@ -186,7 +201,7 @@ async fn serve_connection(
         .keep_alive(true)
         .timer(conn::GlommioTimer)
         .header_read_timeout(header_timeout)
-        .serve_connection(io::HyperIo(stream), svc);
+        .serve_connection(crate::http::io::HyperIo(stream), svc);
     let mut closing = pin!(closing.into_recv_async());
     let mut draining = false;
     let result = std::future::poll_fn(|cx| {

@@ -229,7 +229,16 @@ async fn route(
         ["events", ..] => ctx.guard.authenticate(req.headers(), req.uri().query())?,
         _ => ctx.guard.authenticate(req.headers(), None)?,
     };
-    let req = match ctx.cluster.route(req, &segs, &claims, ctx, client).await? {
+    let req = match ctx
+        .cluster
+        .route(
+            req,
+            &segs,
+            |channel| ctx.guard.authorize(&claims, channel, None),
+            client,
+        )
+        .await?
+    {
         crate::cluster::Routed::Local(req) => req,
         crate::cluster::Routed::Remote(response) => return Ok(response),
     };

@@ -156,7 +156,7 @@ pub fn run(config: Config) -> Result<(), Failure> {
             config: config.cluster.clone(),
             drain: drain_rx,
             stop: cluster_stop.0,
-            stopping: cluster_stop.1,
+            stopping: Box::new(move || cluster_stop.1.set()),
         });
         let cluster = cluster::Cluster::new(identity, setup);
         let site = control::Site {

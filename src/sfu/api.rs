@@ -11,7 +11,7 @@ pub struct ApiError {
     pub status: u16,
     pub message: String,
     /// The limit that refused the request, if one did (counted by the control server).
-    pub limit: Option<crate::control::limits::Limit>,
+    pub limit: Option<super::Limit>,
 }
 
 impl ApiError {

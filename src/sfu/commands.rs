@@ -3,8 +3,8 @@
 use std::time::Instant;
 
 use super::transport::{Io, Transport, TransportParams};
+use super::Limit;
 use super::{new_id, random_u32, Consumer, Egress, Participant, Producer, Room, Sfu, TransportKey};
-use crate::control::limits::Limit;
 use crate::sfu::api::{
     ApiError, Audience, ConnectTransportRequest, ConsumeRequest, ConsumerOptions, Counts,
     CreateTransportRequest, Direction, Event, ParticipantRequest, ProduceRequest, ProducerInfo,

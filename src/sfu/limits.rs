@@ -1,9 +1,48 @@
-//! What a shard reports about its transports' states, and the room limits it enforces (see
-//! `crate::control::limits` for the whole set).
+//! What a shard reports about its transports' states, the room limits it enforces (see
+//! `crate::control::limits` for the whole set), and which limit refused a request.
 
 use serde::Serialize;
 
+use super::api::ApiError;
 use super::Sfu;
+
+/// Which limit refused a request (the `limit` label of the refusal counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Limit {
+    RequestRate,
+    EventStreams,
+    Rooms,
+    RoomParticipants,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 4] = [
+        Limit::RequestRate,
+        Limit::EventStreams,
+        Limit::Rooms,
+        Limit::RoomParticipants,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Limit::RequestRate => "request_rate",
+            Limit::EventStreams => "event_streams",
+            Limit::Rooms => "rooms",
+            Limit::RoomParticipants => "room_participants",
+        }
+    }
+
+    /// The refusal: 429 for a client's own excess, 503 when the server is full.
+    pub fn refuse(self, message: impl Into<String>) -> ApiError {
+        let status = match self {
+            Limit::RequestRate | Limit::EventStreams => 429,
+            Limit::Rooms | Limit::RoomParticipants => 503,
+        };
+        let mut e = ApiError::new(status, message);
+        e.limit = Some(self);
+        e
+    }
+}
 
 /// Transports by state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

@@ -35,7 +35,7 @@ use crate::wire::rtcp::ReceiveStats;
 use crate::wire::rtp::{ExtensionMap, SequenceMapper};
 
 pub use counters::Counters;
-pub use limits::{RoomLimits, TransportStates};
+pub use limits::{Limit, RoomLimits, TransportStates};
 pub use speaking::SpeakingSettings;
 pub use transport::Transport;
 

@@ -20,6 +20,7 @@ use crate::sfu::api::{
 };
 use crate::sfu::Counters;
 
+pub use ports::PortMode;
 pub use run::{in_loop_turn, spawn, ShardSetup};
 
 /// What the control server asks of a shard.

@@ -14,6 +14,16 @@ use crate::sfu::api::ApiError;
 const SOCKET_BUFFER: usize = 1 << 20;
 const TCP_BACKLOG: i32 = 128;
 
+/// How a shard's RTC ports are used (`--port-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PortMode {
+    /// One port per transport, from the shard's slice of the range.
+    PerTransport,
+    /// One UDP and one TCP port per shard: RTC_MIN_PORT + shard index.
+    Single,
+}
+
 /// What to bind on a port.
 #[derive(Clone, Debug)]
 pub struct Listen {

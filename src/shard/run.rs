@@ -22,10 +22,9 @@ use glommio::Placement;
 
 use super::batch::{RxBatch, TxBatch};
 use super::poll::{Doorbell, Wake, MAX_READY};
-use super::ports::{Bound, Listen, Ports};
+use super::ports::{Bound, Listen, PortMode, Ports};
 use super::sockets::{Kind, SocketEgress, Sockets};
 use super::{Command, Envelope, Reply, ShardHandle, ShardStats};
-use crate::process::config::PortMode;
 use crate::sfu::api::{ApiError, RoomEvent};
 use crate::sfu::{Announced, Path, Settings, Sfu, SocketId, TransportKey};
 use crate::wire::dtls::DtlsIdentity;

@@ -277,10 +277,10 @@ pub struct Cli {
     pub test_faults: String,
 
     #[command(flatten)]
-    pub http: crate::control::limits::HttpArgs,
+    pub http: super::limits::HttpArgs,
 
     #[command(flatten)]
-    pub cluster: crate::cluster::config::ClusterArgs,
+    pub cluster: super::cluster::ClusterArgs,
     /// Serve the try-it page at `/` (join a channel from a browser; embedded, no network).
     #[arg(
         long,

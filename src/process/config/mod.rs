@@ -7,9 +7,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 mod cli;
+mod cluster;
+mod limits;
 mod speaking;
 mod values;
 
+pub use crate::shard::PortMode;
 pub use cli::Cli;
 pub use values::parse_duration;
 use values::{as_millis, first_non_loopback_ipv4, parse_bool, parse_listen_ips};
@@ -68,15 +71,6 @@ fn is_set<T, S: serde::Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Erro
 pub struct ListenIp {
     pub ip: IpAddr,
     pub announced: IpAddr,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PortMode {
-    /// One port per transport, from the shard's slice of the range.
-    PerTransport,
-    /// One UDP and one TCP port per shard: RTC_MIN_PORT + shard index.
-    Single,
 }
 
 /// A configuration error: one line, naming the bad value.
@@ -265,9 +259,8 @@ impl Config {
         };
         tracing_subscriber::EnvFilter::try_new(&cli.log)
             .map_err(|e| bad("log", &cli.log, &e.to_string()))?;
-        let hardening = crate::control::limits::parse_hardening(cli, &bad)?;
-        let cluster =
-            crate::cluster::config::parse(&cli.cluster, &bad, hardening.auth_bytes.as_deref())?;
+        let hardening = limits::parse_hardening(cli, &bad)?;
+        let cluster = cluster::parse(&cli.cluster, &bad, hardening.auth_bytes.as_deref())?;
         let demo_page = parse_bool(&cli.demo_page).ok_or_else(|| {
             let why = "not a boolean (true/false)";
             bad("demo_page", &cli.demo_page, why)

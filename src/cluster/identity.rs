@@ -1,0 +1,54 @@
+//! Who this node is: its id, the URL other nodes reach it at, its region and incarnation.
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::config::{ClusterConfig, NodeUrl};
+
+/// Who this node is (also without cluster mode, for `GET /cluster`).
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub id: String,
+    pub url: String,
+    pub region: String,
+    /// This process's incarnation (random, new at every start): another process with the same
+    /// id is another incarnation, and its rooms are not this one's.
+    pub incarnation: String,
+}
+
+impl Identity {
+    /// This node's id and URL: configured, else from the hostname and the bound API address
+    /// (the listen IP when specific, else the announced IP).
+    pub fn new(config: &ClusterConfig, api: SocketAddr, announced: IpAddr) -> Identity {
+        let id = config
+            .node_id
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", hostname(), api.port()));
+        let url = config.node_url.clone().unwrap_or_else(|| NodeUrl {
+            host: if api.ip().is_unspecified() {
+                announced.to_string()
+            } else {
+                api.ip().to_string()
+            },
+            port: api.port(),
+        });
+        let mut b = [0u8; 8];
+        let _ = aws_lc_rs::rand::fill(&mut b);
+        Identity {
+            id,
+            url: url.to_string(),
+            region: config.region.clone(),
+            incarnation: format!("{:016x}", u64::from_be_bytes(b)),
+        }
+    }
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(h) if ok && !h.is_empty() => h.to_string(),
+        _ => "choir".into(),
+    }
+}
