@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 secs="${1:-600}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(stun rtp rtcp dtls srtp api_json)
+[ ${#targets[@]} -gt 0 ] || targets=(stun rtp rtcp dtls srtp relay api_json)
 mkdir -p fuzz/logs
 # -O: optimized; -a: debug assertions and overflow checks on (an overflow is a crash).
 cargo +nightly fuzz build -O -a

@@ -20,6 +20,8 @@ use crate::sfu::ortc::{self, RtpCapabilities};
 use crate::wire::demux::{classify, PacketKind};
 use crate::wire::dtls::{DtlsEvent, DtlsIdentity, DtlsRole, DtlsTransport, Fingerprint};
 use crate::wire::ice::{IceLite, StunOutcome};
+use crate::wire::relay::payload::Payload;
+use crate::wire::relay::{self, Header, LinkKey, Receiver, HEADER_LEN};
 use crate::wire::rtcp::{self, RtcpPacket};
 use crate::wire::rtp::{self, ExtensionMap};
 use crate::wire::srtp::{SrtpProfile, SrtpSession};
@@ -237,15 +239,15 @@ pub fn dtls(data: &[u8]) {
     let mut now = t0;
     for _ in 0..12 {
         now += Duration::from_millis(5);
-        relay(&mut a, &mut b, &mut tamper, &mut buf, now);
-        relay(&mut b, &mut a, &mut tamper, &mut buf, now);
+        relay_flight(&mut a, &mut b, &mut tamper, &mut buf, now);
+        relay_flight(&mut b, &mut a, &mut tamper, &mut buf, now);
         a.handle_timeout(now);
         b.handle_timeout(now);
     }
 }
 
 /// Hands `from`'s datagrams to `to`, each altered as the next tamper pair says.
-fn relay(
+fn relay_flight(
     from: &mut DtlsTransport,
     to: &mut DtlsTransport,
     tamper: &mut std::slice::ChunksExact<'_, u8>,
@@ -319,6 +321,68 @@ pub fn srtp(data: &[u8]) {
             } else {
                 rx.unprotect_rtp(&mut buf[..len])
             };
+        }
+    }
+}
+
+/// The link id of the fuzzed relay receiver (seed inputs use it).
+pub const RELAY_LINK: u32 = 0x0a0b_0c0d;
+/// The key of the fuzzed relay link.
+pub const RELAY_KEY: [u8; 32] = [0x3c; 32];
+
+/// Relay link datagrams ([`relay`]) and their payloads. The whole input is first parsed as a
+/// payload and opened as a datagram, as is. Then it is read as records `flags, delta, len,
+/// bytes`: the sequence number moves by `delta` (signed) times a scale (flags bits 3-4: 1, 64,
+/// 2^20, 2^57); flags bit 0: seal the bytes as a plaintext under that sequence number first (a
+/// valid datagram, else they are the datagram); bit 1: then flip one of its bits (bits 5-7 and
+/// `delta` pick which); bit 2: open it twice (a replay). Each goes to the link's [`Receiver`];
+/// what opens is parsed as a payload, and a media payload's RTP packet with `rtp::parse`.
+pub fn relay(data: &[u8]) {
+    let _ = Payload::parse(data);
+    let (Some(tx_key), Some(rx_key)) = (LinkKey::new(&RELAY_KEY), LinkKey::new(&RELAY_KEY)) else {
+        panic!("a 32-octet key is a key");
+    };
+    let mut buf = [0u8; 2048];
+    let n = data.len().min(buf.len());
+    buf[..n].copy_from_slice(&data[..n]);
+    let _ = relay::header(&buf[..n]);
+    let _ = relay::open(&rx_key, &mut buf[..n]);
+    let mut rx = Receiver::new(rx_key, RELAY_LINK);
+
+    let mut seq = 0u64;
+    let mut rest = data;
+    while let [flags, delta, len, tail @ ..] = rest {
+        let n = usize::from(*len).min(tail.len());
+        let (bytes, next) = tail.split_at(n);
+        rest = next;
+        let scale = [1i64, 64, 1 << 20, 1 << 57][usize::from((flags >> 3) & 3)];
+        seq = seq.saturating_add_signed(i64::from(*delta as i8).saturating_mul(scale));
+        let mut len = bytes.len();
+        if flags & 1 == 1 {
+            buf[HEADER_LEN..HEADER_LEN + len].copy_from_slice(bytes);
+            let header = Header {
+                link_id: RELAY_LINK,
+                seq,
+            };
+            match relay::seal_in_place(&tx_key, header, &mut buf, len) {
+                Some(sealed) => len = sealed,
+                None => continue,
+            }
+            if flags & 2 == 2 {
+                let at = (usize::from(flags >> 5) * 5 + usize::from(*delta)) % len;
+                buf[at] ^= 1 << (delta % 8);
+            }
+        } else {
+            buf[..len].copy_from_slice(bytes);
+        }
+        let copy = buf;
+        for _ in 0..if flags & 4 == 4 { 2 } else { 1 } {
+            buf = copy;
+            if let Ok((_, plaintext)) = rx.open(&mut buf[..len]) {
+                if let Ok(Payload::Media { rtp, .. }) = Payload::parse(plaintext) {
+                    let _ = rtp::parse(rtp);
+                }
+            }
         }
     }
 }

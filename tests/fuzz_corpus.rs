@@ -12,12 +12,13 @@ use choir::fuzzing;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 6] = [
+const TARGETS: [(&str, Target); 7] = [
     ("stun", fuzzing::stun),
     ("rtp", fuzzing::rtp),
     ("rtcp", fuzzing::rtcp),
     ("dtls", fuzzing::dtls),
     ("srtp", fuzzing::srtp),
+    ("relay", fuzzing::relay),
     ("api_json", fuzzing::api_json),
 ];
 
@@ -77,6 +78,11 @@ fn dtls_corpus() {
 #[test]
 fn srtp_corpus() {
     replay("srtp", fuzzing::srtp);
+}
+
+#[test]
+fn relay_corpus() {
+    replay("relay", fuzzing::relay);
 }
 
 #[test]
@@ -214,6 +220,53 @@ fn write_seeds() {
         s.extend_from_slice(&[0x80; 20]);
         seeds.push(("srtp", ["cm", "gcm128", "gcm256"][usize::from(profile)], s));
     }
+
+    // Relay link: a datagram sealed under the fuzzed link's key (opened whole), a media
+    // payload alone, and records sealing keepalives and media in order, reordered, replayed,
+    // tampered with and jumping past the window and to the end of the sequence space.
+    let relay_key = choir::wire::relay::LinkKey::new(&fuzzing::RELAY_KEY).unwrap();
+    let mut media = [0u8; 64];
+    let media_len = choir::wire::relay::payload::Payload::Media {
+        stream: 3,
+        rtp: &rtp_packet,
+    }
+    .write(&mut media)
+    .unwrap();
+    let media = &media[..media_len];
+    let mut keepalive = [0u8; 16];
+    let keepalive_len = choir::wire::relay::payload::Payload::Keepalive {
+        sent_at_micros: 20_000,
+    }
+    .write(&mut keepalive)
+    .unwrap();
+    let keepalive = &keepalive[..keepalive_len];
+    let mut sealed = [0u8; 128];
+    let header = choir::wire::relay::Header {
+        link_id: fuzzing::RELAY_LINK,
+        seq: 5,
+    };
+    let n = choir::wire::relay::seal(&relay_key, header, media, &mut sealed).unwrap();
+    seeds.push(("relay", "sealed_datagram", sealed[..n].to_vec()));
+    seeds.push(("relay", "media_payload", media.to_vec()));
+    let mut records = Vec::new();
+    let mut record = |flags: u8, delta: i8, plaintext: &[u8]| {
+        records.extend_from_slice(&[flags, delta as u8, plaintext.len() as u8]);
+        records.extend_from_slice(plaintext);
+    };
+    record(1, 0, keepalive); // seq 0
+    record(1, 2, media); // 2
+    record(1, -1, media); // 1: reordered
+    record(1 | 4, 1, media); // 2 again, twice: replayed
+    record(1 | 2 | 0x20, 1, media); // 3, tampered
+    record(1, 0, media); // 3, genuine
+    record(1 | 8, 20, keepalive); // + 1280: past the window
+    record(1, -100, media); // inside the window
+    record(1 | 8, -40, media); // too old
+    record(0, 0, &sealed[..n]); // as is: seq 5, too old by now
+    record(1 | 0x18, 127, keepalive); // 2^63 - 1 (saturated)
+    record(1 | 0x18, 127, keepalive); // u64::MAX, the end of the sequence space
+    record(1, 0, media); // u64::MAX again: replayed
+    seeds.push(("relay", "records", records));
 
     // API bodies, as mediasoup-client sends them.
     seeds.push((

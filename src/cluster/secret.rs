@@ -131,6 +131,20 @@ impl Secret {
             client,
         })
     }
+
+    /// A 32-octet key for `label` and `parts` (say, a cascade link's key for one direction:
+    /// label `"cascade link"`, parts the sender's and receiver's node ids and incarnations and
+    /// the link id). It is the length-prefixed `tag` of `label` and `parts` under
+    /// a key of its own, HMAC-SHA256 of the cluster key over a fixed string: no MAC that
+    /// [`sign`](Self::sign) or [`hop`](Self::hop) puts on the wire, whatever its label, is ever
+    /// a derived key (their input starts with a length, this one with that string).
+    pub fn derive_key(&self, label: &str, parts: &[&[u8]]) -> [u8; 32] {
+        let root = hmac::sign(&self.0, b"choir cluster key derivation v1");
+        let derived = Secret(hmac::Key::new(hmac::HMAC_SHA256, root.as_ref())).tag(label, parts);
+        let mut key = [0u8; 32];
+        key.copy_from_slice(derived.as_ref());
+        key
+    }
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -195,5 +209,48 @@ mod tests {
             .check_hop(&h, "GET", "/api/voice/producers/c/u", t0)
             .is_err());
         assert!(Secret::new(b"short").is_err());
+    }
+
+    #[test]
+    fn derived_keys_differ_by_secret_label_parts_and_from_macs() {
+        let s = Secret::new(&[7u8; 32]).unwrap();
+        let parts: [&[u8]; 3] = [b"node-a", b"node-b", &7u32.to_be_bytes()];
+        let k = s.derive_key("cascade link", &parts);
+        assert_eq!(k, s.derive_key("cascade link", &parts), "deterministic");
+        assert_eq!(
+            k,
+            Secret::new(&[7u8; 32])
+                .unwrap()
+                .derive_key("cascade link", &parts),
+            "the same on every node with the secret"
+        );
+        let differ = [
+            Secret::new(&[8u8; 32])
+                .unwrap()
+                .derive_key("cascade link", &parts),
+            s.derive_key("cascade linK", &parts),
+            s.derive_key("cascade link", &[b"node-b", b"node-a", &7u32.to_be_bytes()]),
+            s.derive_key("cascade link", &[b"node-a", b"node-b", &8u32.to_be_bytes()]),
+            // Length prefixes: moving a boundary between parts changes the key.
+            s.derive_key("cascade link", &[b"node-an", b"ode-b", &7u32.to_be_bytes()]),
+            s.derive_key("cascade link", &parts[..2]),
+        ];
+        for (i, other) in differ.iter().enumerate() {
+            assert_ne!(&k, other, "case {i}");
+        }
+        // Not the MAC that `sign` would publish for the same label and parts.
+        assert_ne!(hex(&k), s.sign("cascade link", &parts));
+        // HMAC-SHA256 under HMAC-SHA256(secret, fixed string), over length-prefixed input.
+        let root = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, &[7u8; 32]),
+            b"choir cluster key derivation v1",
+        );
+        let mut input = Vec::new();
+        for p in [&b"cascade link"[..]].into_iter().chain(parts) {
+            input.extend_from_slice(&(p.len() as u64).to_be_bytes());
+            input.extend_from_slice(p);
+        }
+        let expected = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, root.as_ref()), &input);
+        assert_eq!(&k[..], expected.as_ref());
     }
 }
