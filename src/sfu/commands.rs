@@ -305,7 +305,6 @@ impl Sfu {
             red: negotiated.red,
             budget: Default::default(),
             reported_loss: Default::default(),
-            nacked: Default::default(),
         };
         let ck = self.consumers.insert(consumer);
         let producer = &mut self.producers[pk];

@@ -254,10 +254,7 @@ impl Sfu {
                             .iter()
                             .find(|&&ck| self.consumers[ck].ssrc == block.ssrc)
                         {
-                            Some(&ck) => {
-                                let c = &mut self.consumers[ck];
-                                c.reported_loss.on_report(&block, c.nacked.count, now);
-                            }
+                            Some(&ck) => self.consumers[ck].reported_loss.on_report(&block, now),
                             None => self.counters.drop("rtcp", "rr_unknown_ssrc"),
                         }
                     }

@@ -144,10 +144,8 @@ struct Consumer {
     /// The consumer negotiated RED: its packets carry the frames before them (`crate::sfu::red`).
     red: bool,
     budget: nack::Budget,
-    /// The loss the listener's Receiver Reports and NACKs give for this stream.
+    /// The loss the listener's Receiver Reports give for this stream.
     reported_loss: crate::wire::rtcp::ReportedLoss,
-    /// Packets the listener NACKed, each counted once: its loss before repair.
-    nacked: nack::Nacked,
 }
 
 /// One shard's media core.

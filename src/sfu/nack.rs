@@ -69,27 +69,6 @@ impl Budget {
     }
 }
 
-/// The packets of one consumer stream its listener NACKed, each counted once (its requests
-/// repeat a packet until it comes; a number above every one asked for before is new).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Nacked {
-    pub count: u32,
-    highest: Option<u16>,
-}
-
-impl Nacked {
-    /// Notes a request for outgoing sequence number `seq`.
-    pub fn on_request(&mut self, seq: u16) {
-        if self
-            .highest
-            .is_none_or(|h| (1..0x8000).contains(&seq.wrapping_sub(h)))
-        {
-            self.highest = Some(seq);
-            self.count = self.count.wrapping_add(1);
-        }
-    }
-}
-
 #[derive(Clone, Copy, Debug)]
 struct Missing {
     seq: u16,
@@ -103,11 +82,6 @@ struct Missing {
 pub struct Gaps {
     highest: Option<u16>,
     missing: [Option<Missing>; TRACKED],
-    /// Numbers found missing, less those that came late before being asked for (reordered):
-    /// the leg's loss before repair, which the speaker's encoder sizes its FEC by.
-    missed: u32,
-    /// `missed` and the extended highest sequence number at the last [`Gaps::loss_since`].
-    prior: Option<(u32, u32)>,
 }
 
 /// What [`Gaps::on_packet`] learnt from a packet.
@@ -138,7 +112,6 @@ impl Gaps {
                 self.missing = [None; TRACKED];
                 return Arrival::Plain;
             }
-            self.missed = self.missed.wrapping_add(u32::from(ahead - 1));
             // Only the newest TRACKED numbers of a long gap are worth asking for.
             let first = ahead.saturating_sub(TRACKED as u16).max(1);
             for d in first..ahead {
@@ -156,8 +129,6 @@ impl Gaps {
                 if tries > 0 {
                     Arrival::Repaired
                 } else {
-                    // Reordered, not lost.
-                    self.missed = self.missed.wrapping_sub(1);
                     Arrival::Plain
                 }
             }
@@ -178,23 +149,6 @@ impl Gaps {
             }
         };
         *slot = Some(Missing { seq, due, tries: 0 });
-    }
-
-    /// The fraction (in 1/256) of the packets up to extended sequence number `highest` that
-    /// were missing before repair, since the previous call: what a Receiver Report's fraction
-    /// lost would say without NACK (RFC 3550 §6.4.1). `None` on the first call.
-    pub fn loss_since(&mut self, highest: u32) -> Option<u8> {
-        let prior = self.prior.replace((self.missed, highest));
-        let (missed, at) = prior?;
-        let expected = highest.wrapping_sub(at);
-        let lost = self.missed.wrapping_sub(missed);
-        if expected == 0 || expected >= 1 << 31 || lost >= 1 << 31 {
-            return Some(0);
-        }
-        Some(
-            u8::try_from((u64::from(lost.min(expected)) << 8) / u64::from(expected))
-                .unwrap_or(u8::MAX),
-        )
     }
 
     /// The numbers to ask for now, ascending from the oldest; each is asked for again after
@@ -267,7 +221,6 @@ impl Sfu {
                 counters.drop("nack", if ahead { "not_received" } else { "too_old" });
                 continue;
             };
-            c.nacked.on_request(out_seq);
             let Some(history) = producers[c.producer].history.as_deref() else {
                 counters.drop("nack", "not_received");
                 continue;
@@ -406,49 +359,5 @@ mod tests {
         assert_eq!(due, std::array::from_fn(|i| 44 + i as u16));
         g.on_packet(5000, t0);
         assert_eq!(g.due(t0 + ms(500), &mut due), 0);
-    }
-
-    #[test]
-    fn the_loss_before_repair_counts_gaps_once_and_reordering_not_at_all() {
-        let t0 = Instant::now();
-        let mut g = Gaps::default();
-        g.on_packet(1000, t0);
-        assert_eq!(
-            g.loss_since(1000),
-            None,
-            "the first call starts the interval"
-        );
-        // 1001..=1100 with 1010, 1020, ..., 1100 missing (10 of 100); 1050 only reordered.
-        for seq in 1001..=1100u16 {
-            if seq % 10 != 0 {
-                g.on_packet(seq, t0 + ms(20));
-            }
-        }
-        g.on_packet(1101, t0 + ms(20));
-        assert_eq!(
-            g.on_packet(1050, t0 + ms(25)),
-            Arrival::Plain,
-            "before the wait"
-        );
-        // 9 lost of 101: 22.8 / 256.
-        assert_eq!(g.loss_since(1101), Some(22));
-        // Their retransmissions do not make the loss before repair smaller.
-        let mut due = [0u16; TRACKED];
-        assert_eq!(g.due(t0 + ms(60), &mut due), 9);
-        assert_eq!(g.on_packet(1010, t0 + ms(80)), Arrival::Repaired);
-        g.on_packet(1102, t0 + ms(80));
-        assert_eq!(g.loss_since(1102), Some(0));
-        assert_eq!(g.loss_since(1102), Some(0), "nothing new");
-    }
-
-    #[test]
-    fn a_packet_nacked_again_and_again_counts_once() {
-        let mut n = Nacked::default();
-        for seq in [10u16, 11, 10, 11, 12, 10, 65_535] {
-            n.on_request(seq);
-        }
-        assert_eq!(n.count, 3, "10, 11, 12; 65535 is behind them");
-        n.on_request(65_535u16.wrapping_add(30));
-        assert_eq!(n.count, 4, "across the wrap");
     }
 }

@@ -2,9 +2,7 @@
 //! per consumer stream, a Receiver Report (+ SDES CNAME) about each producer stream. The
 //! Receiver Report's cumulative loss is the speaker's own leg's; its fraction lost is the worse
 //! of that leg's and its listeners' ([`downstream_loss`]): libwebrtc feeds the fraction to the
-//! Opus encoder, which sends in-band FEC only while it is above zero (RFC 6716 §2.1.7). Both
-//! are losses before repair: where NACK repaired a leg, the packets missing before the repair
-//! count, because FEC must cover what NACK repairs late (the listener's jitter buffer waits).
+//! Opus encoder, which sends in-band FEC only while it is above zero (RFC 6716 §2.1.7).
 
 use std::time::Instant;
 
@@ -79,12 +77,6 @@ impl Sfu {
                     .iter()
                     .filter_map(|&ck| self.consumers[ck].reported_loss.fraction(now));
                 block.fraction_lost = block.fraction_lost.max(downstream_loss(listeners));
-                // With NACK the own leg's report counts repaired packets as received; the
-                // encoder must cover the loss before repair.
-                if let Some(gaps) = p.gaps.as_deref_mut() {
-                    let before_repair = gaps.loss_since(block.highest_sequence).unwrap_or(0);
-                    block.fraction_lost = block.fraction_lost.max(before_repair);
-                }
                 let buf = &mut self.scratch[..];
                 let Some(n) = rtcp::write_receiver_report(buf, t.rtcp_ssrc, &[block]) else {
                     continue;

@@ -1,9 +1,5 @@
 //! The loss a receiver reports about a stream we send, smoothed over about a second of packets.
 //!
-//! A receiver that NACKs reports its loss after repair; the packets it asked for tell its loss
-//! before repair, which is what forward error correction must cover, so each interval's loss is
-//! the larger of the two (the caller counts the requests, each packet once).
-//!
 //! A report block's own fraction lost covers whatever interval the receiver chose since its
 //! previous report (RFC 3550 §6.4.1): a few hundred milliseconds for some peers, 5 s for an
 //! audio receiver in libwebrtc; over short intervals it jumps between 0 and several times the
@@ -25,29 +21,24 @@ pub const MAX_AGE: Duration = Duration::from_secs(10);
 /// A receiver's loss about one stream we send, from its report blocks.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ReportedLoss {
-    /// The last report: when, its extended highest sequence number, cumulative loss, and the
-    /// packets NACKed by then.
-    last: Option<(Instant, u32, i32, u32)>,
+    /// The last report: when, its extended highest sequence number and cumulative loss.
+    last: Option<(Instant, u32, i32)>,
     /// The average loss rate, in 1/256 (the report blocks' unit) × 256.
     average: Option<i64>,
 }
 
 impl ReportedLoss {
-    /// Notes a report block about the stream, received at `now`, when the receiver had
-    /// NACKed `nacked` distinct packets of it (0 for one that does not NACK).
-    pub fn on_report(&mut self, block: &ReportBlock, nacked: u32, now: Instant) {
+    /// Notes a report block about the stream, received at `now`.
+    pub fn on_report(&mut self, block: &ReportBlock, now: Instant) {
         let (highest, lost) = (block.highest_sequence, block.cumulative_lost);
         let rate = match self.last {
             // The first report: its own fraction, as if it covered a second.
             None => Some((i64::from(block.fraction_lost) << 8, SPAN_PACKETS)),
-            Some((_, h, l, n)) => {
+            Some((_, h, l)) => {
                 let expected = i64::from(highest.wrapping_sub(h));
                 // Nothing new (or the numbers went back): no sample.
                 (expected > 0 && expected < 1 << 31).then(|| {
-                    let asked = i64::from(nacked.wrapping_sub(n));
-                    let lost = (i64::from(lost) - i64::from(l))
-                        .max(asked)
-                        .clamp(0, expected);
+                    let lost = (i64::from(lost) - i64::from(l)).clamp(0, expected);
                     ((lost << 16) / expected, expected)
                 })
             }
@@ -57,13 +48,13 @@ impl ReportedLoss {
             let average = self.average.unwrap_or(rate);
             self.average = Some(average + (rate - average) * weight / SPAN_PACKETS);
         }
-        self.last = Some((now, highest, lost, nacked));
+        self.last = Some((now, highest, lost));
     }
 
     /// The average fraction lost (in 1/256); `None` without a report in the last
     /// [`MAX_AGE`].
     pub fn fraction(&self, now: Instant) -> Option<u8> {
-        let (at, ..) = self.last?;
+        let (at, _, _) = self.last?;
         if now.saturating_duration_since(at) > MAX_AGE {
             return None;
         }
@@ -97,7 +88,7 @@ mod tests {
         let t0 = Instant::now();
         let mut r = ReportedLoss::default();
         assert_eq!(r.fraction(t0), None);
-        r.on_report(&block(100, 0, 0), 0, t0);
+        r.on_report(&block(100, 0, 0), t0);
         assert_eq!(r.fraction(t0), Some(0), "one report: its own fraction");
         // Every 400 ms, 20 packets: 0 or 4 lost in turn (10 %), the fractions jump 0 ↔ 51; the
         // average settles at 10 % within a point.
@@ -108,7 +99,7 @@ mod tests {
                 lost += 4;
             }
             let at = t0 + ms(400 * u64::from(i));
-            r.on_report(&block(100 + 20 * i, lost, fraction), 0, at);
+            r.on_report(&block(100 + 20 * i, lost, fraction), at);
             if i >= 60 {
                 let f = r.fraction(at).unwrap();
                 assert!((23..=29).contains(&f), "{i}: {f}");
@@ -122,29 +113,18 @@ mod tests {
     fn reports_five_seconds_apart_each_replace_the_average() {
         let t0 = Instant::now();
         let mut r = ReportedLoss::default();
-        r.on_report(&block(1000, 10, 0), 0, t0);
-        r.on_report(&block(1250, 35, 25), 0, t0 + ms(5000));
+        r.on_report(&block(1000, 10, 0), t0);
+        r.on_report(&block(1250, 35, 25), t0 + ms(5000));
         assert_eq!(r.fraction(t0 + ms(5000)), Some(26), "25 of 250");
         // No packets since: the rate stays what it was; fewer lost (duplicates): none lost.
-        r.on_report(&block(1250, 35, 0), 0, t0 + ms(10_000));
+        r.on_report(&block(1250, 35, 0), t0 + ms(10_000));
         assert_eq!(r.fraction(t0 + ms(10_000)), Some(26));
-        r.on_report(&block(1500, 30, 0), 0, t0 + ms(15_000));
+        r.on_report(&block(1500, 30, 0), t0 + ms(15_000));
         assert_eq!(r.fraction(t0 + ms(15_000)), Some(0));
-        // A receiver that NACKs: repaired, it reports no loss; its requests tell the loss.
-        let mut r = ReportedLoss::default();
-        r.on_report(&block(1000, 0, 0), 7, t0);
-        r.on_report(&block(1250, 0, 0), 32, t0 + ms(5000));
-        assert_eq!(r.fraction(t0 + ms(5000)), Some(26), "25 asked for of 250");
-        r.on_report(&block(1500, 5, 0), 32, t0 + ms(10_000));
-        assert_eq!(
-            r.fraction(t0 + ms(10_000)),
-            Some(5),
-            "5 not repaired, none asked for"
-        );
         // Across the wrap of the extended sequence number.
         let mut r = ReportedLoss::default();
-        r.on_report(&block(u32::MAX - 149, 0, 0), 0, t0);
-        r.on_report(&block(100, 25, 0), 0, t0 + ms(5000));
+        r.on_report(&block(u32::MAX - 149, 0, 0), t0);
+        r.on_report(&block(100, 25, 0), t0 + ms(5000));
         assert_eq!(r.fraction(t0 + ms(5000)), Some(26), "25 of 250");
     }
 }
