@@ -352,3 +352,101 @@ fn removing_a_link_closes_its_remote_producers() {
         1
     );
 }
+
+#[test]
+fn a_remote_speaker_is_detected_from_its_relayed_audio_level() {
+    let mut m = Mesh::new(2, CH);
+    let speaker = m.nodes[0].join(CH, "speaker", true);
+    let listener = m.nodes[1].join(CH, "listener", false);
+    m.announce(CH);
+    let pid = producer_id(&m, 0, speaker);
+    m.nodes[1].consume_id(CH, listener, &pid, false, false);
+    m.settle();
+    events(&mut m, 1);
+    // One second of loud packets (level −5 dBov), 20 ms apart; both nodes' timers run.
+    for seq in 0..50 {
+        for lb in m.nodes.iter_mut() {
+            lb.now += std::time::Duration::from_millis(20);
+        }
+        m.speak(0, speaker, seq);
+        for lb in m.nodes.iter_mut() {
+            let now = lb.now;
+            lb.sfu.handle_timeout(now, &mut loopback::Queue::default());
+        }
+    }
+    let seen = events(&mut m, 1);
+    assert!(
+        seen.iter().any(|e| matches!(e, Event::SpeakingChanged { user_id, speaking: true, .. } if user_id == "speaker")),
+        "{seen:?}"
+    );
+    assert!(seen.contains(&Event::DominantSpeaker {
+        user_id: "speaker".into(),
+        producer_id: pid.clone()
+    }));
+    assert!(m.nodes[1].sfu.list_producers(CH, "listener").unwrap()[0].speaking);
+    // The remote user is no participant of B: leave, produce and pause do not apply to it.
+    let leave = choir::sfu::api::ParticipantRequest {
+        channel_id: CH.into(),
+        user_id: "speaker".into(),
+    };
+    assert_eq!(m.nodes[1].sfu.leave(&leave).unwrap_err().status, 404);
+    let pause = ProducerRequest {
+        channel_id: CH.into(),
+        user_id: "speaker".into(),
+        producer_id: pid,
+    };
+    assert_eq!(
+        m.nodes[1]
+            .sfu
+            .set_producer_paused(&pause, true)
+            .unwrap_err()
+            .status,
+        404
+    );
+    assert_eq!(m.nodes[1].sfu.counts().participants, 1);
+}
+
+#[test]
+fn a_local_listener_nacks_a_remote_producer_from_the_local_history() {
+    let mut m = Mesh::new(2, CH);
+    let speaker = m.nodes[0].join(CH, "speaker", true);
+    let listener = m.nodes[1].join(CH, "listener", false);
+    m.announce(CH);
+    let pid = producer_id(&m, 0, speaker);
+    let ssrc = m.nodes[1].consume_id(CH, listener, &pid, true, false);
+    m.settle();
+    let mut sent = Vec::new();
+    for seq in 0..10 {
+        let (_, hops) = m.speak_hops(0, speaker, seq);
+        if seq == 4 {
+            // Node B gets it; the listener's leg loses it.
+            let mut d = hops[0].2.clone();
+            let lb = &mut m.nodes[1];
+            let now = lb.now;
+            let mut q = loopback::Queue::default();
+            lb.sfu
+                .on_link_datagram(cascade::PORT, cascade::addr(0), &mut d, now, &mut q);
+            assert_eq!(q.0.len(), 1);
+            continue;
+        }
+        for (_, _, p) in m.carry(hops) {
+            sent.push(seq_of(&p));
+        }
+    }
+    let lost = sent[3].wrapping_add(1);
+    assert_eq!(sent[4], lost.wrapping_add(1), "the listener missed one");
+    let mut buf = [0u8; 256];
+    let n = choir::wire::rtcp::write_nack(&mut buf, 0x77, ssrc, [lost]).unwrap();
+    let q = m.nodes[1].send_rtcp(listener, false, &buf[..n]);
+    let again = m.nodes[1].deliver(q);
+    assert_eq!(again.len(), 1, "{:?}", m.nodes[1].sfu.counters());
+    assert_eq!(seq_of(&again[0].1), lost);
+    let payload_4 = payload(&m, 0, speaker, 4);
+    assert_eq!(
+        &again[0].1[again[0].1.len() - 100..],
+        &payload_4[..],
+        "retransmitted by node B"
+    );
+    assert_eq!(m.nodes[1].sfu.counters().rtp_retransmitted, 1);
+    assert_eq!(m.hops.get(&(1, 0)), None, "nothing asked of node A");
+}

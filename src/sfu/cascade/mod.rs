@@ -50,6 +50,11 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What [`Sfu::add_link`] needs: the ids, keys and addresses both ends agreed on. Its `Debug`
 /// shows no key.
+///
+/// A link's sequence numbers (the AES-GCM nonces) start at 0 and its replay window empty, so a
+/// key must never serve two links: one given again after [`Sfu::remove_link`] would reuse
+/// nonces and let old datagrams replay. Derive fresh keys for every link (e.g. with a fresh
+/// link id or incarnation in the derivation, see [`crate::wire::relay`]).
 #[derive(Clone)]
 pub struct LinkParams {
     pub channel_id: String,
@@ -315,7 +320,9 @@ impl Sfu {
     }
 
     /// Handles one datagram that arrived on the shard's port `local_port` from `from` and is a
-    /// relay datagram (first octet [`relay::KIND`]). It is decrypted in place.
+    /// relay datagram (first octet [`relay::KIND`]; the shell demultiplexes on it, since
+    /// [`crate::wire::demux::classify`] calls it unknown). It is decrypted in place and counted
+    /// in `datagramsIn` / `bytesIn` like a client's.
     pub fn on_link_datagram(
         &mut self,
         local_port: u16,
@@ -324,6 +331,8 @@ impl Sfu {
         now: Instant,
         out: &mut impl Egress,
     ) {
+        self.counters.datagrams_in += 1;
+        self.counters.bytes_in += datagram.len() as u64;
         let header = match relay::header(datagram) {
             Ok(h) => h,
             Err(reason) => return self.counters.drop("relay", reason.as_str()),
