@@ -117,8 +117,14 @@ pub struct LinkInfo {
     pub last_received: Option<Instant>,
     /// The latest round-trip time of a keepalive.
     pub rtt: Option<Duration>,
+    /// Media messages sent and received (of remote producers known here).
     pub packets_out: u64,
     pub packets_in: u64,
+    /// Authentic datagrams of any kind received, and the ones missing among them: sequence
+    /// numbers from the lowest one received to the highest, not received (lost on the link, or
+    /// still reordered within the replay window).
+    pub datagrams_in: u64,
+    pub lost: u64,
     pub remote_producers: usize,
 }
 
@@ -137,6 +143,9 @@ pub(super) struct Link {
     rtt: Option<Duration>,
     packets_out: u64,
     packets_in: u64,
+    datagrams_in: u64,
+    /// The lowest sequence number of an authentic datagram.
+    first_seq: Option<u64>,
 }
 
 impl Link {
@@ -153,6 +162,13 @@ impl Link {
             rtt: self.rtt,
             packets_out: self.packets_out,
             packets_in: self.packets_in,
+            datagrams_in: self.datagrams_in,
+            lost: match (self.first_seq, self.receiver.highest_seq()) {
+                (Some(first), Some(highest)) => {
+                    (highest - first + 1).saturating_sub(self.datagrams_in)
+                }
+                _ => 0,
+            },
             remote_producers: self.streams.len(),
         }
     }
@@ -222,6 +238,8 @@ impl Sfu {
             rtt: None,
             packets_out: 0,
             packets_in: 0,
+            datagrams_in: 0,
+            first_seq: None,
         };
         let channel_id = link.channel_id.clone();
         let key = self.links.insert(link);
@@ -352,9 +370,14 @@ impl Sfu {
             return counters.drop("relay", "wrong_port");
         }
         let plaintext = match link.receiver.open(datagram) {
-            Ok((_, plaintext)) => plaintext,
+            Ok((header, plaintext)) => {
+                let first = link.first_seq.map_or(header.seq, |f| f.min(header.seq));
+                link.first_seq = Some(first);
+                plaintext
+            }
             Err(reason) => return counters.drop("relay", reason.as_str()),
         };
+        link.datagrams_in += 1;
         link.last_received = Some(now);
         if from != link.peer_addr {
             tracing::info!(channel = %link.channel_id, peer = %link.peer, from = %link.peer_addr, to = %from, "cascade peer address changed");

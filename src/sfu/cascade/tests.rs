@@ -196,15 +196,25 @@ fn bad_datagrams_are_dropped_and_counted_without_disturbing_the_link() {
     let mut d = good.clone();
     let mut w = Wire::default();
     p.b.on_link_datagram(PORT + 1, addr(1), &mut d, p.now, &mut w);
-    p.deliver_b(&good);
-    p.deliver_b(&good);
     p.deliver_b(&next);
+    p.deliver_b(&good);
+    p.deliver_b(&good);
     let c = p.b.counters();
     for reason in ["forged", "unknown_link", "short", "wrong_port", "replayed"] {
         assert_eq!(c.dropped("relay", reason), 1, "{reason}: {:?}", c.drops);
     }
     assert_eq!(c.relay_packets_in, 2);
     assert_eq!(c.relay_peer_moves, 0);
+    // Reordered, then complete: nothing lost.
+    let link = p.b.link("r", "n1").unwrap();
+    assert_eq!((link.datagrams_in, link.lost), (2, 0));
+    let third = p.speak(3).0.remove(0).2;
+    p.speak(4);
+    let fifth = p.speak(5).0.remove(0).2;
+    p.deliver_b(&third);
+    p.deliver_b(&fifth);
+    let link = p.b.link("r", "n1").unwrap();
+    assert_eq!((link.datagrams_in, link.lost), (4, 1));
 }
 
 #[test]
