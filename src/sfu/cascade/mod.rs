@@ -1,4 +1,4 @@
-//! Cascading (issue 22): a room spans nodes. Each node holds one [`Link`] per other node of the
+//! Cascading (issue 22): a room spans nodes. Each node holds one link per other node of the
 //! room, a sealed UDP channel ([`crate::wire::relay`]) whose ids, keys and addresses the control
 //! plane agrees on and hands to [`Sfu::add_link`].
 //!
@@ -30,6 +30,21 @@
 //!   participants of this node: `leave`, `produce`, `pause-producer` do not apply to them.
 //! - **A room with links** stays until its links are removed, even without local participants,
 //!   and the join deadline does not expire it: the control plane owns the links' lifetime.
+//!
+//! # Wiring
+//!
+//! The shell hands every datagram whose first octet is [`relay::KIND`] to
+//! [`Sfu::on_link_datagram`] (with the port it arrived on and its source), implements
+//! [`Egress::send_to`], and keeps calling [`Sfu::handle_timeout`] at [`Sfu::poll_timeout`]. The
+//! control plane: [`Sfu::add_link`] on both ends (fresh keys, see [`LinkParams`]); announces each
+//! local producer with [`Sfu::relayed_producer`] (all of a room's with
+//! [`Sfu::relayed_producers`]) and the peer calls [`Sfu::add_remote_producer`]; carries the
+//! origin's `producerPaused` / `producerResumed` / `producerClosed` / `participantLeft` to
+//! [`Sfu::set_remote_paused`], [`Sfu::remove_remote_producer`] and
+//! [`Sfu::remote_participant_left`]; watches [`Sfu::links`] (`last_received`, `rtt`, `lost`);
+//! and calls [`Sfu::remove_link`] (with a reason such as "node_lost") when a peer leaves the
+//! room or its link stays dead. A relayed packet is 35 octets longer than the RTP packet
+//! (header 14, message 5, tag 16).
 
 mod remote;
 
