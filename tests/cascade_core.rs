@@ -106,6 +106,17 @@ fn one_relayed_copy_per_packet_feeds_twenty_remote_listeners() {
     assert_eq!((b.relay_packets_out, b.relay_packets_in), (0, 50));
     assert_eq!(b.rtp_forwarded, 1000);
     assert_eq!((b.links, b.remote_producers), (1, 1));
+    let (a_link, b_link) = (
+        m.nodes[0].sfu.link(CH, &node_id(1)).unwrap(),
+        m.nodes[1].sfu.link(CH, &node_id(0)).unwrap(),
+    );
+    assert_eq!(
+        (a_link.streams_out, a_link.packets_out),
+        (1, 50),
+        "1 relayed stream, not 20"
+    );
+    assert_eq!((b_link.remote_producers, b_link.packets_in), (1, 50));
+    assert_eq!((b_link.streams_out, b_link.lost), (0, 0));
     assert!(b.drops.is_empty(), "{:?}", b.drops);
 }
 

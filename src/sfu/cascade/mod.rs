@@ -140,6 +140,9 @@ pub struct LinkInfo {
     /// still reordered within the replay window).
     pub datagrams_in: u64,
     pub lost: u64,
+    /// Streams relayed to the peer (the room's local producers) and from it (its producers
+    /// known here): one each, whatever the number of listeners.
+    pub streams_out: usize,
     pub remote_producers: usize,
 }
 
@@ -164,7 +167,7 @@ pub(super) struct Link {
 }
 
 impl Link {
-    fn info(&self, key: LinkKey) -> LinkInfo {
+    fn info(&self, key: LinkKey, streams_out: usize) -> LinkInfo {
         LinkInfo {
             key,
             channel_id: self.channel_id.clone(),
@@ -184,6 +187,7 @@ impl Link {
                 }
                 _ => 0,
             },
+            streams_out,
             remote_producers: self.streams.len(),
         }
     }
@@ -307,15 +311,27 @@ impl Sfu {
         Ok(())
     }
 
+    fn local_producers(&self, channel_id: &str) -> usize {
+        self.rooms.get(channel_id).map_or(0, |r| {
+            r.participants
+                .values()
+                .filter(|p| p.producer.is_some())
+                .count()
+        })
+    }
+
     /// The shard's links.
     pub fn links(&self) -> Vec<LinkInfo> {
-        self.links.iter().map(|(k, l)| l.info(k)).collect()
+        self.links
+            .iter()
+            .map(|(k, l)| l.info(k, self.local_producers(&l.channel_id)))
+            .collect()
     }
 
     /// The link of `channel_id` to `peer`.
     pub fn link(&self, channel_id: &str, peer: &str) -> Option<LinkInfo> {
         let lk = self.find_link(channel_id, peer).ok()?;
-        Some(self.links[lk].info(lk))
+        Some(self.links[lk].info(lk, self.local_producers(channel_id)))
     }
 
     /// Sends an accepted packet of producer `pk` once on each link of its room, if it is a
