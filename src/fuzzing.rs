@@ -336,7 +336,9 @@ pub const RELAY_KEY: [u8; 32] = [0x3c; 32];
 /// 2^20, 2^57); flags bit 0: seal the bytes as a plaintext under that sequence number first (a
 /// valid datagram, else they are the datagram); bit 1: then flip one of its bits (bits 5-7 and
 /// `delta` pick which); bit 2: open it twice (a replay). Each goes to the link's [`Receiver`];
-/// what opens is parsed as a payload, and a media payload's RTP packet with `rtp::parse`.
+/// what opens is parsed as a payload, and a media payload's RTP packet with `rtp::parse`. Each
+/// also goes to a shard core's [`Sfu::on_link_datagram`](crate::sfu::Sfu::on_link_datagram)
+/// (the same link, remote producers on streams 0 to 3, the last consumed by a local participant).
 pub fn relay(data: &[u8]) {
     let _ = Payload::parse(data);
     let (Some(tx_key), Some(rx_key)) = (LinkKey::new(&RELAY_KEY), LinkKey::new(&RELAY_KEY)) else {
@@ -348,6 +350,7 @@ pub fn relay(data: &[u8]) {
     let _ = relay::header(&buf[..n]);
     let _ = relay::open(&rx_key, &mut buf[..n]);
     let mut rx = Receiver::new(rx_key, RELAY_LINK);
+    let (mut sfu, now) = cascade_core();
 
     let mut seq = 0u64;
     let mut rest = data;
@@ -383,8 +386,85 @@ pub fn relay(data: &[u8]) {
                     let _ = rtp::parse(rtp);
                 }
             }
+            buf = copy;
+            let from = SocketAddr::from((Ipv4Addr::LOCALHOST, 7000));
+            sfu.on_link_datagram(7000, from, &mut buf[..len], now, &mut Nowhere);
         }
     }
+}
+
+/// Drops what a core sends.
+struct Nowhere;
+impl crate::sfu::Egress for Nowhere {
+    fn send(&mut self, _: crate::sfu::Path, _: &[u8]) {}
+}
+
+/// A shard core with room "r", a link from node "peer" ([`RELAY_LINK`], [`RELAY_KEY`]),
+/// remote producers on streams 0 to 3 (audio level id 1, MID id 4), and a local participant
+/// consuming the last (the seeds' stream).
+fn cascade_core() -> (crate::sfu::Sfu, Instant) {
+    use crate::sfu::api::Direction;
+    use crate::sfu::cascade::{LinkParams, RemoteProducer};
+    let (identity, config) = identity();
+    let settings = crate::sfu::Settings {
+        announced: Vec::new(),
+        consent_timeout: Duration::from_secs(30),
+        dtls_timeout: Duration::from_secs(30),
+        consumer_hold: Duration::ZERO,
+        dtls_config: config.clone(),
+        identity: identity.clone(),
+    };
+    let now = Instant::now();
+    let mut sfu = crate::sfu::Sfu::new(settings, now);
+    sfu.open_room("r");
+    let link = LinkParams {
+        channel_id: "r".into(),
+        peer: "peer".into(),
+        receive_id: RELAY_LINK,
+        receive_key: RELAY_KEY,
+        send_id: 1,
+        send_key: RELAY_KEY,
+        peer_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 7000)),
+        local_port: 7000,
+    };
+    let parameters = serde_json::json!({"mid":"0",
+        "codecs":[{"mimeType":"audio/opus","payloadType":111,"clockRate":48000,"channels":2,
+            "rtcpFeedback":[{"type":"nack","parameter":""}]}],
+        "headerExtensions":[{"uri":"urn:ietf:params:rtp-hdrext:ssrc-audio-level","id":1},
+            {"uri":"urn:ietf:params:rtp-hdrext:sdes:mid","id":4}],
+        "rtcp":{"cname":"fuzz"}});
+    let ready = sfu.add_link(link, now).is_ok()
+        && (0..4).all(|stream| {
+            let remote = RemoteProducer {
+                stream,
+                producer_id: format!("p{stream}"),
+                user_id: format!("u{stream}"),
+                rtp_parameters: serde_json::from_value(parameters.clone()).expect("parameters"),
+                paused: false,
+            };
+            sfu.add_remote_producer("r", "peer", remote).is_ok()
+        });
+    let req = CreateTransportRequest {
+        channel_id: "r".into(),
+        user_id: "listener".into(),
+        direction: Direction::Recv,
+    };
+    let consume = |sfu: &mut crate::sfu::Sfu| {
+        sfu.create_transport(&req, 40_000, now).ok()?;
+        let caps = ortc::router_capabilities();
+        let req = ConsumeRequest {
+            channel_id: "r".into(),
+            user_id: "listener".into(),
+            producer_id: "p3".into(),
+            rtp_capabilities: caps,
+        };
+        sfu.consume(&req, now).ok()
+    };
+    assert!(
+        ready && consume(&mut sfu).is_some(),
+        "the fuzzed core is set up"
+    );
+    (sfu, now)
 }
 
 /// The API's JSON bodies: each request type, then ORTC validation of what parsed.

@@ -1,11 +1,17 @@
 //! The forwarding hot path makes no heap allocation: 10,000 packets from one producer fanned out
-//! to 10 consumers (decrypt once, rewrite + encrypt per consumer), counted by a global allocator.
+//! to 10 consumers (decrypt once, rewrite + encrypt per consumer), counted by a global allocator;
+//! with NACK and RED; and across a cascade link (relayed out, received in and fanned out).
 
+#[path = "common/cascade.rs"]
+mod cascade;
 #[path = "common/counting_alloc.rs"]
 mod counting_alloc;
 #[path = "common/loopback.rs"]
 mod loopback;
 
+use std::net::SocketAddr;
+
+use choir::sfu::{Egress, Path};
 use counting_alloc::allocations_in;
 
 use loopback::{Counter, Loopback, Queue};
@@ -148,4 +154,100 @@ fn nack_on_both_legs_and_red_allocate_nothing() {
     assert!(c.rtp_retransmitted > 1_500, "{c:?}");
     assert!(c.nacks_sent > 400, "{c:?}");
     assert_eq!(total, 0, "heap allocations with NACK on both legs");
+}
+
+/// Counts client datagrams; keeps the last link datagram (in a buffer allocated up front).
+struct Capture {
+    sent: u64,
+    links: u64,
+    link: Box<[u8; 2048]>,
+    len: usize,
+}
+
+impl Egress for Capture {
+    fn send(&mut self, _path: Path, _datagram: &[u8]) {
+        self.sent += 1;
+    }
+
+    fn send_to(&mut self, _local_port: u16, _to: SocketAddr, datagram: &[u8]) {
+        self.links += 1;
+        self.link[..datagram.len()].copy_from_slice(datagram);
+        self.len = datagram.len();
+    }
+}
+
+/// Cascade: a speaker on node A with 10 local listeners, 10 listeners on node B. Relaying each
+/// packet out on the link (A) and receiving it from the link and fanning it out (B) allocate
+/// nothing.
+#[test]
+fn relaying_over_a_cascade_link_allocates_nothing() {
+    let mut m = cascade::Mesh::new(2, "room");
+    let speaker = m.nodes[0].join("room", "speaker", true);
+    for i in 0..10 {
+        let l = m.nodes[0].join("room", &format!("a{i}"), false);
+        m.nodes[0].consume("room", l, speaker);
+    }
+    let remote: Vec<usize> = (0..10)
+        .map(|i| m.nodes[1].join("room", &format!("b{i}"), false))
+        .collect();
+    m.announce("room");
+    let pid = m.nodes[0].members[speaker].producer_id.clone().unwrap();
+    for l in remote {
+        m.nodes[1].consume_id("room", l, &pid, false, false);
+    }
+    m.settle();
+
+    let path = m.nodes[0].members[speaker].send.path;
+    let key = Some(m.nodes[0].members[speaker].send.key);
+    let from = cascade::addr(0);
+    let mut plain = [0u8; 2048];
+    let mut datagram = [0u8; 2048];
+    let mut a_out = Capture {
+        sent: 0,
+        links: 0,
+        link: Box::new([0; 2048]),
+        len: 0,
+    };
+    let mut b_out = Counter { sent: 0, bytes: 0 };
+    let mut total = 0;
+    for seq in 0..10_100u16 {
+        if seq == 100 {
+            // Warm-up done (per-stream state is created on first use).
+            (a_out.sent, a_out.links, b_out.sent, total) = (0, 0, 0, 0);
+        }
+        let (a, b) = m.nodes.split_at_mut(1);
+        let (a, b) = (&mut a[0], &mut b[0]);
+        let len = a.rtp_packet(speaker, seq, &mut plain);
+        datagram[..len].copy_from_slice(&plain[..len]);
+        let n = a.members[speaker]
+            .send
+            .client
+            .protect_rtp(&mut datagram, len)
+            .unwrap();
+        let now = a.now;
+        let ((), allocations) = allocations_in(|| {
+            a.sfu
+                .handle_datagram(key, path, &mut datagram, n, now, &mut a_out);
+            let len = a_out.len;
+            b.sfu
+                .on_link_datagram(cascade::PORT, from, &mut a_out.link[..len], now, &mut b_out);
+        });
+        total += allocations;
+    }
+    assert_eq!(a_out.links, 10_000, "one relayed copy per packet");
+    assert_eq!(a_out.sent, 100_000);
+    assert_eq!(
+        b_out.sent, 100_000,
+        "every packet reached every remote consumer"
+    );
+    assert_eq!(m.nodes[1].sfu.counters().relay_packets_in, 10_100);
+    assert!(
+        m.nodes[1].sfu.counters().drops.is_empty(),
+        "{:?}",
+        m.nodes[1].sfu.counters().drops
+    );
+    assert_eq!(
+        total, 0,
+        "heap allocations relaying 10,000 packets over a link"
+    );
 }

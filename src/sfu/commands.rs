@@ -4,7 +4,9 @@ use std::time::Instant;
 
 use super::transport::{Io, Transport, TransportParams};
 use super::Limit;
-use super::{new_id, random_u32, Consumer, Egress, Participant, Producer, Room, Sfu, TransportKey};
+use super::{
+    new_id, random_u32, Consumer, Egress, Origin, Participant, Producer, Room, Sfu, TransportKey,
+};
 use crate::sfu::api::{
     ApiError, Audience, ConnectTransportRequest, ConsumeRequest, ConsumerOptions, Counts,
     CreateTransportRequest, Direction, Event, ParticipantRequest, ProduceRequest, ProducerInfo,
@@ -33,7 +35,7 @@ impl Sfu {
         Ok(())
     }
 
-    fn room(&self, channel_id: &str) -> Result<&Room, ApiError> {
+    pub(super) fn room(&self, channel_id: &str) -> Result<&Room, ApiError> {
         self.rooms
             .get(channel_id)
             .ok_or_else(|| ApiError::not_found(format!("room {channel_id:?} not found")))
@@ -193,7 +195,7 @@ impl Sfu {
             let taken = self
                 .producers
                 .iter()
-                .any(|(_, p)| p.transport == transport && p.ssrc == Some(ssrc));
+                .any(|(_, p)| p.origin == Origin::Local(transport) && p.ssrc == Some(ssrc));
             if taken {
                 return Err(ApiError::conflict(format!(
                     "ssrc {ssrc} is already produced on this transport"
@@ -202,11 +204,15 @@ impl Sfu {
         }
         let id = new_id();
         let speaker = super::speaking::Speaker::new(&rtp, &self.limits.speaking);
+        let stream = self.next_stream;
+        self.next_stream = self.next_stream.wrapping_add(1);
         let producer = Producer {
             id: id.clone(),
             channel_id: req.channel_id.clone(),
             user_id: req.user_id.clone(),
-            transport,
+            origin: Origin::Local(transport),
+            stream,
+            parameters: req.rtp_parameters.clone(),
             ssrc: rtp.ssrc,
             gaps: rtp.nack.then(Box::default),
             rtp,
@@ -234,7 +240,11 @@ impl Sfu {
         Ok(id)
     }
 
-    fn room_producer(&self, channel_id: &str, producer_id: &str) -> Result<usize, ApiError> {
+    pub(super) fn room_producer(
+        &self,
+        channel_id: &str,
+        producer_id: &str,
+    ) -> Result<usize, ApiError> {
         self.producer_ids
             .get(producer_id)
             .copied()
@@ -332,21 +342,26 @@ impl Sfu {
     ) -> Result<Vec<ProducerInfo>, ApiError> {
         let room = self.room(channel_id)?;
         self.participant(channel_id, user_id)?;
+        // Remote participants' producers are listed like local ones.
         let mut list: Vec<ProducerInfo> = room
             .participants
-            .iter()
-            .filter(|(uid, _)| uid.as_str() != user_id)
-            .filter_map(|(uid, p)| {
-                p.producer.map(|k| ProducerInfo {
-                    user_id: uid.clone(),
-                    producer_id: self.producers[k].id.clone(),
-                    kind: "audio".into(),
-                    speaking: self.producers[k].speaker.is_speaking(),
-                    paused: self.producers[k].paused,
-                })
+            .values()
+            .filter_map(|p| p.producer)
+            .chain(room.remote.iter().copied())
+            .map(|k| &self.producers[k])
+            .filter(|p| p.user_id != user_id)
+            .map(|p| ProducerInfo {
+                user_id: p.user_id.clone(),
+                producer_id: p.id.clone(),
+                kind: "audio".into(),
+                speaking: p.speaker.is_speaking(),
+                paused: p.paused,
             })
             .collect();
-        list.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+        list.sort_by(|a, b| {
+            (a.user_id.as_str(), a.producer_id.as_str())
+                .cmp(&(b.user_id.as_str(), b.producer_id.as_str()))
+        });
         Ok(list)
     }
 
@@ -358,15 +373,22 @@ impl Sfu {
         paused: bool,
     ) -> Result<(), ApiError> {
         let pk = self.room_producer(&req.channel_id, &req.producer_id)?;
-        let p = &mut self.producers[pk];
-        if p.user_id != req.user_id {
+        let p = &self.producers[pk];
+        // A remote producer is paused by its own node (see `cascade`), never through this API.
+        if p.user_id != req.user_id || !matches!(p.origin, Origin::Local(_)) {
             return Err(ApiError::not_found(format!(
                 "producer {:?} is not user {:?}'s",
                 req.producer_id, req.user_id
             )));
         }
-        if p.paused == paused {
-            return Ok(());
+        self.pause_producer(pk, paused);
+        Ok(())
+    }
+
+    /// Pauses or resumes producer `pk` (local or remote) and tells the room.
+    pub(super) fn pause_producer(&mut self, pk: usize, paused: bool) {
+        if self.producers[pk].paused == paused {
+            return;
         }
         if paused {
             // speakingChanged false goes before producerPaused.
@@ -392,11 +414,10 @@ impl Sfu {
             }
         };
         self.events.push(RoomEvent {
-            channel_id: req.channel_id.clone(),
+            channel_id: p.channel_id.clone(),
             audience: Audience::Others(user_id),
             event,
         });
-        Ok(())
     }
 
     /// `leave`: closes the participant's transports, producer and consumers.
@@ -414,7 +435,8 @@ impl Sfu {
         let Some(p) = room.participants.remove(user_id) else {
             return;
         };
-        let empty = room.participants.is_empty();
+        // A room with cascade links stays until the control plane removes them.
+        let empty = room.participants.is_empty() && room.links.is_empty();
         for key in [p.send, p.recv].into_iter().flatten() {
             self.close_transport(key);
         }
@@ -446,33 +468,7 @@ impl Sfu {
             }
         }
         for pk in t.producers {
-            self.stop_speaking(pk);
-            let Some(p) = self.producers.try_remove(pk) else {
-                continue;
-            };
-            self.producer_ids.remove(&p.id);
-            for ck in p.consumers {
-                let Some(c) = self.consumers.try_remove(ck) else {
-                    continue;
-                };
-                if let Some(ct) = self.transports.get_mut(c.transport) {
-                    ct.consumers.retain(|&k| k != ck);
-                }
-            }
-            if let Some(room) = self.rooms.get_mut(&p.channel_id) {
-                room.dominant.forget(pk);
-                if let Some(part) = room.participants.get_mut(&p.user_id) {
-                    part.producer = None;
-                }
-            }
-            self.events.push(RoomEvent {
-                channel_id: p.channel_id.clone(),
-                audience: Audience::Others(p.user_id.clone()),
-                event: Event::ProducerClosed {
-                    user_id: p.user_id,
-                    producer_id: p.id,
-                },
-            });
+            self.close_producer(pk);
         }
         for ck in t.consumers {
             let Some(c) = self.consumers.try_remove(ck) else {
@@ -497,8 +493,59 @@ impl Sfu {
         self.closed.push((key, t.port));
     }
 
+    /// Closes producer `pk` (local or remote) with its consumers; `producerClosed` to the room.
+    /// Returns it, or `None` if it was closed already.
+    pub(super) fn close_producer(&mut self, pk: usize) -> Option<Producer> {
+        self.stop_speaking(pk);
+        let p = self.producers.try_remove(pk)?;
+        self.producer_ids.remove(&p.id);
+        for &ck in &p.consumers {
+            let Some(c) = self.consumers.try_remove(ck) else {
+                continue;
+            };
+            if let Some(ct) = self.transports.get_mut(c.transport) {
+                ct.consumers.retain(|&k| k != ck);
+            }
+        }
+        if let Some(room) = self.rooms.get_mut(&p.channel_id) {
+            room.dominant.forget(pk);
+            match p.origin {
+                Origin::Local(_) => {
+                    if let Some(part) = room.participants.get_mut(&p.user_id) {
+                        part.producer = None;
+                    }
+                }
+                Origin::Remote(link) => {
+                    room.remote.retain(|&k| k != pk);
+                    if let Some(l) = self.links.get_mut(link) {
+                        l.streams.remove(&p.stream);
+                    }
+                    self.counters.remote_producers =
+                        self.counters.remote_producers.saturating_sub(1);
+                }
+            }
+        }
+        self.events.push(RoomEvent {
+            channel_id: p.channel_id.clone(),
+            audience: Audience::Others(p.user_id.clone()),
+            event: Event::ProducerClosed {
+                user_id: p.user_id.clone(),
+                producer_id: p.id.clone(),
+            },
+        });
+        Some(p)
+    }
+
     /// Closes everything (shutdown).
     pub fn close_all(&mut self) {
+        let links: Vec<(String, String)> = self
+            .links
+            .iter()
+            .map(|(_, l)| (l.channel_id.clone(), l.peer.clone()))
+            .collect();
+        for (channel_id, peer) in links {
+            let _ = self.remove_link(&channel_id, &peer, None);
+        }
         let rooms: Vec<(String, Vec<String>)> = self
             .rooms
             .iter()

@@ -43,6 +43,18 @@ pub struct Counters {
     pub speaking_started: u64,
     pub speaking_stopped: u64,
     pub dominant_changes: u64,
+    /// Cascade (`crate::sfu::cascade`): local producers' packets sealed and sent on links (one
+    /// per packet per link), remote producers' packets received and opened on links, and the
+    /// times a link's peer address changed (latched after an authentic datagram). Link drops
+    /// are `relay.*` drops.
+    pub relay_packets_out: u64,
+    pub relay_packets_in: u64,
+    pub relay_peer_moves: u64,
+    /// Gauges: cascade links, remote producers, and the largest latest round-trip time of the
+    /// links, in microseconds (0 before any sample).
+    pub links: u64,
+    pub remote_producers: u64,
+    pub link_rtt_max_us: u64,
     #[serde(serialize_with = "dotted")]
     pub drops: BTreeMap<(&'static str, &'static str), u64>,
 }
@@ -106,6 +118,12 @@ impl Counters {
         self.speaking_started += o.speaking_started;
         self.speaking_stopped += o.speaking_stopped;
         self.dominant_changes += o.dominant_changes;
+        self.relay_packets_out += o.relay_packets_out;
+        self.relay_packets_in += o.relay_packets_in;
+        self.relay_peer_moves += o.relay_peer_moves;
+        self.links += o.links;
+        self.remote_producers += o.remote_producers;
+        self.link_rtt_max_us = self.link_rtt_max_us.max(o.link_rtt_max_us);
         for (k, v) in &o.drops {
             *self.drops.entry(*k).or_insert(0) += v;
         }

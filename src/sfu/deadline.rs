@@ -64,7 +64,8 @@ impl Sfu {
         let mut rooms = Vec::new();
         for (channel_id, room) in self.rooms.iter_mut() {
             if room.participants.is_empty() {
-                if expired(&mut room.touched) {
+                // A room with cascade links lives until the control plane removes them.
+                if room.links.is_empty() && expired(&mut room.touched) {
                     rooms.push(channel_id.clone());
                 }
                 continue;

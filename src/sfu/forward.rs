@@ -1,6 +1,9 @@
 //! The media path: a datagram from a socket → its transport (ICE / DTLS / SRTP) → the producer
-//! its SSRC names → for every consumer: header rewrite, SRTP, send. The packet is decrypted once;
-//! each consumer works on a copy in the shard's scratch buffer. Nothing here allocates.
+//! its SSRC names → statistics, pause, gaps, history, speaking ([`Sfu::accept_rtp`]) → once to
+//! each cascade link of the room (`cascade`) → for every consumer: header rewrite, SRTP, send
+//! ([`Sfu::fan_out`]). A remote producer's packet, from a link, joins at `accept_rtp`. The packet
+//! is decrypted once; each consumer works on a copy in the shard's scratch buffer. Nothing here
+//! allocates.
 
 use std::time::Instant;
 
@@ -81,7 +84,7 @@ impl Sfu {
     }
 
     /// Finds the producer of a decrypted RTP packet and fans it out to its consumers.
-    fn forward_rtp(
+    pub(super) fn forward_rtp(
         &mut self,
         key: TransportKey,
         packet: &[u8],
@@ -96,16 +99,37 @@ impl Sfu {
         let Some(pk) = self.find_producer(key, packet, &header) else {
             return self.counters.drop("rtp", "unknown_ssrc");
         };
+        if !self.accept_rtp(pk, packet, &header, now) {
+            return;
+        }
+        // Each local producer's packet goes once to each other node of the room.
+        self.relay(pk, packet, out);
+        self.fan_out(pk, packet, &header, now, out);
+        self.nack_upstream(pk, now, out);
+    }
+
+    /// The steps between "which producer" and the fan-out, for a local or a remote producer's
+    /// packet: payload type, receive statistics, pause, gaps (local producers that negotiated
+    /// NACK), history, speaking. Returns whether the packet is to be forwarded.
+    pub(super) fn accept_rtp(
+        &mut self,
+        pk: usize,
+        packet: &[u8],
+        header: &rtp::RtpHeader,
+        now: Instant,
+    ) -> bool {
         let producer = &mut self.producers[pk];
         if header.payload_type != producer.rtp.payload_type {
-            return self.counters.drop("rtp", "unknown_payload_type");
+            self.counters.drop("rtp", "unknown_payload_type");
+            return false;
         }
         let stats = producer.stats.get_or_insert_with(|| {
             crate::wire::rtcp::ReceiveStats::new(header.ssrc, crate::sfu::ortc::OPUS_CLOCK_RATE)
         });
         stats.on_packet(header.sequence, header.timestamp, now);
         if producer.paused {
-            return self.counters.drop("rtp", "producer_paused");
+            self.counters.drop("rtp", "producer_paused");
+            return false;
         }
         if let Some(gaps) = producer.gaps.as_deref_mut() {
             if gaps.on_packet(header.sequence, now) == nack::Arrival::Repaired {
@@ -117,7 +141,21 @@ impl Sfu {
         }
         producer
             .speaker
-            .on_packet(&header, packet, &mut self.counters);
+            .on_packet(header, packet, &mut self.counters);
+        true
+    }
+
+    /// Sends an accepted packet of producer `pk` to each of its consumers: header rewrite (and
+    /// RED), SRTP, send.
+    pub(super) fn fan_out(
+        &mut self,
+        pk: usize,
+        packet: &[u8],
+        header: &rtp::RtpHeader,
+        now: Instant,
+        out: &mut impl Egress,
+    ) {
+        let producer = &self.producers[pk];
         let len = packet.len();
         let payload_len = header.payload_len as u32;
         for &ck in &producer.consumers {
@@ -144,7 +182,7 @@ impl Sfu {
             };
             if let Err(e) = rtp::rewrite(
                 &mut scratch[..len],
-                &header,
+                header,
                 c.ssrc,
                 payload_type,
                 sequence,
@@ -157,15 +195,13 @@ impl Sfu {
             // RED: the same packet with earlier frames inserted before its own.
             let sent = match c.red {
                 false => len,
-                true => {
-                    match red::encode(scratch, len, &header, producer.history.as_deref(), now) {
-                        Some(n) => n,
-                        None => {
-                            self.counters.drop("rtp", "red_too_long");
-                            continue;
-                        }
+                true => match red::encode(scratch, len, header, producer.history.as_deref(), now) {
+                    Some(n) => n,
+                    None => {
+                        self.counters.drop("rtp", "red_too_long");
+                        continue;
                     }
-                }
+                },
             };
             let Some(t) = self.transports.get_mut(c.transport) else {
                 continue;
@@ -177,7 +213,6 @@ impl Sfu {
                 self.counters.rtp_forwarded += 1;
             }
         }
-        self.nack_upstream(pk, now, out);
     }
 
     /// The producer on transport `key` that sent this packet: by SSRC, else by the MID header

@@ -7,6 +7,7 @@
 //! come out of [`Sfu::take_closed`].
 
 pub mod api;
+pub mod cascade;
 mod commands;
 pub mod counters;
 mod deadline;
@@ -53,12 +54,21 @@ pub struct Path {
 }
 type ProducerKey = usize;
 type ConsumerKey = usize;
+/// Index of a cascade link in its shard (stable while the link lives; see [`cascade`]).
+pub type LinkKey = usize;
 
 /// Where the core's datagrams go: the shell sends `datagram` on `path` (a UDP datagram, or a
 /// frame on a TCP connection). Implementations must not block; a full socket buffer or TCP send
 /// queue is a counted drop.
 pub trait Egress {
     fn send(&mut self, path: Path, datagram: &[u8]);
+
+    /// A cascade link's datagram (see [`cascade`]): a UDP datagram to `to`, sent from the
+    /// shard's socket bound at `local_port`. The default drops it: a shell that carries links
+    /// must implement this (the shards' `SocketEgress` does not yet).
+    fn send_to(&mut self, local_port: u16, to: SocketAddr, datagram: &[u8]) {
+        let _ = (local_port, to, datagram);
+    }
 }
 
 /// One announced address of the transports' candidates.
@@ -94,9 +104,23 @@ pub const BUFFER_SIZE: usize = 2048;
 #[derive(Default)]
 struct Room {
     participants: HashMap<String, Participant>,
+    /// The room's cascade links, one per peer node (see [`cascade`]).
+    links: Vec<LinkKey>,
+    /// Producers of remote participants, arrived over those links.
+    remote: Vec<ProducerKey>,
     /// The last successful API call for the room (see [`deadline`]).
     touched: Option<Instant>,
     dominant: dominant::Dominant,
+}
+
+impl Room {
+    /// The room's producers: local participants' and remote ones.
+    fn producers(&self) -> impl Iterator<Item = ProducerKey> + '_ {
+        self.participants
+            .values()
+            .filter_map(|p| p.producer)
+            .chain(self.remote.iter().copied())
+    }
 }
 
 #[derive(Default)]
@@ -108,11 +132,25 @@ struct Participant {
     touched: Option<Instant>,
 }
 
+/// Where a producer's packets come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// A local participant's send transport.
+    Local(TransportKey),
+    /// A cascade link: the producer of a participant on the link's peer node.
+    Remote(LinkKey),
+}
+
 struct Producer {
     id: String,
     channel_id: String,
     user_id: String,
-    transport: TransportKey,
+    origin: Origin,
+    /// The producer's number on cascade links: for a local one, the number this shard relays it
+    /// under on every link (unique in the shard, never reused); for a remote one, the peer's.
+    stream: u32,
+    /// The `rtpParameters` it was produced with (what a peer node needs to add it).
+    parameters: crate::sfu::ortc::RtpParameters,
     rtp: ProducerRtp,
     /// The SSRC packets arrive with (signalled, or learnt from the MID extension).
     ssrc: Option<u32>,
@@ -175,6 +213,11 @@ pub struct Sfu {
     /// When the join deadlines are checked next (see [`deadline`]).
     next_join_check: Option<Instant>,
     speaking_clock: speaking::SpeakingClock,
+    /// Cascade links (see [`cascade`]), and their receive link ids.
+    links: Slab<cascade::Link>,
+    link_ids: HashMap<u32, LinkKey>,
+    /// The next local producer's [`Producer::stream`].
+    next_stream: u32,
 }
 
 impl Sfu {
@@ -198,6 +241,9 @@ impl Sfu {
             limits: RoomLimits::default(),
             next_join_check: None,
             speaking_clock: Default::default(),
+            links: Slab::new(),
+            link_ids: HashMap::new(),
+            next_stream: 1,
         }
     }
 
@@ -259,11 +305,12 @@ impl Sfu {
             .chain(self.next_rtcp)
             .chain(self.next_join_check())
             .chain(self.speaking_poll_timeout())
+            .chain(self.links.iter().map(|(_, l)| l.next_keepalive))
             .min()
     }
 
     /// Runs timers: ICE consent, DTLS retransmission and handshake deadlines, RTCP reports, join
-    /// deadlines, speaking indicators.
+    /// deadlines, speaking indicators, cascade keepalives.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut impl Egress) {
         let mut failed = Vec::new();
         for (key, t) in self.transports.iter_mut() {
@@ -298,6 +345,7 @@ impl Sfu {
         }
         self.expire_joins(now);
         self.speaking_timeout(now);
+        self.send_keepalives(now, out);
     }
 
     /// A transport failed (DTLS) or lost consent: close it, and on consent loss remove its

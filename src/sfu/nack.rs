@@ -265,7 +265,10 @@ impl Sfu {
     /// Asks the speaker of producer `pk` for the packets its stream is missing, if any is due.
     pub(super) fn nack_upstream(&mut self, pk: usize, now: Instant, out: &mut impl Egress) {
         let p = &mut self.producers[pk];
-        let (Some(gaps), Some(ssrc)) = (p.gaps.as_deref_mut(), p.ssrc) else {
+        // A remote producer has no gaps: its own node asks its speaker.
+        let (Some(gaps), Some(ssrc), super::Origin::Local(transport)) =
+            (p.gaps.as_deref_mut(), p.ssrc, p.origin)
+        else {
             return;
         };
         let mut due = [0u16; TRACKED];
@@ -273,7 +276,7 @@ impl Sfu {
         if n == 0 {
             return;
         }
-        let Some(t) = self.transports.get_mut(p.transport) else {
+        let Some(t) = self.transports.get_mut(transport) else {
             return;
         };
         let buf = &mut self.scratch[..];

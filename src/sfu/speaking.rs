@@ -347,7 +347,7 @@ impl Tick<'_> {
         counters: &mut Counters,
     ) {
         let mut levels_moved = false;
-        for pk in room.participants.values().filter_map(|p| p.producer) {
+        for pk in room.producers() {
             let Some(p) = producers.get_mut(pk) else {
                 continue;
             };
@@ -368,6 +368,7 @@ impl Tick<'_> {
             .participants
             .values()
             .filter_map(|p| p.producer)
+            .chain(room.remote.iter().copied())
             .filter_map(|pk| producers.get(pk).map(|p| (pk, p)))
             .map(|(pk, p)| super::dominant::Candidate {
                 key: pk,
@@ -389,7 +390,7 @@ impl Tick<'_> {
         }
         if levels_moved {
             let mut levels = Vec::new();
-            for pk in room.participants.values().filter_map(|p| p.producer) {
+            for pk in room.producers() {
                 let Some(p) = producers.get_mut(pk) else {
                     continue;
                 };

@@ -15,13 +15,21 @@ use choir::sfu::{Announced, Egress, Path, Settings, Sfu, TransportKey};
 use choir::wire::dtls::{self, DtlsIdentity};
 use serde_json::json;
 
-/// Collects what the core sends (allocates: for set-up, not for measured loops).
+/// Collects what the core sends (allocates: for set-up, not for measured loops): datagrams to
+/// clients, and cascade link datagrams as (local port, destination, datagram).
 #[derive(Default)]
-pub struct Queue(pub Vec<(Path, Vec<u8>)>);
+pub struct Queue(
+    pub Vec<(Path, Vec<u8>)>,
+    pub Vec<(u16, SocketAddr, Vec<u8>)>,
+);
 
 impl Egress for Queue {
     fn send(&mut self, path: Path, datagram: &[u8]) {
         self.0.push((path, datagram.to_vec()));
+    }
+
+    fn send_to(&mut self, local_port: u16, to: SocketAddr, datagram: &[u8]) {
+        self.1.push((local_port, to, datagram.to_vec()));
     }
 }
 
@@ -33,6 +41,12 @@ pub struct Counter {
 
 impl Egress for Counter {
     fn send(&mut self, _path: Path, datagram: &[u8]) {
+        self.sent += 1;
+        self.bytes += datagram.len() as u64;
+    }
+
+    /// Cascade link datagrams count too.
+    fn send_to(&mut self, _local_port: u16, _to: SocketAddr, datagram: &[u8]) {
         self.sent += 1;
         self.bytes += datagram.len() as u64;
     }
@@ -212,6 +226,20 @@ impl Loopback {
         nack: bool,
         red: bool,
     ) -> u32 {
+        let producer_id = self.members[producer].producer_id.clone().unwrap();
+        self.consume_id(channel, member, &producer_id, nack, red)
+    }
+
+    /// `member` consumes the producer `producer_id` (local or remote), with NACK and/or RED in
+    /// its capabilities.
+    pub fn consume_id(
+        &mut self,
+        channel: &str,
+        member: usize,
+        producer_id: &str,
+        nack: bool,
+        red: bool,
+    ) -> u32 {
         let feedback = nack_feedback(nack);
         let mut codecs = vec![
             json!({"kind":"audio","mimeType":"audio/opus","preferredPayloadType":100,"clockRate":48000,"channels":2,"rtcpFeedback":feedback}),
@@ -225,7 +253,7 @@ impl Loopback {
         let req = choir::sfu::api::ConsumeRequest {
             channel_id: channel.into(),
             user_id: self.members[member].user.clone(),
-            producer_id: self.members[producer].producer_id.clone().unwrap(),
+            producer_id: producer_id.into(),
             rtp_capabilities: caps,
         };
         let c = self.sfu.consume(&req, self.now).unwrap();
