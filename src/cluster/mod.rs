@@ -1,6 +1,7 @@
 //! Cluster mode: many choir nodes behind one voice API, on Redis.
 //!
-//! One room lives on one node; any node answers any request. Each node writes its entry to a
+//! One room lives on one node (one per region with `--region`: [`rooms`]); any node answers
+//! any request. Each node writes its entry to a
 //! registry in Redis every [`HEARTBEAT`] with a [`TTL`] ([`registry`]); the first request that
 //! names a channel finds its owner in the room directory or places it there atomically
 //! (`directory`, [`store`]); a request for a channel another node owns is proxied to it over
