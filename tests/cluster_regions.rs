@@ -266,3 +266,80 @@ fn a_lost_node_frees_only_its_regions_entry_and_no_region_is_a_region_of_its_own
         map(&[("", "node-3"), ("a", "node-1"), ("b", "node-4")])
     );
 }
+
+#[test]
+fn after_a_redis_flush_each_regions_node_reclaims_its_entry_and_nothing_is_placed_again() {
+    let (redis, nodes) = regions(&["a", "a", "b"]);
+    let (n1, n2, n3) = (&nodes[0], &nodes[1], &nodes[2]);
+    let x = harness::channel_on(n2, "node-1", "flush");
+    transport_on(n2, &x, "alice", n1, "node-1");
+    transport_on(n3, &x, "bob", n3, "node-3");
+    let both = map(&[("a", "node-1"), ("b", "node-3")]);
+    assert_eq!(regions_hash(&redis, &x), both);
+
+    // The a-owner stalls while Redis forgets everything: region a's other node neither places
+    // the room on itself nor answers 404.
+    harness::sigstop(n1);
+    redis.flushall();
+    assert!(
+        until(Duration::from_secs(5), || redis.has_node("node-2")
+            && redis.has_node("node-3")),
+        "nodes 2 and 3 did not register again"
+    );
+    for path in [
+        format!("rtp-capabilities/{x}"),
+        format!("producers/{x}/alice"),
+    ] {
+        let r = get(n2, &path);
+        assert_eq!(r.status, 503, "{path}: {}", r.body);
+    }
+    harness::sigcont(n1);
+    assert!(
+        until(Duration::from_secs(5), || regions_hash(&redis, &x) == both),
+        "{:?}",
+        regions_hash(&redis, &x)
+    );
+    let r = get(n2, &format!("producers/{x}/alice"));
+    assert_eq!(
+        (r.status, r.node.as_deref()),
+        (200, Some("node-1")),
+        "{}",
+        r.body
+    );
+    let r = get(n3, &format!("producers/{x}/bob"));
+    assert_eq!(
+        (r.status, r.node.as_deref()),
+        (200, Some("node-3")),
+        "{}",
+        r.body
+    );
+}
+
+#[test]
+fn a_draining_node_takes_no_new_placements_of_its_region_and_keeps_its_rooms() {
+    let (_redis, nodes) = regions(&["a", "a", "b"]);
+    let (n1, n2) = (&nodes[0], &nodes[1]);
+    let keep = harness::channel_on(n2, "node-1", "keep");
+    transport_on(n2, &keep, "alice", n1, "node-1");
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(n1.pid() as i32, libc::SIGTERM) };
+    assert!(until(Duration::from_secs(5), || {
+        get(n2, "cluster").body["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["id"] == "node-1" && n["state"] == "draining")
+    }));
+    for i in 0..6 {
+        let via = &nodes[i % 2];
+        let r = get(via, &format!("rtp-capabilities/new-{i}"));
+        assert_eq!(
+            (r.status, r.node.as_deref()),
+            (200, Some("node-2")),
+            "{}",
+            r.body
+        );
+    }
+    // Its own room still takes joiners of its region.
+    transport_on(n2, &keep, "amy", n1, "node-1");
+}
