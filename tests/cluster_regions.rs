@@ -343,3 +343,43 @@ fn a_draining_node_takes_no_new_placements_of_its_region_and_keeps_its_rooms() {
     // Its own room still takes joiners of its region.
     transport_on(n2, &keep, "amy", n1, "node-1");
 }
+
+#[test]
+fn a_split_in_one_region_is_settled_toward_the_participants_and_leaves_the_others_alone() {
+    let (redis, nodes) = regions(&["a", "a", "b"]);
+    let (n1, n2, n3) = (&nodes[0], &nodes[1], &nodes[2]);
+    let x = harness::channel_on(n2, "node-1", "split");
+    transport_on(n2, &x, "alice", n1, "node-1");
+    transport_on(n3, &x, "bob", n3, "node-3");
+
+    // The a-owner stalls past the TTL: region a's entry is freed and placed again on node 2;
+    // region b's stays.
+    harness::sigstop(n1);
+    let placed = until(TTL + Duration::from_secs(4), || {
+        let r = get(n2, &format!("rtp-capabilities/{x}"));
+        r.status == 200 && r.node.as_deref() == Some("node-2")
+    });
+    let during = regions_hash(&redis, &x);
+    harness::sigcont(n1);
+    assert!(placed, "the stalled owner's room was not placed again");
+    assert_eq!(during, map(&[("a", "node-2"), ("b", "node-3")]));
+
+    // Node 1 comes back with alice: region a's entry goes back to it.
+    let both = map(&[("a", "node-1"), ("b", "node-3")]);
+    assert!(
+        until(Duration::from_secs(6), || regions_hash(&redis, &x) == both),
+        "{:?}",
+        regions_hash(&redis, &x)
+    );
+    assert!(until(Duration::from_secs(4), || {
+        let r = get(n2, &format!("producers/{x}/alice"));
+        (r.status, r.node.as_deref()) == (200, Some("node-1"))
+    }));
+    let r = get(n3, &format!("producers/{x}/bob"));
+    assert_eq!(
+        (r.status, r.node.as_deref()),
+        (200, Some("node-3")),
+        "{}",
+        r.body
+    );
+}
