@@ -27,11 +27,14 @@ impl Cluster {
         }
         let me = &self.identity.id;
         if hop {
+            // Forwarded here by a node that found this one in the directory: this node carries
+            // the room in some region (the forwarding node's).
             let op = Op::Resolve {
                 channel: channel.to_string(),
                 region: String::new(),
                 seed: 0,
                 place: false,
+                member: Some(me.clone()),
             };
             return match live.store.call(op, REDIS_TIMEOUT).await {
                 Ok(store::Answer::Resolved(Resolved::Owner { id, .. })) if &id == me => {
@@ -60,8 +63,8 @@ impl Cluster {
         self.resolve(live, channel, place).await
     }
 
-    /// Asks the directory for `channel`'s owner, placing the room if it has none and `place`
-    /// (else 404: the room does not exist).
+    /// Asks the directory for `channel`'s owner in this node's region, placing the room there
+    /// if it has none and `place` (else 404: the room does not exist in this region).
     pub(super) async fn resolve(
         &self,
         live: &Live,
@@ -73,6 +76,7 @@ impl Cluster {
             region: self.identity.region.clone(),
             seed: random_u32(),
             place,
+            member: None,
         };
         match live.store.call(op, REDIS_TIMEOUT).await {
             Ok(store::Answer::Resolved(Resolved::Owner { id, entry, placed })) => {

@@ -4,8 +4,13 @@
 //! Keys (one Redis instance; Redis Cluster is not supported):
 //! - `choir:node:<id>`: the node's entry (JSON, with its incarnation), rewritten every heartbeat.
 //! - `choir:live`: node ids scored by their last heartbeat (Redis's clock, ms).
-//! - `choir:room:<channelId>`: the owner's id. `choir:rooms:<id>`: the channels placed on a
-//!   node, scored by placement time (ms), for its room count, its sweep, and clean-up after it
+//! - `choir:room:<channelId>`: the owner's id in the region "" (nodes without `--region`; a
+//!   cluster without regions uses only this key, as before regions existed).
+//! - `choir:regions:<channelId>`: a hash, region → the room's node in that region, for the
+//!   regions other than "" (written only by nodes with a region). A room has one node per
+//!   region; its node set is this hash plus `choir:room:<channelId>`.
+//! - `choir:rooms:<id>`: the channels placed on a
+//!   node (whatever region entry names it), scored by placement time (ms), for its room count, its sweep, and clean-up after it
 //!   died. `choir:busy:<id>`: the node's rooms with live participants (channel → count), as of
 //!   its last heartbeat: a conflicting claim is settled toward the node that has them.
 //! - `choir:epoch`: this Redis's identity, written when missing: a restart without
@@ -31,6 +36,47 @@ pub const GAP: Duration = Duration::from_millis(3000);
 /// The layout of choir's keys (1: before incarnations; its nodes are listed in the set
 /// `choir:nodes`). Nodes of another layout cannot share a Redis.
 pub const SCHEMA: &str = "2";
+
+/// Lua of the room directory's entries (no clock: [`RELEASE`] runs with this alone).
+const OWNERS: &str = r#"
+-- The room's node in a region ('' = no region: the key of a cluster without regions).
+local function owner_of(c, r)
+  if r == '' then return redis.call('GET', 'choir:room:' .. c) end
+  return redis.call('HGET', 'choir:regions:' .. c, r)
+end
+local function set_owner(c, r, id)
+  if r == '' then redis.call('SET', 'choir:room:' .. c, id)
+  else redis.call('HSET', 'choir:regions:' .. c, r, id) end
+end
+local function del_owner(c, r)
+  if r == '' then redis.call('DEL', 'choir:room:' .. c)
+  else redis.call('HDEL', 'choir:regions:' .. c, r) end
+end
+-- The room's node set: {region, id, region, id, ...}.
+local function owners(c)
+  local out = {}
+  local o = redis.call('GET', 'choir:room:' .. c)
+  if o then table.insert(out, ''); table.insert(out, o) end
+  local h = redis.call('HGETALL', 'choir:regions:' .. c)
+  for i = 1, #h do table.insert(out, h[i]) end
+  return out
+end
+-- Whether `id` carries the room in some region.
+local function carries(c, id)
+  local o = owners(c)
+  for i = 2, #o, 2 do
+    if o[i] == id then return true end
+  end
+  return false
+end
+-- Removes the room's entries that name `id` (every region).
+local function drop(c, id)
+  local o = owners(c)
+  for i = 1, #o, 2 do
+    if o[i + 1] == id then del_owner(c, o[i]) end
+  end
+end
+"#;
 
 /// Common Lua: the clock, liveness, listing, forgetting a dead node.
 /// `{ttl}` and `{gap}` are replaced by the TTL and [`GAP`] in ms.
@@ -103,11 +149,15 @@ local function forget(id)
   redis.call('SREM', 'choir:expect', id)
   redis.call('DEL', 'choir:node:' .. id)
   for _, c in ipairs(redis.call('ZRANGE', 'choir:rooms:' .. id, 0, -1)) do
-    if redis.call('GET', 'choir:room:' .. c) == id then
-      redis.call('DEL', 'choir:room:' .. c)
-    end
+    drop(c, id)
   end
   redis.call('DEL', 'choir:rooms:' .. id, 'choir:busy:' .. id)
+end
+-- A node's region, from its entry JSON ('' without one).
+local function region_of(raw)
+  local ok, e = pcall(cjson.decode, raw)
+  if ok and type(e) == 'table' and type(e.region) == 'string' then return e.region end
+  return ''
 end
 -- {id, entry, rooms, ...}: the nodes not lost; the entry is '' for a node expected back whose
 -- entry Redis lost (a flush).
@@ -134,14 +184,16 @@ end
 clock()
 "#;
 
-/// ARGV: id, entry JSON, sweep age ms, first (1: this process's first write: rooms left by an
-/// earlier process with the same id are forgotten), the epoch the node saw last ('' if none),
-/// n, n ids of the nodes it knew, then channel, participants pairs: the rooms it has.
+/// ARGV: id, entry JSON (its `region` is the node's), sweep age ms, first (1: this process's
+/// first write: rooms left by an earlier process with the same id are forgotten), the epoch the
+/// node saw last ('' if none), n, n ids of the nodes it knew, then channel, participants pairs:
+/// the rooms it has.
 ///
-/// Each room is claimed for the node unless another node not lost owns it with at least as
+/// A room whose directory names the node in some region is the node's already. Any other is
+/// claimed for the node's region unless another node not lost owns it there with at least as
 /// many live participants (as of its last heartbeat); those are yielded. Returns {epoch, {id,
 /// entry, rooms, ...}, {channels placed here older than the sweep age}, {channel, owner, ...}
-/// yielded}.
+/// yielded, {channel, n, region, id, ... (n pairs)}: the node sets of the rooms kept}.
 const HEARTBEAT: &str = r#"
 local id = ARGV[1]
 if ARGV[4] == '1' then forget(id) end
@@ -155,16 +207,16 @@ if ARGV[5] ~= '' and ARGV[5] ~= epoch and NOW - SINCE < TTL_MS then
     if ARGV[i] ~= id then redis.call('SADD', 'choir:expect', ARGV[i]) end
   end
 end
+local region = region_of(ARGV[2])
 local busy = 'choir:busy:' .. id
 redis.call('DEL', busy)
-local yielded = {}
+local yielded, sets = {}, {}
 local i = 7 + n
 while i < #ARGV do
   local c, p = ARGV[i], tonumber(ARGV[i + 1])
   i = i + 2
-  local key = 'choir:room:' .. c
-  local owner = redis.call('GET', key)
-  local mine = not owner or owner == id or not known(owner)
+  local owner = owner_of(c, region)
+  local mine = not owner or owner == id or not known(owner) or carries(c, id)
   if not mine then
     local theirs = tonumber(redis.call('HGET', 'choir:busy:' .. owner, c)) or 0
     if p > theirs then
@@ -174,43 +226,69 @@ while i < #ARGV do
     end
   end
   if mine then
-    redis.call('SET', key, id)
+    if not carries(c, id) then set_owner(c, region, id) end
     redis.call('ZADD', 'choir:rooms:' .. id, 'NX', NOW, c)
     if p > 0 then redis.call('HSET', busy, c, p) end
+    local o = owners(c)
+    table.insert(sets, c)
+    table.insert(sets, #o / 2)
+    for j = 1, #o do table.insert(sets, o[j]) end
   else
     table.insert(yielded, c)
     table.insert(yielded, owner)
   end
 end
 local old = redis.call('ZRANGEBYSCORE', 'choir:rooms:' .. id, '-inf', NOW - tonumber(ARGV[3]))
-return {epoch, list(), old, yielded}
+return {epoch, list(), old, yielded, sets}
 "#;
 
 /// ARGV: none. Returns {id, entry, rooms, ...}.
 const LIST: &str = "return list()";
 
-/// ARGV: channel, region, seed, place (0/1). Returns {status, owner, entry}: status 0 = found,
-/// 1 = placed now, 2 = not placed (place = 0), 3 = no node can take it, 4 = unknown while the
-/// directory is rebuilt after a gap (see `settled`).
+/// ARGV: channel, region, seed, place (0/1), member ('' or a node id). Returns {status, owner,
+/// entry}: status 0 = found, 1 = placed now, 2 = not placed (place = 0), 3 = no node can take
+/// it, 4 = unknown while the directory is rebuilt after a gap (see `settled`).
 ///
-/// Placement: serving nodes under their room limit with a heartbeat within a TTL, those of
-/// `region` first, then the least loaded (rooms placed on it, counted here atomically, plus
-/// participants and consumers of its last heartbeat), ties broken by `seed`.
+/// The owner is the room's node in `region` (one per room and region). Placement: serving
+/// nodes under their room limit with a heartbeat within a TTL, those of `region` the least
+/// loaded (rooms placed on it, counted here atomically, plus participants and consumers of its
+/// last heartbeat), ties broken by `seed`; when `region` has none, a node that carries the room
+/// in another region, else the least loaded of any region.
+///
+/// With a `member` (a request another node forwarded here): found (0) when the directory names
+/// `member` in any region, else 2 (4 while rebuilding and the room has no node at all).
 const RESOLVE: &str = r#"
-local c = ARGV[1]
-local key = 'choir:room:' .. c
-local owner = redis.call('GET', key)
+local c, region = ARGV[1], ARGV[2]
+if ARGV[5] ~= '' then
+  if carries(c, ARGV[5]) then
+    return {0, ARGV[5], redis.call('GET', 'choir:node:' .. ARGV[5]) or ''}
+  end
+  if #owners(c) == 0 and not settled() then return {4, '', ''} end
+  return {2, '', ''}
+end
+local owner = owner_of(c, region)
 if owner then
   if known(owner) then
     return {0, owner, redis.call('GET', 'choir:node:' .. owner) or ''}
   end
-  redis.call('DEL', key)
+  del_owner(c, region)
   redis.call('ZREM', 'choir:rooms:' .. owner, c)
 end
 if not settled() then return {4, '', ''} end
 if ARGV[4] == '0' then return {2, '', ''} end
-local same, any = {}, {}
-local min_same, min_any
+local has = {}
+local o = owners(c)
+for i = 2, #o, 2 do has[o[i]] = true end
+local same, here, any = {}, {}, {}
+local min_same, min_here, min_any
+local function consider(pool, min, load, id, raw)
+  if min == nil or load < min then
+    for k in pairs(pool) do pool[k] = nil end
+    min = load
+  end
+  if load == min then table.insert(pool, {id, raw}) end
+  return min
+end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', 'choir:live', NOW - TTL_MS, '+inf')) do
   local raw = redis.call('GET', 'choir:node:' .. id)
   if raw then
@@ -218,35 +296,58 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', 'choir:live', NOW - TTL_MS, '+in
     if ok and e.state == 'serving' then
       local rooms = redis.call('ZCARD', 'choir:rooms:' .. id)
       local max = tonumber(e.maxRooms) or 0
-      if max == 0 or rooms < max then
+      if max == 0 or rooms < max or has[id] then
         local load = rooms + (tonumber(e.participants) or 0) + (tonumber(e.consumers) or 0)
-        if min_any == nil or load < min_any then min_any = load; any = {} end
-        if load == min_any then table.insert(any, {id, raw}) end
-        if e.region == ARGV[2] then
-          if min_same == nil or load < min_same then min_same = load; same = {} end
-          if load == min_same then table.insert(same, {id, raw}) end
+        min_any = consider(any, min_any, load, id, raw)
+        if has[id] then min_here = consider(here, min_here, load, id, raw) end
+        if (e.region or '') == region then
+          min_same = consider(same, min_same, load, id, raw)
         end
       end
     end
   end
 end
 local pool = same
+if #pool == 0 then pool = here end
 if #pool == 0 then pool = any end
 if #pool == 0 then return {3, '', ''} end
 local pick = pool[(tonumber(ARGV[3]) % #pool) + 1]
-redis.call('SET', key, pick[1])
-redis.call('ZADD', 'choir:rooms:' .. pick[1], NOW, c)
+set_owner(c, region, pick[1])
+if has[pick[1]] then
+  redis.call('ZADD', 'choir:rooms:' .. pick[1], 'NX', NOW, c)
+else
+  redis.call('ZADD', 'choir:rooms:' .. pick[1], NOW, c)
+end
 return {1, pick[1], pick[2]}
 "#;
 
-/// ARGV: id, channels... Removes the channels' entries that `id` owns.
+/// ARGV: channels... Returns {channel, n, region, id, ... (n pairs), ...}: each room's node
+/// set, the nodes not lost.
+const ROOM_NODES: &str = r#"
+local out = {}
+for i = 1, #ARGV do
+  local c = ARGV[i]
+  local o = owners(c)
+  local kept = {}
+  for j = 1, #o, 2 do
+    if known(o[j + 1]) then
+      table.insert(kept, o[j])
+      table.insert(kept, o[j + 1])
+    end
+  end
+  table.insert(out, c)
+  table.insert(out, #kept / 2)
+  for j = 1, #kept do table.insert(out, kept[j]) end
+end
+return out
+"#;
+
+/// ARGV: id, channels... Removes the channels' entries (every region) that name `id`.
 const RELEASE: &str = r#"
 local id = ARGV[1]
 for i = 2, #ARGV do
   local c = ARGV[i]
-  if redis.call('GET', 'choir:room:' .. c) == id then
-    redis.call('DEL', 'choir:room:' .. c)
-  end
+  drop(c, id)
   redis.call('ZREM', 'choir:rooms:' .. id, c)
   redis.call('HDEL', 'choir:busy:' .. id, c)
 end
@@ -284,6 +385,7 @@ pub struct Sources {
     pub heartbeat: String,
     pub list: String,
     pub resolve: String,
+    pub room_nodes: String,
     pub release: String,
     pub alive: String,
     pub unregister: String,
@@ -292,7 +394,7 @@ pub struct Sources {
 
 impl Sources {
     pub fn new(ttl: Duration) -> Sources {
-        let lib = LIB
+        let lib = format!("{OWNERS}\n{LIB}")
             .replace("{ttl}", &ttl.as_millis().to_string())
             .replace("{gap}", &GAP.as_millis().to_string())
             .replace("{schema}", SCHEMA);
@@ -301,7 +403,8 @@ impl Sources {
             heartbeat: with_lib(HEARTBEAT),
             list: with_lib(LIST),
             resolve: with_lib(RESOLVE),
-            release: RELEASE.to_string(),
+            room_nodes: with_lib(ROOM_NODES),
+            release: format!("{OWNERS}\n{RELEASE}"),
             alive: with_lib(ALIVE),
             unregister: with_lib(UNREGISTER),
             start: with_lib(START),

@@ -1,6 +1,7 @@
 //! Cluster mode: many choir nodes behind one voice API, on Redis.
 //!
-//! One room lives on one node; any node answers any request. Each node writes its entry to a
+//! One room lives on one node (one per region with `--region`: [`rooms`]); any node answers
+//! any request. Each node writes its entry to a
 //! registry in Redis every [`HEARTBEAT`] with a [`TTL`] ([`registry`]); the first request that
 //! names a channel finds its owner in the room directory or places it there atomically
 //! (`directory`, [`store`]); a request for a channel another node owns is proxied to it over
@@ -19,6 +20,7 @@ mod lua;
 mod metrics;
 mod proxy;
 mod registry;
+mod rooms;
 mod route;
 pub mod secret;
 mod store;
@@ -36,6 +38,7 @@ use serde_json::{json, Value};
 pub use host::Host;
 pub use identity::Identity;
 pub use metrics::Metrics;
+pub use rooms::RoomNode;
 pub use route::Routed;
 pub use store::Store;
 
@@ -127,8 +130,10 @@ struct Live {
     nodes: RefCell<BTreeMap<String, Node>>,
     /// Channels this node owns, and when a request last used each.
     owned: RefCell<HashMap<String, Instant>>,
-    /// Owners of channels other nodes own.
+    /// Owners of channels other nodes own (in this node's region).
     cache: RefCell<HashMap<String, String>>,
+    /// The node sets of this node's rooms, every region's ([`rooms`]).
+    sets: RefCell<HashMap<String, store::RoomSet>>,
     /// Proxied event streams to tell when their owner is lost, by owner id.
     lost: RefCell<HashMap<String, Vec<flume::Sender<()>>>>,
     pool: proxy::Pool,
@@ -162,6 +167,7 @@ impl Cluster {
                 nodes: Default::default(),
                 owned: Default::default(),
                 cache: Default::default(),
+                sets: Default::default(),
                 lost: Default::default(),
                 pool: Default::default(),
                 counters: Default::default(),
@@ -302,7 +308,8 @@ impl Cluster {
         }
     }
 
-    /// Adds the cluster's state to `/health`; 503 while Redis is unreachable.
+    /// Adds the cluster's state to `/health` (with the node sets of this node's rooms, as of the
+    /// last heartbeat); 503 while Redis is unreachable.
     pub fn health(&self, body: &mut Value) -> StatusCode {
         let Some(live) = &self.live else {
             return StatusCode::OK;
@@ -311,6 +318,8 @@ impl Cluster {
         body["node"] = json!(self.identity.id);
         body["incarnation"] = json!(self.identity.incarnation);
         body["state"] = json!(live.state.get().as_str());
+        body["region"] = json!(self.identity.region);
+        body["roomNodes"] = self.rooms_json(live);
         body["cluster"] = json!(if connected {
             "connected"
         } else {
@@ -324,7 +333,8 @@ impl Cluster {
         }
     }
 
-    /// `GET /cluster`: this node's id and every live node's entry.
+    /// `GET /cluster`: this node's id, every live node's entry, and the node sets of this
+    /// node's rooms (asked from Redis now).
     pub async fn nodes_json(&self, ctx: &impl Host) -> Result<Value, ApiError> {
         let Some(live) = &self.live else {
             let entry = registry::entry(ctx, State::Serving).await?;
@@ -346,7 +356,13 @@ impl Cluster {
                 nodes.values().map(|n| n.entry.clone()).collect::<Vec<_>>()
             }
         };
-        Ok(json!({"self": self.identity.id, "nodes": nodes}))
+        self.refresh_sets(live).await;
+        Ok(json!({
+            "self": self.identity.id,
+            "region": self.identity.region,
+            "nodes": nodes,
+            "roomNodes": self.rooms_json(live),
+        }))
     }
 
     /// The cluster's metrics (None without cluster mode).

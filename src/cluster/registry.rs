@@ -207,6 +207,7 @@ async fn beat(ctx: &impl Host, live: &Live) {
     }
     live.connected.set(true);
     cluster.learn_nodes(&hb.nodes);
+    cluster.learn_sets(live, hb.sets);
     yielded(ctx, live, hb.yielded);
     sweep(ctx, live, hb.old_rooms, &rooms).await;
 }

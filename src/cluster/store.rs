@@ -59,7 +59,12 @@ pub struct Heartbeat {
     /// (channel, owner): rooms this node has that another node owns with at least as many
     /// live participants: this node stops serving them.
     pub yielded: Vec<(String, String)>,
+    /// The node sets of the rooms this node kept, from the same script.
+    pub sets: Vec<(String, RoomSet)>,
 }
+
+/// A room's nodes as the directory has them: (region, node id); region "" = no region.
+pub type RoomSet = Vec<(String, String)>;
 
 #[derive(Debug)]
 pub enum Op {
@@ -82,6 +87,13 @@ pub enum Op {
         region: String,
         seed: u32,
         place: bool,
+        /// Set (a request another node forwarded here): whether the directory names this
+        /// node in any region; no placement.
+        member: Option<String>,
+    },
+    /// The node sets of these rooms (nodes not lost).
+    RoomNodes {
+        channels: Vec<String>,
     },
     Release {
         id: String,
@@ -107,6 +119,7 @@ pub enum Answer {
     Heartbeat(Heartbeat),
     Nodes(Vec<NodeRecord>),
     Resolved(Resolved),
+    RoomNodes(Vec<(String, RoomSet)>),
     Alive(bool),
     /// The layout of the cluster on this Redis, and the URL of another live process with this
     /// node id ("" if none).
@@ -136,6 +149,7 @@ struct Scripts {
     heartbeat: Script,
     list: Script,
     resolve: Script,
+    room_nodes: Script,
     release: Script,
     alive: Script,
     unregister: Script,
@@ -149,6 +163,7 @@ impl Scripts {
             heartbeat: Script::new(&src.heartbeat),
             list: Script::new(&src.list),
             resolve: Script::new(&src.resolve),
+            room_nodes: Script::new(&src.room_nodes),
             release: Script::new(&src.release),
             alive: Script::new(&src.alive),
             unregister: Script::new(&src.unregister),
@@ -316,11 +331,12 @@ fn run(s: &Scripts, con: &mut redis::Connection, op: Op) -> redis::RedisResult<A
             for (c, p) in &rooms {
                 inv.arg(c).arg(*p);
             }
-            let (epoch, nodes, old, yielded): (
+            let (epoch, nodes, old, yielded, sets): (
                 String,
                 Vec<redis::Value>,
                 Vec<String>,
                 Vec<String>,
+                Vec<redis::Value>,
             ) = inv.invoke(con)?;
             Answer::Heartbeat(Heartbeat {
                 epoch,
@@ -330,6 +346,7 @@ fn run(s: &Scripts, con: &mut redis::Connection, op: Op) -> redis::RedisResult<A
                     .chunks_exact(2)
                     .map(|p| (p[0].clone(), p[1].clone()))
                     .collect(),
+                sets: room_sets(sets)?,
             })
         }
         Op::List => Answer::Nodes(records(s.list.invoke(con)?)?),
@@ -338,6 +355,7 @@ fn run(s: &Scripts, con: &mut redis::Connection, op: Op) -> redis::RedisResult<A
             region,
             seed,
             place,
+            member,
         } => {
             let (status, owner, entry): (i64, String, String) = s
                 .resolve
@@ -345,6 +363,7 @@ fn run(s: &Scripts, con: &mut redis::Connection, op: Op) -> redis::RedisResult<A
                 .arg(&region)
                 .arg(seed)
                 .arg(if place { "1" } else { "0" })
+                .arg(member.as_deref().unwrap_or(""))
                 .invoke(con)?;
             Answer::Resolved(match status {
                 0 | 1 => Resolved::Owner {
@@ -356,6 +375,16 @@ fn run(s: &Scripts, con: &mut redis::Connection, op: Op) -> redis::RedisResult<A
                 4 => Resolved::Rebuilding,
                 _ => Resolved::NoNode,
             })
+        }
+        Op::RoomNodes { channels } => {
+            if channels.is_empty() {
+                return Ok(Answer::RoomNodes(Vec::new()));
+            }
+            let mut inv = s.room_nodes.prepare_invoke();
+            for c in &channels {
+                inv.arg(c);
+            }
+            Answer::RoomNodes(room_sets(inv.invoke(con)?)?)
         }
         Op::Release { id, channels } => {
             let mut inv = s.release.arg(&id);
@@ -395,6 +424,24 @@ fn records(flat: Vec<redis::Value>) -> redis::RedisResult<Vec<NodeRecord>> {
             entry: redis::from_redis_value(entry)?,
             rooms: redis::from_redis_value(rooms)?,
         });
+    }
+    Ok(out)
+}
+
+/// {channel, n, region, id, ... (n pairs), ...} → (channel, set) pairs.
+fn room_sets(flat: Vec<redis::Value>) -> redis::RedisResult<Vec<(String, RoomSet)>> {
+    let mut out = Vec::new();
+    let mut it = flat.into_iter();
+    while let (Some(c), Some(n)) = (it.next(), it.next()) {
+        let n: usize = redis::from_redis_value(n)?;
+        let mut set = Vec::with_capacity(n.min(64));
+        for _ in 0..n {
+            let (Some(r), Some(id)) = (it.next(), it.next()) else {
+                break;
+            };
+            set.push((redis::from_redis_value(r)?, redis::from_redis_value(id)?));
+        }
+        out.push((redis::from_redis_value(c)?, set));
     }
     Ok(out)
 }
