@@ -15,8 +15,12 @@ use super::report::ReportBlock;
 
 /// Packets a report must cover to replace the average: 5 s of 20 ms audio.
 pub const SPAN_PACKETS: i64 = 250;
-/// A receiver's last report counts this long.
-pub const MAX_AGE: Duration = Duration::from_secs(10);
+/// A receiver's last report counts this long. Receivers report every 5 s or so (RFC 3550
+/// §6.2: a 5 s minimum, randomized between 0.5 and 1.5 times: up to 7.5 s; Firefox's were seen
+/// 4.6 and 11 s apart), and a report crosses the very leg whose loss it tells, so some are lost:
+/// a figure must survive three missing reports. At 10 s the loss of one Firefox listener fell
+/// to 0 between its reports, and its speaker's encoder stopped sending FEC for it.
+pub const MAX_AGE: Duration = Duration::from_secs(30);
 
 /// A receiver's loss about one stream we send, from its report blocks.
 #[derive(Clone, Copy, Debug, Default)]
@@ -105,6 +109,9 @@ mod tests {
                 assert!((23..=29).contains(&f), "{i}: {f}");
             }
         }
+        // Reports lost on the way (or a receiver reporting every 7.5 s): the figure stays.
+        let last = r.fraction(t0 + ms(40_000));
+        assert_eq!(r.fraction(t0 + ms(40_000) + ms(25_000)), last);
         // No new report for too long: no figure.
         assert_eq!(r.fraction(t0 + ms(40_000) + MAX_AGE + ms(1)), None);
     }
