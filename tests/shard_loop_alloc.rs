@@ -10,6 +10,9 @@
 //! and its timer wheel use `Rc`'d sources), never per packet: the test sends in bursts, so that
 //! turns are far fewer than datagrams, and bounds those allocations by the turns, parks and yields the
 //! shard counted.
+//!
+//! The room also has a cascade link (issue 22) to a test socket playing the peer node: every
+//! packet is sealed once more and sent from the shard's link port, in the same turn.
 
 mod common;
 #[path = "common/counting_alloc.rs"]
@@ -111,8 +114,8 @@ fn pump(legs: &mut [Leg], buf: &mut [u8]) -> usize {
 }
 
 /// Loop turns, and parks plus yields (glommio polls its reactor at most once per turn, park or
-/// yield), and copies forwarded.
-fn stats(shard: &ShardHandle) -> (u64, u64, u64) {
+/// yield), copies forwarded, and packets relayed on the link.
+fn stats(shard: &ShardHandle) -> (u64, u64, u64, u64) {
     let Reply::Stats(s) = call(shard, Command::Stats) else {
         panic!("stats");
     };
@@ -120,7 +123,24 @@ fn stats(shard: &ShardHandle) -> (u64, u64, u64) {
         s.loop_turns,
         s.loop_parks + s.loop_yields,
         s.counters.rtp_forwarded,
+        s.counters.relay_packets_out,
     )
+}
+
+/// A cascade link of the room to `peer` (a test socket): the shard's link port, fixed keys.
+fn link_to(shard: &ShardHandle, peer: SocketAddr) {
+    let params = choir::sfu::cascade::LinkParams {
+        channel_id: "room".into(),
+        peer: "peer".into(),
+        receive_id: 1,
+        receive_key: [1; 32],
+        send_id: 2,
+        send_key: [2; 32],
+        peer_addr: peer,
+        local_port: 0,
+    };
+    let slice = std::slice::from_ref(shard);
+    block_on(choir::control::cascade::add_link(slice, params)).expect("add_link");
 }
 
 fn forward_without_allocating(mode: PortMode, index: usize) {
@@ -156,6 +176,8 @@ fn forward_without_allocating(mode: PortMode, index: usize) {
         },
     );
 
+    let link_peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    link_to(&shard, link_peer.local_addr().unwrap());
     let mut legs = vec![leg(&shard, "speaker", Direction::Send, &config)];
     let rtp = serde_json::from_value(json!({"mid":"0","codecs":[{"mimeType":"audio/opus","payloadType":111,"clockRate":48000,"channels":2}],
         "headerExtensions":[{"uri":"urn:ietf:params:rtp-hdrext:ssrc-audio-level","id":1}],
@@ -233,14 +255,14 @@ fn forward_without_allocating(mode: PortMode, index: usize) {
     }
 
     watch_thread("choir-shard-0-", choir::shard::in_loop_turn);
-    let (turns0, parks0, fwd0) = stats(&shard);
+    let (turns0, parks0, fwd0, relayed0) = stats(&shard);
     let a0 = watched_allocations();
     let mut received = 0;
     for _ in 0..BURSTS {
         received += burst(&mut legs, &mut seq);
     }
     let a1 = watched_allocations();
-    let (turns1, parks1, fwd1) = stats(&shard);
+    let (turns1, parks1, fwd1, relayed1) = stats(&shard);
     // The count is live: answering `stats` allocates on the shard's thread.
     assert!(
         watched_allocations().0 > a1.0,
@@ -262,6 +284,11 @@ fn forward_without_allocating(mode: PortMode, index: usize) {
         "every copy forwarded"
     );
     assert_eq!(received as u64, forwarded, "every copy arrived");
+    assert_eq!(
+        relayed1 - relayed0,
+        datagrams,
+        "every packet relayed on the link"
+    );
     // Parks and yields are not bounded by the bursts: on a loaded machine the shard may wake
     // (its doorbell, its 1 ms bound) between any two datagrams of a burst.
     assert!(

@@ -30,6 +30,7 @@ fn renders_labelled_families() {
             loop_yields: 0,
             loop_unheard: 0,
             transport_states: Default::default(),
+            link_port: 0,
         }],
         failed_shards: vec![0],
         control,

@@ -3,6 +3,7 @@
 //! room's shard.
 
 pub mod auth;
+pub mod cascade;
 mod conn;
 mod demo;
 pub mod guard;

@@ -65,7 +65,8 @@ pub trait Egress {
 
     /// A cascade link's datagram (see [`cascade`]): a UDP datagram to `to`, sent from the
     /// shard's socket bound at `local_port`. The default drops it: a shell that carries links
-    /// must implement this (the shards' `SocketEgress` does not yet).
+    /// must implement this (the shards' `SocketEgress` does, see `crate::shard`'s cascade
+    /// notes).
     fn send_to(&mut self, local_port: u16, to: SocketAddr, datagram: &[u8]) {
         let _ = (local_port, to, datagram);
     }

@@ -6,6 +6,7 @@
 //! reply; nothing of a shard's state is shared with other threads or locked.
 
 mod batch;
+mod cascade;
 mod poll;
 mod ports;
 mod reply;
@@ -20,6 +21,7 @@ use crate::sfu::api::{
 };
 use crate::sfu::Counters;
 
+pub use cascade::LinkCommand;
 pub use ports::PortMode;
 pub use run::{in_loop_turn, spawn, ShardSetup};
 
@@ -47,6 +49,8 @@ pub enum Command {
     Stats,
     /// Each room's channelId and participant count (cluster directory upkeep).
     Rooms,
+    /// Cascade links and remote producers (issue 22): see [`LinkCommand`].
+    Cascade(LinkCommand),
     /// Close everything and stop the executor.
     Shutdown,
     /// Test only (`--test-faults`): panic on the shard's thread.
@@ -72,6 +76,7 @@ impl Command {
                 both(&r.channel_id, &r.user_id)
             }
             Command::Leave(_)
+            | Command::Cascade(_)
             | Command::Counts
             | Command::Stats
             | Command::Rooms
@@ -92,6 +97,11 @@ pub enum Reply {
     Counts(Counts),
     Stats(Box<ShardStats>),
     Rooms(Vec<(String, u64)>),
+    LinkPort(u16),
+    Link(Box<crate::sfu::cascade::LinkInfo>),
+    Links(Vec<crate::sfu::cascade::LinkInfo>),
+    RemoteProducer(Box<crate::sfu::cascade::RemoteProducer>),
+    RemoteProducers(Vec<crate::sfu::cascade::RemoteProducer>),
 }
 
 /// A shard's counts and counters.
@@ -112,6 +122,8 @@ pub struct ShardStats {
     pub loop_yields: u64,
     pub loop_unheard: u64,
     pub transport_states: crate::sfu::TransportStates,
+    /// The shard's cascade link port (see [`LinkCommand::LinkPort`]); 0 before it is bound.
+    pub link_port: u16,
 }
 
 pub(crate) struct Envelope {

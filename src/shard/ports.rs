@@ -70,6 +70,9 @@ pub struct Ports {
     last: u16,
     next: u16,
     in_use: HashSet<u16>,
+    /// The shard's cascade link port, once bound ([`Ports::bind_link`]): not a transport's, so
+    /// not counted in [`Ports::in_use`], and never released while the shard runs.
+    link: Option<u16>,
 }
 
 impl Ports {
@@ -80,6 +83,7 @@ impl Ports {
             last,
             next: first,
             in_use: HashSet::new(),
+            link: None,
         }
     }
 
@@ -90,6 +94,26 @@ impl Ports {
     /// Binds the next free port of the slice (round robin, so a just-released port is reused
     /// last). A port taken by another process is skipped.
     pub fn bind(&mut self) -> Result<Bound, ApiError> {
+        let listen = self.listen.clone();
+        let bound = self.bind_with(&listen)?;
+        self.in_use.insert(bound.port);
+        Ok(bound)
+    }
+
+    /// Binds the shard's cascade link port (per-transport mode): UDP only, the next free port
+    /// of the slice, like a transport's, but held until the shard stops.
+    pub fn bind_link(&mut self) -> Result<Bound, ApiError> {
+        let listen = Listen {
+            udp: true,
+            tcp: false,
+            ..self.listen.clone()
+        };
+        let bound = self.bind_with(&listen)?;
+        self.link = Some(bound.port);
+        Ok(bound)
+    }
+
+    fn bind_with(&mut self, listen: &Listen) -> Result<Bound, ApiError> {
         let size = u32::from(self.last - self.first) + 1;
         for _ in 0..size {
             let port = self.next;
@@ -98,14 +122,11 @@ impl Ports {
             } else {
                 port + 1
             };
-            if self.in_use.contains(&port) {
+            if self.in_use.contains(&port) || self.link == Some(port) {
                 continue;
             }
-            match self.listen.bind(port) {
-                Ok(bound) => {
-                    self.in_use.insert(port);
-                    return Ok(bound);
-                }
+            match listen.bind(port) {
+                Ok(bound) => return Ok(bound),
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
                 Err(e) => {
                     return Err(ApiError::unavailable(format!(
@@ -180,5 +201,30 @@ mod tests {
         drop(bound);
         ports.release(port);
         assert_eq!(ports.bind().unwrap().port, port);
+    }
+
+    /// The link port: UDP only, from the slice, skipped by transports, not counted as theirs.
+    #[test]
+    fn the_link_port_is_taken_from_the_slice_but_is_no_transports() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        // Above the usual ephemeral range (32768-60999).
+        let base = 61_500 + (std::process::id() % 1000) as u16 * 2;
+        let listen = Listen {
+            ips: vec![ip],
+            udp: true,
+            tcp: true,
+        };
+        let mut ports = Ports::new(listen, (base, base + 1));
+        let link = ports.bind_link().unwrap();
+        assert_eq!((link.udp.len(), link.tcp.len()), (1, 0));
+        assert_eq!(ports.in_use(), 0);
+        let transport = ports.bind().unwrap();
+        assert_ne!(transport.port, link.port);
+        assert_eq!(ports.in_use(), 1);
+        assert_eq!(
+            ports.bind().unwrap_err().status,
+            503,
+            "the link port is held"
+        );
     }
 }

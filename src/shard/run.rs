@@ -8,7 +8,8 @@
 //! epoll set which sockets are readable, takes up to [`RX_BATCH`](super::batch::RX_BATCH) datagrams from each with one
 //! `recvmmsg` into the shard's buffers, hands every one to the core, and sends all the copies
 //! the turn produced in one io_uring submission; it parks (see [`super::poll`]) only when a turn
-//! found nothing.
+//! found nothing. A cascade link's datagram (first octet [`relay::KIND`]) goes to the core's
+//! link path from any socket, before the transports' demultiplexing (see [`super::cascade`]).
 
 use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
@@ -28,6 +29,7 @@ use super::{Command, Envelope, Reply, ShardHandle, ShardStats};
 use crate::sfu::api::{ApiError, RoomEvent};
 use crate::sfu::{Announced, Path, Settings, Sfu, SocketId, TransportKey};
 use crate::wire::dtls::DtlsIdentity;
+use crate::wire::relay;
 
 /// Timer resolution: consent, DTLS retransmissions and RTCP run from this tick.
 const TICK: Duration = Duration::from_millis(20);
@@ -129,7 +131,7 @@ pub fn spawn(setup: ShardSetup) -> std::io::Result<(ShardHandle, std::thread::Jo
 
 pub(super) struct Shard {
     pub(super) index: usize,
-    setup: ShardSetup,
+    pub(super) setup: ShardSetup,
     pub(super) sfu: RefCell<Sfu>,
     pub(super) sockets: RefCell<Sockets>,
     /// UDP datagrams the core sent during the current turn, command or tick.
@@ -142,7 +144,7 @@ pub(super) struct Shard {
     yields: Cell<u64>,
     unheard: Cell<u64>,
     /// Per-transport mode: the port slice. Unused in single-port mode.
-    ports: RefCell<Ports>,
+    pub(super) ports: RefCell<Ports>,
     /// Single-port mode: the shard's sockets between `start` and `run`.
     single: RefCell<Option<Bound>>,
     loop_lag_us: Cell<u64>,
@@ -205,7 +207,12 @@ impl Shard {
         if self.setup.mode == PortMode::Single {
             // Bound before "ready" was reported (see `start`); attach the tasks now.
             let bound = self.take_single();
-            self.attach(bound, None);
+            let port = bound.port;
+            let udp = self.attach(bound, None, false);
+            if !udp.is_empty() {
+                // The shard's shared UDP sockets carry its cascade links too.
+                self.sockets.borrow_mut().set_link(port, &udp);
+            }
         }
         tracing::info!(shard = self.index, ports = ?self.setup.ports, "shard ready");
         while let Ok(envelope) = commands.recv_async().await {
@@ -279,7 +286,7 @@ impl Shard {
                 let created = self.sfu.borrow_mut().create_transport(&req, port, now);
                 match (created, bound) {
                     (Ok((key, options)), Some(bound)) => {
-                        self.attach(bound, Some(key));
+                        self.attach(bound, Some(key), false);
                         Ok(Reply::Transport(options))
                     }
                     (Ok((_, options)), None) => Ok(Reply::Transport(options)),
@@ -329,12 +336,14 @@ impl Shard {
                 loop_yields: self.yields.get(),
                 loop_unheard: self.unheard.get(),
                 transport_states: self.sfu.borrow().transport_states(),
+                link_port: self.sockets.borrow().link_port(),
             }))),
             Command::Rooms => Ok(Reply::Rooms(self.sfu.borrow().room_list())),
             Command::Shutdown => {
                 self.with_core(|sfu, _| sfu.close_all());
                 Ok(Reply::Done)
             }
+            Command::Cascade(c) => self.cascade_command(c, now),
             Command::TestPanic => panic!("test fault: shard {} panics on request", self.index),
         }
     }
@@ -355,11 +364,23 @@ impl Shard {
     }
 
     /// Registers bound sockets (owned by `owner` in per-transport mode): UDP sockets join the
-    /// receive loop's epoll set, each TCP listener gets its accept task.
-    fn attach(self: &Rc<Self>, bound: Bound, owner: Option<TransportKey>) {
+    /// receive loop's epoll set, each TCP listener gets its accept task. Returns the UDP
+    /// sockets' ids. `link_only`: the cascade link socket of per-transport mode.
+    pub(super) fn attach(
+        self: &Rc<Self>,
+        bound: Bound,
+        owner: Option<TransportKey>,
+        link_only: bool,
+    ) -> Vec<SocketId> {
+        let mut udp = Vec::new();
         for socket in bound.udp {
-            if let Err(e) = self.sockets.borrow_mut().insert_udp(socket, owner) {
-                tracing::error!(shard = self.index, "cannot poll a UDP socket: {e}");
+            match self
+                .sockets
+                .borrow_mut()
+                .insert_udp(socket, owner, bound.port, link_only)
+            {
+                Ok(id) => udp.push(id),
+                Err(e) => tracing::error!(shard = self.index, "cannot poll a UDP socket: {e}"),
             }
         }
         for socket in bound.tcp {
@@ -375,6 +396,7 @@ impl Shard {
             // Detached: it returns once the listener is closed (see `super::sockets`).
             glommio::spawn_local(self.clone().accept_tcp(owner, listener, closed)).detach();
         }
+        udp
     }
 
     /// The shard's UDP receive loop (all sockets, both port modes): a turn, then a park only if
@@ -441,10 +463,10 @@ impl Shard {
         let received = self.with_core(|sfu, out| {
             let mut received = 0;
             for &id in &ready[..n] {
-                let Some((fd, owner)) = out.sockets.udp(id) else {
+                let Some(udp) = out.sockets.udp(id) else {
                     continue;
                 };
-                let got = rx.recv(fd);
+                let got = rx.recv(udp.fd);
                 received += got;
                 let now = Instant::now();
                 for i in 0..got {
@@ -453,8 +475,21 @@ impl Shard {
                         sfu.counters_mut().drop("datagram", "too_long");
                         continue;
                     };
+                    // A cascade link's datagram (first octet 8, which no WebRTC protocol uses:
+                    // RFC 7983 §7), on whichever socket it came: the core finds the link.
+                    if d.len > 0 && d.buf[0] == relay::KIND {
+                        sfu.on_link_datagram(udp.port, remote, &mut d.buf[..d.len], now, out);
+                        continue;
+                    }
+                    if udp.link_only {
+                        let c = sfu.counters_mut();
+                        c.datagrams_in += 1;
+                        c.bytes_in += d.len as u64;
+                        c.drop("relay", "not_relay");
+                        continue;
+                    }
                     let path = Path { socket: id, remote };
-                    sfu.handle_datagram(owner, path, d.buf, d.len, now, out);
+                    sfu.handle_datagram(udp.owner, path, d.buf, d.len, now, out);
                 }
             }
             received
@@ -477,7 +512,7 @@ impl Shard {
     }
 }
 
-fn listen_of(setup: &ShardSetup) -> Listen {
+pub(super) fn listen_of(setup: &ShardSetup) -> Listen {
     Listen {
         ips: setup.listen.iter().map(|&(ip, _)| ip).collect(),
         udp: setup.udp,

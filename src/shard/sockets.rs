@@ -14,6 +14,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::task::Waker;
@@ -65,12 +66,30 @@ pub enum Kind {
 struct Entry {
     kind: Kind,
     owner: Option<TransportKey>,
+    /// The local port (UDP sockets; 0 for TCP ones).
+    port: u16,
+    /// A cascade link socket of per-transport mode: only link datagrams are taken.
+    link_only: bool,
+}
+
+/// A UDP socket, as the receive loop sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Udp {
+    pub fd: RawFd,
+    /// Its transport (per-transport mode), or none (a shared or link socket).
+    pub owner: Option<TransportKey>,
+    pub port: u16,
+    pub link_only: bool,
 }
 
 pub struct Sockets {
     slab: Slab<Entry>,
     owned: HashMap<TransportKey, Vec<SocketId>>,
     readiness: Readiness,
+    /// The shard's cascade link port (0: none yet) and its UDP sockets (one per listen
+    /// address): fd and whether it is an IPv6 one. Set once, never removed while the shard runs.
+    link_port: u16,
+    link_fds: Vec<(RawFd, bool)>,
 }
 
 impl Sockets {
@@ -79,12 +98,19 @@ impl Sockets {
             slab: Slab::new(),
             owned: HashMap::new(),
             readiness: Readiness::new()?,
+            link_port: 0,
+            link_fds: Vec::new(),
         })
     }
 
     /// Registers a TCP listener or connection (its task is detached: see the module's note).
     pub fn insert(&mut self, kind: Kind, owner: Option<TransportKey>) -> SocketId {
-        let id = self.slab.insert(Entry { kind, owner }) as SocketId;
+        let id = self.slab.insert(Entry {
+            kind,
+            owner,
+            port: 0,
+            link_only: false,
+        }) as SocketId;
         if let Some(key) = owner {
             self.owned.entry(key).or_default().push(id);
         }
@@ -92,24 +118,84 @@ impl Sockets {
     }
 
     /// Registers a UDP socket and adds it to the shard's epoll set.
+    /// `port` is the port it is bound on; `link_only`: see [`Udp::link_only`].
     pub fn insert_udp(
         &mut self,
         socket: socket2::Socket,
         owner: Option<TransportKey>,
+        port: u16,
+        link_only: bool,
     ) -> io::Result<SocketId> {
         let id = self.slab.vacant_key() as SocketId;
         self.readiness.add(socket.as_raw_fd(), id)?;
-        Ok(self.insert(Kind::Udp(socket), owner))
+        let id = self.insert(Kind::Udp(socket), owner);
+        if let Some(e) = self.slab.get_mut(id as usize) {
+            e.port = port;
+            e.link_only = link_only;
+        }
+        Ok(id)
     }
 
-    /// A UDP socket's fd and owning transport.
-    pub fn udp(&self, id: SocketId) -> Option<(RawFd, Option<TransportKey>)> {
+    /// A UDP socket's fd, owning transport and port.
+    pub fn udp(&self, id: SocketId) -> Option<Udp> {
         match self.slab.get(id as usize) {
             Some(Entry {
                 kind: Kind::Udp(socket),
                 owner,
-                ..
-            }) => Some((socket.as_raw_fd(), *owner)),
+                port,
+                link_only,
+            }) => Some(Udp {
+                fd: socket.as_raw_fd(),
+                owner: *owner,
+                port: *port,
+                link_only: *link_only,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Makes the UDP sockets `ids` (bound on `port`) the shard's cascade link sockets:
+    /// [`Egress::send_to`] from `port` leaves through them.
+    pub fn set_link(&mut self, port: u16, ids: &[SocketId]) {
+        self.link_port = port;
+        self.link_fds = ids
+            .iter()
+            .filter_map(|&id| match self.slab.get(id as usize) {
+                Some(Entry {
+                    kind: Kind::Udp(socket),
+                    ..
+                }) => {
+                    let v6 = socket
+                        .local_addr()
+                        .ok()
+                        .and_then(|a| a.as_socket())
+                        .is_some_and(|a| a.is_ipv6());
+                    Some((socket.as_raw_fd(), v6))
+                }
+                _ => None,
+            })
+            .collect();
+    }
+
+    pub fn link_port(&self) -> u16 {
+        self.link_port
+    }
+
+    /// The link socket that sends to `to`: one of its address family, else (`to` is IPv4) a
+    /// dual-stack IPv6 one, to `to`'s IPv4-mapped address.
+    fn link_socket(&self, to: SocketAddr) -> Option<(RawFd, SocketAddr)> {
+        let v6 = to.is_ipv6();
+        if let Some(&(fd, _)) = self.link_fds.iter().find(|&&(_, s)| s == v6) {
+            return Some((fd, to));
+        }
+        match to.ip() {
+            IpAddr::V4(ip) if !v6 => {
+                let &(fd, _) = self.link_fds.first()?;
+                Some((
+                    fd,
+                    SocketAddr::new(IpAddr::V6(ip.to_ipv6_mapped()), to.port()),
+                ))
+            }
             _ => None,
         }
     }
@@ -204,6 +290,24 @@ impl<'a> SocketEgress<'a> {
 }
 
 impl Egress for SocketEgress<'_> {
+    /// A cascade link's datagram: queued in the turn's batch like a transport's, from the
+    /// shard's link socket of `to`'s address family. A port that is not the shard's link port
+    /// (or no link socket for the family) is a `no_socket` drop.
+    fn send_to(&mut self, local_port: u16, to: SocketAddr, datagram: &[u8]) {
+        let found = (local_port != 0 && local_port == self.sockets.link_port)
+            .then(|| self.sockets.link_socket(to))
+            .flatten();
+        let Some((fd, to)) = found else {
+            self.no_socket += 1;
+            return;
+        };
+        if self.tx.is_full_for(datagram.len()) {
+            let f = self.tx.flush();
+            self.count(f);
+        }
+        self.tx.push(fd, to, datagram);
+    }
+
     fn send(&mut self, path: Path, datagram: &[u8]) {
         let Some(entry) = self.sockets.slab.get(path.socket as usize) else {
             self.no_socket += 1;
@@ -244,6 +348,44 @@ impl Egress for SocketEgress<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A link datagram leaves from the link socket (batched, sent at `finish`) to its peer; one
+    /// from another port, or before the link port is set, is a `no_socket` drop.
+    #[test]
+    fn send_to_leaves_from_the_link_socket() {
+        let mut sockets = Sockets::new().unwrap();
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        socket
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        let local = socket.local_addr().unwrap().as_socket().unwrap();
+        let id = sockets
+            .insert_udp(socket, None, local.port(), true)
+            .unwrap();
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let to = peer.local_addr().unwrap();
+        let mut tx = TxBatch::new().unwrap();
+        {
+            let mut egress = SocketEgress::new(&sockets, &mut tx);
+            egress.send_to(local.port(), to, b"\x08 early");
+            egress.finish();
+            assert_eq!((egress.sent, egress.no_socket), (0, 1), "no link port yet");
+        }
+        sockets.set_link(local.port(), &[id]);
+        assert_eq!(sockets.link_port(), local.port());
+        let mut egress = SocketEgress::new(&sockets, &mut tx);
+        egress.send_to(local.port() ^ 1, to, b"\x08 wrong port");
+        egress.send_to(local.port(), to, b"\x08 link");
+        assert_eq!(egress.sent, 0, "batched until the turn ends");
+        egress.finish();
+        assert_eq!((egress.sent, egress.no_socket, egress.bytes), (1, 1, 6));
+        let mut buf = [0u8; 64];
+        let (n, from) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"\x08 link"[..], local));
+    }
 
     /// A TCP connection whose reader stalls: frames queue up to [`TCP_QUEUE`], then each one
     /// that does not fit is dropped and counted; UDP sockets are unaffected.
