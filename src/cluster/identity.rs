@@ -13,6 +13,9 @@ pub struct Identity {
     /// This process's incarnation (random, new at every start): another process with the same
     /// id is another incarnation, and its rooms are not this one's.
     pub incarnation: String,
+    /// The address its shards announce (where another node's cascade link sends: with the
+    /// shard's link port).
+    pub announced_ip: IpAddr,
 }
 
 impl Identity {
@@ -38,6 +41,7 @@ impl Identity {
             url: url.to_string(),
             region: config.region.clone(),
             incarnation: format!("{:016x}", u64::from_be_bytes(b)),
+            announced_ip: announced,
         }
     }
 }

@@ -12,6 +12,7 @@
 //! goes straight to the owner (its ICE candidates say so) and never waits on Redis or on
 //! another node. Without `CHOIR_REDIS_URL` it only names the node (`GET /cluster`).
 
+mod cascade;
 pub mod config;
 mod directory;
 mod host;
@@ -35,7 +36,8 @@ use hyper::header::HeaderValue;
 use hyper::{HeaderMap, Response, StatusCode};
 use serde_json::{json, Value};
 
-pub use host::Host;
+pub use cascade::{on_room_event, PREFIX as CASCADE_PREFIX};
+pub use host::{Host, HostFuture};
 pub use identity::Identity;
 pub use metrics::Metrics;
 pub use rooms::RoomNode;
@@ -137,6 +139,8 @@ struct Live {
     /// Proxied event streams to tell when their owner is lost, by owner id.
     lost: RefCell<HashMap<String, Vec<flume::Sender<()>>>>,
     pool: proxy::Pool,
+    /// The cascade's links and announcements ([`cascade`]).
+    cascade: RefCell<cascade::Cascade>,
     counters: RefCell<Metrics>,
     /// Why the node stopped at start, if a start-up check failed.
     fatal: RefCell<Option<String>>,
@@ -170,6 +174,7 @@ impl Cluster {
                 sets: Default::default(),
                 lost: Default::default(),
                 pool: Default::default(),
+                cascade: Default::default(),
                 counters: Default::default(),
                 fatal: Default::default(),
                 closing: RefCell::new(Some(closing)),
@@ -202,6 +207,7 @@ impl Cluster {
         vec![
             glommio::spawn_local(registry::run(ctx.clone())),
             glommio::spawn_local(registry::drain(ctx.clone())),
+            glommio::spawn_local(cascade::run(ctx.clone())),
         ]
     }
 
@@ -362,6 +368,7 @@ impl Cluster {
             "region": self.identity.region,
             "nodes": nodes,
             "roomNodes": self.rooms_json(live),
+            "cascade": self.cascade_json(live),
         }))
     }
 

@@ -374,7 +374,7 @@ fn unreachable(owner: &str, why: &str) -> ApiError {
 }
 
 /// Reads a request body of at most [`MAX_BODY`] bytes (413 past it).
-async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
     let limited = http_body_util::Limited::new(body, MAX_BODY);
     match within(Instant::now() + Duration::from_secs(30), limited.collect()).await {
         Ok(Ok(b)) => Ok(b.to_bytes()),

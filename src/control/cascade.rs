@@ -14,7 +14,9 @@ fn owner<'a>(shards: &'a [ShardHandle], channel_id: &str) -> Result<&'a ShardHan
         .ok_or_else(|| ApiError::unavailable("no shard"))
 }
 
-async fn call(
+/// Sends `command` to the shard owning `channel_id` and returns its raw answer (what the cluster
+/// reaches through [`crate::cluster::Host::cascade`]).
+pub async fn call(
     shards: &[ShardHandle],
     channel_id: &str,
     command: LinkCommand,

@@ -64,7 +64,9 @@ impl Default for Limits {
 /// scrapes come from the operator's tools; `leave` is cleanup, which is never refused;
 /// `OPTIONS` preflights are answered without work.
 pub fn rate_limited(route: &str, method: &hyper::Method) -> bool {
-    !matches!(route, "health" | "metrics" | "leave") && method != hyper::Method::OPTIONS
+    // Cascade requests are signed by a node (checked before anything else is done).
+    !matches!(route, "health" | "metrics" | "leave" | "_cascade")
+        && method != hyper::Method::OPTIONS
 }
 
 impl Limits {

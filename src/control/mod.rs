@@ -78,6 +78,7 @@ pub async fn serve(
         async move {
             while let Ok(ev) = events.recv_async().await {
                 ctx.hub.borrow_mut().dispatch(&ev);
+                crate::cluster::on_room_event(&*ctx, &ev);
             }
         }
     });
@@ -179,6 +180,26 @@ impl crate::cluster::Host for Ctx {
 
     fn close_room(&self, channel: &str, reason: &str) {
         self.hub.borrow_mut().close_room(channel, reason);
+    }
+
+    fn open_room<'a>(&'a self, channel: &'a str) -> crate::cluster::HostFuture<'a, ()> {
+        Box::pin(async move {
+            let command = Command::OpenRoom {
+                channel_id: channel.to_string(),
+            };
+            self.shards[crate::shard::shard_for(channel, self.shards.len())]
+                .call(command)
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn cascade<'a>(
+        &'a self,
+        channel: &'a str,
+        command: crate::shard::LinkCommand,
+    ) -> crate::cluster::HostFuture<'a, crate::shard::Reply> {
+        Box::pin(cascade::call(&self.shards, channel, command))
     }
 }
 

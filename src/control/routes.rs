@@ -138,7 +138,8 @@ fn route_label(path: &str) -> &'static str {
         .strip_prefix("/api/voice/")
         .and_then(|rest| rest.split('/').next())
         .unwrap_or("");
-    const ROUTES: [&str; 15] = [
+    const ROUTES: [&str; 16] = [
+        "_cascade",
         "health",
         "cluster",
         "stats",
@@ -195,6 +196,10 @@ async fn route(
             .status(StatusCode::NO_CONTENT)
             .body(empty())
             .expect("static response"));
+    }
+    // Node-to-node cascade requests (signed with the cluster secret; never proxied).
+    if let ["_cascade", what] = segs.as_slice() {
+        return crate::cluster::Cluster::cascade_request(ctx, what, req).await;
     }
     let allowed = match segs.as_slice() {
         ["health"]

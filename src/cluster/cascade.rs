@@ -1,0 +1,611 @@
+//! Cascading between the nodes of a room (issue 22): for each room this node carries whose
+//! node set ([`Cluster::room_nodes`]) lists other nodes, exactly one link per peer node, set up
+//! and fed over the node-to-node HTTP. The media itself crosses the sealed link
+//! ([`crate::sfu::cascade`]); this module only agrees on its ids, keys and addresses and carries
+//! the producers' signalling.
+//!
+//! - **Requests.** `POST /api/voice/_cascade/link` and `POST /api/voice/_cascade/event` (the
+//!   leading `_` keeps them apart from the public API, whose first segments are words; the
+//!   cluster router never proxies them). Each carries [`SIGNATURE_HEADER`]
+//!   `<node>;<unix ms>;<mac>`, the MAC ([`super::secret::Secret::sign`], label
+//!   `"cascade request v1"`) over the node id, the path, the time and the body. A request
+//!   without a cluster secret, unsigned, forged, older than [`super::secret::HOP_MAX_AGE`], seen before (a
+//!   replay), or from a node id not in the registry is refused (403) and counted.
+//! - **Set-up.** The node with the smaller id initiates: `link` carries {channel, node,
+//!   incarnation, receiveId, linkAddr (announced IP : the shard's link port), producers}; the
+//!   peer answers with its own {incarnation, receiveId, linkAddr, producers}. Each direction's
+//!   key is `derive_key("cascade link v1", [sender id, sender incarnation, receiver id, receiver
+//!   incarnation, receiver's receiveId, channel])`: a fresh random receiveId per set-up, so no
+//!   key ever serves two links. Both sides open the room if need be, add the link, then the
+//!   peer's producers. A set-up for a link that exists replaces it.
+//! - **Announcements.** The room events coming out of the shards ([`on_room_event`]) about
+//!   local producers and participants (`newProducer`, `producerPaused`/`Resumed`,
+//!   `producerClosed`, `participantLeft`) go to every peer of the room through one queue per
+//!   peer, one request at a time: each origin's events apply in order. Events about remote
+//!   producers and users (added by this module) are never announced again.
+//! - **Reconcile** every [`TICK`]: a link to a peer that left the room's node set is removed
+//!   (`participantLeft {reason: "node_lost"}`), a link silent for [`GRACE`] too
+//!   (`reason: "link_lost"`; the initiator sets it up again), and missing links are set up.
+
+mod requests;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::secret::Secret;
+use super::{Cluster, Host, Live, RoomNode};
+use crate::sfu::api::{ApiError, Event, RoomEvent};
+use crate::sfu::cascade::{LinkInfo, LinkParams, RemoteProducer};
+use crate::shard::{LinkCommand, Reply};
+
+/// The cascade's requests are under this path.
+pub const PREFIX: &str = "/api/voice/_cascade/";
+/// Header of a cascade request: `<node>;<unix ms>;<mac>`.
+pub const SIGNATURE_HEADER: &str = "x-choir-cascade";
+const REQUEST_LABEL: &str = "cascade request v1";
+const LINK_LABEL: &str = "cascade link v1";
+/// A link that received nothing authentic for this long is removed (and set up again).
+pub const GRACE: Duration = Duration::from_secs(5);
+/// How often the links are reconciled with the rooms' node sets.
+pub const TICK: Duration = Duration::from_millis(500);
+/// Shortest wait before a failed set-up is tried again.
+const RETRY: Duration = Duration::from_secs(1);
+/// A cascade request gets its answer within this.
+const DEADLINE: Duration = Duration::from_millis(1500);
+/// Announcements queued per peer; past it they are dropped (counted).
+const QUEUE: usize = 4096;
+
+/// The cascade's state on the control executor.
+#[derive(Default)]
+pub(super) struct Cascade {
+    links: HashMap<(String, String), Link>,
+    /// Per channel: the ids of remote producers and users (their events are not announced).
+    remote: HashMap<String, HashSet<String>>,
+    /// Per peer node: its announcements' queue.
+    queues: HashMap<String, flume::Sender<(String, Event)>>,
+    /// MACs of requests accepted in the last 2 × [`super::secret::HOP_MAX_AGE`] (replays are refused).
+    seen: HashMap<String, Instant>,
+    next_try: HashMap<(String, String), Instant>,
+    counters: Counters,
+    /// Starts a peer's announcer (set by [`run`]; holds the control plane weakly).
+    spawn: Option<Spawn>,
+}
+
+type Queue = flume::Sender<(String, Event)>;
+type Spawn = Box<dyn Fn(String) -> Queue>;
+
+impl Cascade {
+    /// The queue of `peer`'s announcements (its announcer started if need be).
+    fn queue(&mut self, peer: &str) -> Option<Queue> {
+        if let Some(q) = self.queues.get(peer) {
+            return Some(q.clone());
+        }
+        let q = (self.spawn.as_ref()?)(peer.to_string());
+        self.queues.insert(peer.to_string(), q.clone());
+        Some(q)
+    }
+}
+
+#[derive(Default, Serialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+struct Counters {
+    links_set_up: u64,
+    set_up_failed: u64,
+    links_removed: u64,
+    refused: u64,
+    announced: u64,
+    announce_failed: u64,
+    applied: u64,
+}
+
+struct Link {
+    /// The peer's incarnation.
+    incarnation: String,
+    /// False while being set up: its announcements wait in `held`.
+    ready: bool,
+    held: Vec<Event>,
+    since: Instant,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LinkRequest {
+    channel: String,
+    node: String,
+    incarnation: String,
+    receive_id: u32,
+    link_addr: SocketAddr,
+    producers: Vec<RemoteProducer>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LinkReply {
+    incarnation: String,
+    receive_id: u32,
+    link_addr: SocketAddr,
+    producers: Vec<RemoteProducer>,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(tag = "type", rename_all = "camelCase")]
+enum Announce {
+    NewProducer {
+        producer: RemoteProducer,
+    },
+    #[serde(rename_all = "camelCase")]
+    Paused {
+        producer_id: String,
+        paused: bool,
+    },
+    #[serde(rename_all = "camelCase")]
+    ProducerClosed {
+        producer_id: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    ParticipantLeft {
+        user_id: String,
+        reason: String,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventMessage {
+    channel: String,
+    node: String,
+    incarnation: String,
+    event: Announce,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn random_id() -> u32 {
+    let mut b = [0u8; 4];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    u32::from_be_bytes(b).max(1)
+}
+
+async fn cascade_call<H: Host>(
+    ctx: &H,
+    channel: &str,
+    cmd: LinkCommand,
+) -> Result<Reply, ApiError> {
+    ctx.cascade(channel, cmd).await
+}
+
+fn unexpected(reply: Reply) -> ApiError {
+    tracing::error!(?reply, "unexpected shard reply");
+    ApiError::new(500, "internal error: unexpected shard reply")
+}
+
+async fn done<H: Host>(ctx: &H, channel: &str, cmd: LinkCommand) -> Result<(), ApiError> {
+    match cascade_call(ctx, channel, cmd).await? {
+        Reply::Done => Ok(()),
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn link_addr<H: Host>(ctx: &H, channel: &str) -> Result<SocketAddr, ApiError> {
+    match cascade_call(ctx, channel, LinkCommand::LinkPort).await? {
+        Reply::LinkPort(port) => Ok(SocketAddr::new(ctx.cluster().identity.announced_ip, port)),
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn relayed_producers<H: Host>(
+    ctx: &H,
+    channel: &str,
+) -> Result<Vec<RemoteProducer>, ApiError> {
+    let cmd = LinkCommand::RelayedProducers {
+        channel_id: channel.to_string(),
+    };
+    match cascade_call(ctx, channel, cmd).await? {
+        Reply::RemoteProducers(list) => Ok(list),
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn remove_link<H: Host>(ctx: &H, channel: &str, peer: &str, reason: Option<&str>) {
+    let cmd = LinkCommand::RemoveLink {
+        channel_id: channel.to_string(),
+        peer: peer.to_string(),
+        reason: reason.map(str::to_string),
+    };
+    if let Err(e) = done(ctx, channel, cmd).await {
+        tracing::debug!(channel, peer, "link not removed: {}", e.message);
+    }
+}
+
+/// Per-direction keys, both ends' ids and incarnations, the receiver's link id and the
+/// channel: `(send_key, receive_key)`.
+fn keys(
+    secret: &Secret,
+    me: (&str, &str, u32),
+    peer: (&str, &str, u32),
+    channel: &str,
+) -> ([u8; 32], [u8; 32]) {
+    let derive = |from: (&str, &str, u32), to: (&str, &str, u32)| {
+        secret.derive_key(
+            LINK_LABEL,
+            &[
+                from.0.as_bytes(),
+                from.1.as_bytes(),
+                to.0.as_bytes(),
+                to.1.as_bytes(),
+                &to.2.to_be_bytes(),
+                channel.as_bytes(),
+            ],
+        )
+    };
+    (derive(me, peer), derive(peer, me))
+}
+
+/// Opens the room, adds the link and the peer's producers.
+#[allow(clippy::too_many_arguments)]
+async fn install<H: Host>(
+    ctx: &H,
+    live: &Live,
+    channel: &str,
+    peer: &str,
+    receive: (u32, [u8; 32]),
+    send: (u32, [u8; 32]),
+    peer_addr: SocketAddr,
+    producers: Vec<RemoteProducer>,
+) -> Result<(), ApiError> {
+    let params = LinkParams {
+        channel_id: channel.to_string(),
+        peer: peer.to_string(),
+        receive_id: receive.0,
+        receive_key: receive.1,
+        send_id: send.0,
+        send_key: send.1,
+        peer_addr,
+        local_port: 0,
+    };
+    match cascade_call(ctx, channel, LinkCommand::AddLink(params)).await? {
+        Reply::Link(_) => {}
+        other => return Err(unexpected(other)),
+    }
+    for producer in producers {
+        add_producer(ctx, live, channel, peer, producer).await;
+    }
+    Ok(())
+}
+
+async fn add_producer<H: Host>(
+    ctx: &H,
+    live: &Live,
+    channel: &str,
+    peer: &str,
+    producer: RemoteProducer,
+) {
+    {
+        let mut state = live.cascade.borrow_mut();
+        let ids = state.remote.entry(channel.to_string()).or_default();
+        ids.insert(producer.producer_id.clone());
+        ids.insert(producer.user_id.clone());
+    }
+    let id = producer.producer_id.clone();
+    let cmd = LinkCommand::AddRemoteProducer {
+        channel_id: channel.to_string(),
+        peer: peer.to_string(),
+        producer,
+    };
+    if let Err(e) = done(ctx, channel, cmd).await {
+        tracing::debug!(channel, peer, producer = %id, "remote producer not added: {}", e.message);
+    }
+}
+
+async fn open_room<H: Host>(ctx: &H, channel: &str) -> Result<(), ApiError> {
+    ctx.open_room(channel).await
+}
+
+/// A room event out of this node's shards: announced to the room's peers when it is about a
+/// local producer or participant.
+pub fn on_room_event<H: Host>(ctx: &H, ev: &RoomEvent) {
+    let Some(live) = &ctx.cluster().live else {
+        return;
+    };
+    let about = match &ev.event {
+        Event::NewProducer { producer_id, .. }
+        | Event::ProducerClosed { producer_id, .. }
+        | Event::ProducerPaused { producer_id, .. }
+        | Event::ProducerResumed { producer_id, .. } => producer_id,
+        Event::ParticipantLeft { user_id, .. } => user_id,
+        _ => return,
+    };
+    let mut state = live.cascade.borrow_mut();
+    if state.links.is_empty() {
+        return;
+    }
+    if state
+        .remote
+        .get(&ev.channel_id)
+        .is_some_and(|ids| ids.contains(about))
+    {
+        return;
+    }
+    let peers: Vec<String> = state
+        .links
+        .keys()
+        .filter(|(c, _)| *c == ev.channel_id)
+        .map(|(_, p)| p.clone())
+        .collect();
+    for peer in peers {
+        let link = state
+            .links
+            .get_mut(&(ev.channel_id.clone(), peer.clone()))
+            .expect("listed");
+        if !link.ready {
+            link.held.push(ev.event.clone());
+            continue;
+        }
+        let sent = state.queue(&peer).is_some_and(|q| {
+            q.try_send((ev.channel_id.clone(), ev.event.clone()))
+                .is_ok()
+        });
+        if !sent {
+            state.counters.announce_failed += 1;
+        }
+    }
+}
+
+/// Sends one peer's announcements, one at a time, in order.
+async fn announcer<H: Host>(weak: Weak<H>, peer: String, rx: flume::Receiver<(String, Event)>) {
+    while let Ok((channel, event)) = rx.recv_async().await {
+        // Held for one announcement at a time: the queue lives in the control plane.
+        let Some(ctx) = weak.upgrade() else { return };
+        let cluster = ctx.cluster();
+        let Some(live) = &cluster.live else { return };
+        let announce = match event {
+            Event::NewProducer { producer_id, .. } => {
+                let cmd = LinkCommand::RelayedProducer {
+                    channel_id: channel.clone(),
+                    producer_id,
+                };
+                match cascade_call(&*ctx, &channel, cmd).await {
+                    Ok(Reply::RemoteProducer(p)) => Announce::NewProducer { producer: *p },
+                    _ => continue, // closed already: its close follows
+                }
+            }
+            Event::ProducerPaused { producer_id, .. } => Announce::Paused {
+                producer_id,
+                paused: true,
+            },
+            Event::ProducerResumed { producer_id, .. } => Announce::Paused {
+                producer_id,
+                paused: false,
+            },
+            Event::ProducerClosed { producer_id, .. } => Announce::ProducerClosed { producer_id },
+            Event::ParticipantLeft { user_id, reason } => {
+                Announce::ParticipantLeft { user_id, reason }
+            }
+            _ => continue,
+        };
+        let Some(url) = cluster.node_url(live, &peer) else {
+            continue;
+        };
+        let message = EventMessage {
+            channel,
+            node: cluster.identity.id.clone(),
+            incarnation: cluster.identity.incarnation.clone(),
+            event: announce,
+        };
+        let sent: Result<Value, String> = cluster.cascade_post(live, &url, "event", &message).await;
+        let mut state = live.cascade.borrow_mut();
+        match sent {
+            Ok(_) => state.counters.announced += 1,
+            Err(e) => {
+                state.counters.announce_failed += 1;
+                tracing::debug!(peer = %peer, "announcement not delivered: {e}");
+            }
+        }
+    }
+}
+
+/// The reconcile loop (cluster mode with a secret); runs until dropped.
+pub(super) async fn run<H: Host>(ctx: Rc<H>) {
+    let Some(live) = &ctx.cluster().live else {
+        return;
+    };
+    if live.config.secret.is_none() {
+        return;
+    }
+    let weak = Rc::downgrade(&ctx);
+    live.cascade.borrow_mut().spawn = Some(Box::new(move |peer| {
+        let (tx, rx) = flume::bounded(QUEUE);
+        glommio::spawn_local(announcer(weak.clone(), peer, rx)).detach();
+        tx
+    }));
+    loop {
+        glommio::timer::sleep(TICK).await;
+        if live.registered.get() {
+            reconcile(&ctx, live).await;
+        }
+    }
+}
+
+async fn reconcile<H: Host>(ctx: &Rc<H>, live: &Live) {
+    let cluster = ctx.cluster();
+    let me = cluster.identity.id.clone();
+    let now = Instant::now();
+    // The peers each room should have.
+    let channels: Vec<String> = live.sets.borrow().keys().cloned().collect();
+    let mut wanted: HashMap<(String, String), RoomNode> = HashMap::new();
+    for c in channels {
+        for n in cluster.room_nodes(&c) {
+            if n.id != me {
+                wanted.insert((c.clone(), n.id.clone()), n);
+            }
+        }
+    }
+    // The links the shards have.
+    let mut shard_links: Vec<LinkInfo> = Vec::new();
+    for shard in ctx.shards() {
+        if let Ok(Reply::Links(list)) = shard
+            .call(crate::shard::Command::Cascade(LinkCommand::Links))
+            .await
+        {
+            shard_links.extend(list);
+        }
+    }
+    let mut remove: Vec<((String, String), &'static str)> = Vec::new();
+    {
+        let state = live.cascade.borrow();
+        for (key, link) in &state.links {
+            if !link.ready {
+                continue;
+            }
+            if !wanted.contains_key(key) {
+                remove.push((key.clone(), "node_lost"));
+                continue;
+            }
+            let info = shard_links
+                .iter()
+                .find(|l| l.channel_id == key.0 && l.peer == key.1);
+            let heard = info
+                .and_then(|l| l.last_received)
+                .map_or(link.since, |t| t.max(link.since));
+            if info.is_none() || now.saturating_duration_since(heard) > GRACE {
+                remove.push((key.clone(), "link_lost"));
+            }
+        }
+        // Links a shard has that this module does not know (a failed set-up's).
+        for l in &shard_links {
+            let key = (l.channel_id.clone(), l.peer.clone());
+            if !state.links.contains_key(&key) {
+                remove.push((key, "node_lost"));
+            }
+        }
+    }
+    for ((channel, peer), reason) in remove {
+        tracing::info!(channel = %channel, peer = %peer, reason, "cascade link removed");
+        {
+            let mut state = live.cascade.borrow_mut();
+            state.links.remove(&(channel.clone(), peer.clone()));
+            state.counters.links_removed += 1;
+        }
+        remove_link(&**ctx, &channel, &peer, Some(reason)).await;
+    }
+    {
+        let mut state = live.cascade.borrow_mut();
+        let linked: HashSet<String> = state.links.keys().map(|(_, p)| p.clone()).collect();
+        state.queues.retain(|p, _| linked.contains(p));
+        let channels: HashSet<String> = state.links.keys().map(|(c, _)| c.clone()).collect();
+        state.remote.retain(|c, _| channels.contains(c));
+        state.next_try.retain(|k, _| wanted.contains_key(k));
+    }
+    // Missing links: the node with the smaller id sets them up.
+    for (key, node) in wanted {
+        if me.as_str() >= node.id.as_str() {
+            continue;
+        }
+        {
+            let state = live.cascade.borrow();
+            if state.links.contains_key(&key) || state.next_try.get(&key).is_some_and(|t| now < *t)
+            {
+                continue;
+            }
+        }
+        cluster.pending(live, &key, "");
+        live.cascade
+            .borrow_mut()
+            .next_try
+            .insert(key.clone(), now + RETRY);
+        glommio::spawn_local(initiate(ctx.clone(), key, node)).detach();
+    }
+}
+
+/// The initiator's side of a set-up.
+async fn initiate<H: Host>(ctx: Rc<H>, key: (String, String), node: RoomNode) {
+    let cluster = ctx.cluster();
+    let Some(live) = &cluster.live else { return };
+    let Some(secret) = live.config.secret.as_ref() else {
+        return;
+    };
+    let me = &cluster.identity;
+    let channel = &key.0;
+    let receive_id = random_id();
+    let result = async {
+        open_room(&*ctx, channel).await.map_err(|e| e.message)?;
+        let addr = link_addr(&*ctx, channel).await.map_err(|e| e.message)?;
+        let producers = relayed_producers(&*ctx, channel)
+            .await
+            .map_err(|e| e.message)?;
+        let request = LinkRequest {
+            channel: channel.clone(),
+            node: me.id.clone(),
+            incarnation: me.incarnation.clone(),
+            receive_id,
+            link_addr: addr,
+            producers,
+        };
+        let reply: LinkReply = cluster
+            .cascade_post(live, &node.url, "link", &request)
+            .await?;
+        if let Some(link) = live.cascade.borrow_mut().links.get_mut(&key) {
+            link.incarnation = reply.incarnation.clone();
+        }
+        let (send_key, receive_key) = keys(
+            secret,
+            (&me.id, &me.incarnation, receive_id),
+            (&node.id, &reply.incarnation, reply.receive_id),
+            channel,
+        );
+        install(
+            &*ctx,
+            live,
+            channel,
+            &node.id,
+            (receive_id, receive_key),
+            (reply.receive_id, send_key),
+            reply.link_addr,
+            reply.producers,
+        )
+        .await
+        .map_err(|e| e.message)
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            cluster.ready(live, &key);
+            tracing::info!(channel = %channel, peer = %node.id, "cascade link set up");
+        }
+        Err(why) => {
+            {
+                let mut state = live.cascade.borrow_mut();
+                state.links.remove(&key);
+                state.counters.set_up_failed += 1;
+            }
+            remove_link(&*ctx, channel, &node.id, None).await;
+            tracing::info!(channel = %channel, peer = %node.id, "cascade link set-up failed: {why}");
+        }
+    }
+}
+
+impl Cluster {
+    /// The cascade's links and counters, for `GET /cluster`.
+    pub(super) fn cascade_json(&self, live: &Live) -> Value {
+        let state = live.cascade.borrow();
+        let mut links: Vec<Value> = state
+            .links
+            .iter()
+            .map(|((c, p), l)| json!({"channel": c, "peer": p, "ready": l.ready}))
+            .collect();
+        links.sort_by_key(|v| v.to_string());
+        json!({"links": links, "counters": state.counters})
+    }
+}

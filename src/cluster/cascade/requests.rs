@@ -1,0 +1,335 @@
+//! The cascade's requests between nodes: signing and checking them, and the peer's side of a
+//! set-up and of an announcement (see [`super`]).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{header, Method, Request, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{
+    add_producer, done, install, keys, link_addr, open_room, random_id, relayed_producers,
+    remove_link, unix_ms, Announce, EventMessage, Link, LinkReply, LinkRequest, DEADLINE, PREFIX,
+    REQUEST_LABEL, SIGNATURE_HEADER,
+};
+use crate::cluster::secret::{Secret, HOP_MAX_AGE};
+use crate::cluster::{Cluster, Host, Live};
+use crate::http::Body;
+use crate::sfu::api::ApiError;
+use crate::shard::LinkCommand;
+
+impl Cluster {
+    /// Signs a cascade request: the value of [`SIGNATURE_HEADER`].
+    fn cascade_signature(&self, secret: &Secret, path: &str, body: &[u8]) -> String {
+        let id = &self.identity.id;
+        let ms = unix_ms().to_string();
+        let mac = secret.sign(
+            REQUEST_LABEL,
+            &[id.as_bytes(), path.as_bytes(), ms.as_bytes(), body],
+        );
+        format!("{id};{ms};{mac}")
+    }
+
+    /// The node that signed a cascade request, or why it is refused.
+    fn cascade_sender(
+        &self,
+        live: &Live,
+        headers: &hyper::HeaderMap,
+        path: &str,
+        body: &[u8],
+    ) -> Result<String, &'static str> {
+        let secret = live.config.secret.as_ref().ok_or("no cluster secret")?;
+        let value = headers
+            .get(SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .ok_or("unsigned")?;
+        let mut parts = value.splitn(3, ';');
+        let (node, ms, mac) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(n), Some(t), Some(m)) => (n, t, m),
+            _ => return Err("malformed signature"),
+        };
+        let at: u64 = ms.parse().map_err(|_| "malformed signature")?;
+        let now = unix_ms();
+        if now.abs_diff(at) > HOP_MAX_AGE.as_millis() as u64 {
+            return Err("stale signature");
+        }
+        if !secret.verify(
+            REQUEST_LABEL,
+            &[node.as_bytes(), path.as_bytes(), ms.as_bytes(), body],
+            mac,
+        ) {
+            return Err("forged signature");
+        }
+        if !live.nodes.borrow().contains_key(node) || node == self.identity.id {
+            return Err("not a registered node");
+        }
+        let mut state = live.cascade.borrow_mut();
+        let fresh = Instant::now();
+        state
+            .seen
+            .retain(|_, t| fresh.duration_since(*t) < HOP_MAX_AGE * 2);
+        if state.seen.insert(mac.to_string(), fresh).is_some() {
+            return Err("replayed");
+        }
+        Ok(node.to_string())
+    }
+
+    /// Sends a signed cascade request to node `url` and parses its JSON answer.
+    pub(super) async fn cascade_post<T: Serialize, R: for<'de> Deserialize<'de>>(
+        &self,
+        live: &Live,
+        url: &str,
+        what: &str,
+        body: &T,
+    ) -> Result<R, String> {
+        let secret = live.config.secret.as_ref().ok_or("no cluster secret")?;
+        let path = format!("{PREFIX}{what}");
+        let bytes = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(&path)
+            .header(header::HOST, url.trim_start_matches("http://"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(
+                SIGNATURE_HEADER,
+                self.cascade_signature(secret, &path, &bytes),
+            )
+            .body(Full::new(Bytes::from(bytes)))
+            .map_err(|e| e.to_string())?;
+        let resp = live
+            .pool
+            .request(url, req, Instant::now() + DEADLINE)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        if status != StatusCode::OK {
+            return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("bad answer: {e}"))
+    }
+
+    /// `POST /api/voice/_cascade/<what>` from another node.
+    pub async fn cascade_request<H: Host>(
+        ctx: &H,
+        what: &str,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, ApiError> {
+        let cluster = ctx.cluster();
+        let Some(live) = &cluster.live else {
+            return Err(ApiError::not_found("not a cluster node"));
+        };
+        if req.method() != Method::POST {
+            return Err(ApiError::new(405, "cascade requests take POST"));
+        }
+        crate::http::check_declared_length(req.headers())?;
+        let (parts, body) = req.into_parts();
+        let body = crate::cluster::route::read_body(body).await?;
+        let node = match cluster.cascade_sender(live, &parts.headers, parts.uri.path(), &body) {
+            Ok(n) => n,
+            Err(why) => {
+                live.cascade.borrow_mut().counters.refused += 1;
+                tracing::info!(why, "cascade request refused");
+                return Err(ApiError::new(
+                    403,
+                    format!("cascade request refused: {why}"),
+                ));
+            }
+        };
+        let answer = match what {
+            "link" => {
+                let r: LinkRequest = serde_json::from_slice(&body)
+                    .map_err(|e| ApiError::bad_request(format!("bad link request: {e}")))?;
+                if r.node != node {
+                    return Err(ApiError::new(403, "link request for another node"));
+                }
+                cluster.accept_link(ctx, live, r).await?
+            }
+            "event" => {
+                let m: EventMessage = serde_json::from_slice(&body)
+                    .map_err(|e| ApiError::bad_request(format!("bad event: {e}")))?;
+                if m.node != node {
+                    return Err(ApiError::new(403, "event of another node"));
+                }
+                cluster.apply_event(ctx, live, m).await?;
+                json!({"success": true})
+            }
+            _ => return Err(ApiError::not_found(format!("no route {PREFIX}{what}"))),
+        };
+        Ok(Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(BodyExt::boxed_unsync(Full::new(Bytes::from(
+                answer.to_string(),
+            ))))
+            .expect("static response"))
+    }
+
+    /// The peer's side of a set-up.
+    async fn accept_link<H: Host>(
+        &self,
+        ctx: &H,
+        live: &Live,
+        r: LinkRequest,
+    ) -> Result<Value, ApiError> {
+        crate::http::check_id("channelId", &r.channel)?;
+        let nodes = self.fetch_room_nodes(&r.channel).await;
+        let me = &self.identity;
+        if !nodes.iter().any(|n| n.id == r.node) || !nodes.iter().any(|n| n.id == me.id) {
+            live.cascade.borrow_mut().counters.refused += 1;
+            return Err(ApiError::new(409, "both nodes must carry the room"));
+        }
+        let key = (r.channel.clone(), r.node.clone());
+        if live.cascade.borrow_mut().links.remove(&key).is_some() {
+            remove_link(ctx, &r.channel, &r.node, None).await;
+        }
+        self.pending(live, &key, &r.incarnation);
+        let result = async {
+            let secret = live
+                .config
+                .secret
+                .as_ref()
+                .ok_or_else(|| ApiError::unavailable("no cluster secret"))?;
+            open_room(ctx, &r.channel).await?;
+            let addr = link_addr(ctx, &r.channel).await?;
+            let producers = relayed_producers(ctx, &r.channel).await?;
+            let receive_id = random_id();
+            let (send_key, receive_key) = keys(
+                secret,
+                (&me.id, &me.incarnation, receive_id),
+                (&r.node, &r.incarnation, r.receive_id),
+                &r.channel,
+            );
+            install(
+                ctx,
+                live,
+                &r.channel,
+                &r.node,
+                (receive_id, receive_key),
+                (r.receive_id, send_key),
+                r.link_addr,
+                r.producers,
+            )
+            .await?;
+            Ok::<_, ApiError>(LinkReply {
+                incarnation: me.incarnation.clone(),
+                receive_id,
+                link_addr: addr,
+                producers,
+            })
+        }
+        .await;
+        match result {
+            Ok(reply) => {
+                self.ready(live, &key);
+                tracing::info!(channel = %r.channel, peer = %r.node, "cascade link accepted");
+                Ok(serde_json::to_value(reply).unwrap_or_default())
+            }
+            Err(e) => {
+                live.cascade.borrow_mut().links.remove(&key);
+                remove_link(ctx, &r.channel, &r.node, None).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Marks a link as being set up (its announcements are held).
+    pub(super) fn pending(&self, live: &Live, key: &(String, String), incarnation: &str) {
+        live.cascade.borrow_mut().links.insert(
+            key.clone(),
+            Link {
+                incarnation: incarnation.to_string(),
+                ready: false,
+                held: Vec::new(),
+                since: Instant::now(),
+            },
+        );
+    }
+
+    /// A link set up: its held announcements go out.
+    pub(super) fn ready(&self, live: &Live, key: &(String, String)) {
+        let mut state = live.cascade.borrow_mut();
+        state.counters.links_set_up += 1;
+        let held = match state.links.get_mut(key) {
+            Some(link) => {
+                link.ready = true;
+                link.since = Instant::now();
+                std::mem::take(&mut link.held)
+            }
+            None => return,
+        };
+        if let Some(q) = state.queue(&key.1) {
+            for ev in held {
+                if q.try_send((key.0.clone(), ev)).is_err() {
+                    state.counters.announce_failed += 1;
+                }
+            }
+        }
+    }
+
+    /// An announcement of a peer.
+    async fn apply_event<H: Host>(
+        &self,
+        ctx: &H,
+        live: &Live,
+        m: EventMessage,
+    ) -> Result<(), ApiError> {
+        let key = (m.channel.clone(), m.node.clone());
+        // A peer's announcement may overtake the end of its link's set-up here.
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let ready = match live.cascade.borrow().links.get(&key) {
+                None => return Err(ApiError::new(409, "no link")),
+                Some(l) if !l.ready => false,
+                Some(l) if l.incarnation != m.incarnation => {
+                    return Err(ApiError::new(409, "another incarnation's link"))
+                }
+                Some(_) => true,
+            };
+            if ready {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(ApiError::new(409, "link not set up in time"));
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+        live.cascade.borrow_mut().counters.applied += 1;
+        let (channel, peer) = (m.channel, m.node);
+        let cmd = match m.event {
+            Announce::NewProducer { producer } => {
+                add_producer(ctx, live, &channel, &peer, producer).await;
+                return Ok(());
+            }
+            Announce::Paused {
+                producer_id,
+                paused,
+            } => LinkCommand::SetRemotePaused {
+                channel_id: channel.clone(),
+                peer,
+                producer_id,
+                paused,
+            },
+            Announce::ProducerClosed { producer_id } => LinkCommand::RemoveRemoteProducer {
+                channel_id: channel.clone(),
+                peer,
+                producer_id,
+                reason: None,
+            },
+            Announce::ParticipantLeft { user_id, reason } => LinkCommand::RemoteParticipantLeft {
+                channel_id: channel.clone(),
+                peer,
+                user_id,
+                reason,
+            },
+        };
+        done(ctx, &channel, cmd).await
+    }
+}

@@ -1,0 +1,43 @@
+use serde_json::json;
+
+use super::*;
+
+#[test]
+fn both_ends_derive_one_key_per_direction_and_a_fresh_link_id_a_fresh_key() {
+    let s = Secret::new(&[7u8; 32]).unwrap();
+    let (a_send, a_receive) = keys(&s, ("node-1", "i1", 11), ("node-2", "i2", 22), "room");
+    let (b_send, b_receive) = keys(&s, ("node-2", "i2", 22), ("node-1", "i1", 11), "room");
+    assert_eq!(a_send, b_receive);
+    assert_eq!(b_send, a_receive);
+    assert_ne!(a_send, a_receive);
+    let (again, _) = keys(&s, ("node-1", "i1", 11), ("node-2", "i2", 23), "room");
+    assert_ne!(again, a_send, "a new receive id gives a new key");
+    let (other_room, _) = keys(&s, ("node-1", "i1", 11), ("node-2", "i2", 22), "room2");
+    assert_ne!(other_room, a_send);
+}
+
+#[test]
+fn announcements_keep_their_wire_form() {
+    let m = EventMessage {
+        channel: "c".into(),
+        node: "n".into(),
+        incarnation: "i".into(),
+        event: Announce::Paused {
+            producer_id: "p".into(),
+            paused: true,
+        },
+    };
+    let v = serde_json::to_value(&m).unwrap();
+    assert_eq!(
+        v,
+        json!({"channel": "c", "node": "n", "incarnation": "i",
+               "event": {"type": "paused", "producerId": "p", "paused": true}})
+    );
+    let back: EventMessage = serde_json::from_value(v).unwrap();
+    assert!(matches!(back.event, Announce::Paused { paused: true, .. }));
+    let left: Announce = serde_json::from_value(
+        json!({"type": "participantLeft", "userId": "u", "reason": "leave"}),
+    )
+    .unwrap();
+    assert!(matches!(left, Announce::ParticipantLeft { .. }));
+}
