@@ -14,9 +14,11 @@ mod redis_server;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use choir::cluster::secret::Secret;
 use common::peer::{run, run_until, JoinOptions, Peer};
-use harness::{listed, node, sigkill, until};
+use harness::{listed, node, sigkill, until, CLUSTER_SECRET};
 use redis_server::Redis;
+use serde_json::json;
 
 /// The registry's TTL (src/cluster/mod.rs).
 const TTL: Duration = Duration::from_secs(6);
@@ -141,4 +143,77 @@ fn a_listener_in_another_region_hears_a_speaker_over_one_link_and_loses_it_with_
     let (status, v) = nodes[0].get(&format!("producers/{channel}/listener"));
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["producers"].as_array().unwrap().len(), 0, "{v}");
+}
+
+/// `POST /api/voice/_cascade/link` signed as `node` with `secret` at `ms` (the wire format of
+/// src/cluster/cascade.rs: `<node>;<unix ms>;<mac over node, path, ms, body>`).
+fn signed_link(d: &common::Daemon, secret: &Secret, node: &str, ms: u64, body: &[u8]) -> u16 {
+    let path = "/api/voice/_cascade/link";
+    let ms = ms.to_string();
+    let mac = secret.sign(
+        "cascade request v1",
+        &[node.as_bytes(), path.as_bytes(), ms.as_bytes(), body],
+    );
+    link_with(d, &format!("{node};{ms};{mac}"), body)
+}
+
+fn link_with(d: &common::Daemon, header: &str, body: &[u8]) -> u16 {
+    let mut req = ureq::post(&format!("{}/api/voice/_cascade/link", d.base))
+        .timeout(Duration::from_secs(10))
+        .set("Content-Type", "application/json");
+    if !header.is_empty() {
+        req = req.set("x-choir-cascade", header);
+    }
+    match req.send_bytes(body) {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(s, _)) => s,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn link_requests_without_the_cluster_secret_or_from_unknown_nodes_are_refused_and_counted() {
+    let redis = Redis::start();
+    let nodes = [
+        node(&redis, 1, &["--region", "a"]),
+        node(&redis, 2, &["--region", "b"]),
+    ];
+    for d in &nodes {
+        assert!(until(Duration::from_secs(10), || listed(d).len() == 2));
+    }
+    let nb = &nodes[1];
+    let body = json!({"channel": "nowhere", "node": "node-1", "incarnation": "x", "receiveId": 7,
+        "linkAddr": "127.0.0.1:9", "producers": []})
+    .to_string();
+    let body = body.as_bytes();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let right = Secret::new(CLUSTER_SECRET.as_bytes()).unwrap();
+    let wrong = Secret::new(&[9u8; 40]).unwrap();
+    assert_eq!(link_with(nb, "", body), 403, "unsigned");
+    assert_eq!(signed_link(nb, &wrong, "node-1", now, body), 403, "forged");
+    assert_eq!(
+        signed_link(nb, &right, "node-9", now, body),
+        403,
+        "a node not in the registry"
+    );
+    assert_eq!(
+        signed_link(nb, &right, "node-1", now - 60_000, body),
+        403,
+        "stale"
+    );
+    // Signed right: past the check, refused for the room (node b does not carry it)...
+    assert_eq!(signed_link(nb, &right, "node-1", now, body), 409);
+    // ...and the very same request again is a replay.
+    assert_eq!(
+        signed_link(nb, &right, "node-1", now, body),
+        403,
+        "replayed"
+    );
+    let (status, cluster) = nb.get("cluster");
+    assert_eq!(status, 200, "{cluster}");
+    assert_eq!(cluster["cascade"]["counters"]["refused"], 5, "{cluster}");
+    assert_eq!(cluster["cascade"]["links"], json!([]), "{cluster}");
 }

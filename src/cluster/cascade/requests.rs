@@ -183,7 +183,6 @@ impl Cluster {
         let nodes = self.fetch_room_nodes(&r.channel).await;
         let me = &self.identity;
         if !nodes.iter().any(|n| n.id == r.node) || !nodes.iter().any(|n| n.id == me.id) {
-            live.cascade.borrow_mut().counters.refused += 1;
             return Err(ApiError::new(409, "both nodes must carry the room"));
         }
         let key = (r.channel.clone(), r.node.clone());
