@@ -124,6 +124,42 @@ fn a_listener_in_another_region_hears_a_speaker_over_one_link_and_loses_it_with_
     assert_eq!((in_a, out_b), (0, 0), "nothing relayed back");
     assert!(got.len() as u64 <= in_b);
 
+    // Node a's signalling reaches node b's participants, in order: pause and resume, a new
+    // producer on a link that exists, and a participant leaving.
+    let ids = json!({"channelId": channel, "userId": "speaker", "producerId": pid});
+    na.ok("pause-producer", &ids);
+    let paused = events.wait_for("producerPaused", Duration::from_secs(3));
+    assert_eq!(
+        paused.expect("producerPaused on b")["producerId"],
+        pid.as_str()
+    );
+    na.ok("resume-producer", &ids);
+    let resumed = events.wait_for("producerResumed", Duration::from_secs(3));
+    assert_eq!(
+        resumed.expect("producerResumed on b")["producerId"],
+        pid.as_str()
+    );
+    let other = Peer::join(na, channel, "other", 3, JoinOptions::default());
+    let other_pid = other.producer_id.clone().unwrap();
+    let new = events.wait_for("newProducer", Duration::from_secs(3));
+    assert_eq!(
+        new.expect("newProducer of other on b")["producerId"],
+        other_pid.as_str()
+    );
+    let (status, v) = nb.get(&format!("producers/{channel}/listener"));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["producers"].as_array().unwrap().len(), 2, "{v}");
+    na.ok("leave", &json!({"channelId": channel, "userId": "other"}));
+    let left = events.wait_for("participantLeft", Duration::from_secs(3));
+    assert_eq!(
+        left.expect("participantLeft of other on b")["userId"],
+        "other"
+    );
+    let (status, v) = nb.get(&format!("producers/{channel}/listener"));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["producers"].as_array().unwrap().len(), 1, "{v}");
+    drop(other);
+
     // Node a dies: node b closes its producer within the TTL + 1 s.
     let killed = Instant::now();
     sigkill(nodes.remove(0));

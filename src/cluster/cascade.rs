@@ -1,5 +1,5 @@
 //! Cascading between the nodes of a room (issue 22): for each room this node carries whose
-//! node set ([`Cluster::room_nodes`]) lists other nodes, exactly one link per peer node, set up
+//! node set ([`super::Cluster::room_nodes`]) lists other nodes, exactly one link per peer node, set up
 //! and fed over the node-to-node HTTP. The media itself crosses the sealed link
 //! ([`crate::sfu::cascade`]); this module only agrees on its ids, keys and addresses and carries
 //! the producers' signalling.
@@ -37,10 +37,10 @@ use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::secret::Secret;
-use super::{Cluster, Host, Live, RoomNode};
+use super::{Host, Live, RoomNode};
 use crate::sfu::api::{ApiError, Event, RoomEvent};
 use crate::sfu::cascade::{LinkInfo, LinkParams, RemoteProducer};
 use crate::shard::{LinkCommand, Reply};
@@ -593,19 +593,5 @@ async fn initiate<H: Host>(ctx: Rc<H>, key: (String, String), node: RoomNode) {
             remove_link(&*ctx, channel, &node.id, None).await;
             tracing::info!(channel = %channel, peer = %node.id, "cascade link set-up failed: {why}");
         }
-    }
-}
-
-impl Cluster {
-    /// The cascade's links and counters, for `GET /cluster`.
-    pub(super) fn cascade_json(&self, live: &Live) -> Value {
-        let state = live.cascade.borrow();
-        let mut links: Vec<Value> = state
-            .links
-            .iter()
-            .map(|((c, p), l)| json!({"channel": c, "peer": p, "ready": l.ready}))
-            .collect();
-        links.sort_by_key(|v| v.to_string());
-        json!({"links": links, "counters": state.counters})
     }
 }

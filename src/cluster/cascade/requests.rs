@@ -332,3 +332,17 @@ impl Cluster {
         done(ctx, &channel, cmd).await
     }
 }
+
+impl Cluster {
+    /// The cascade's links and counters, for `GET /cluster`.
+    pub(in crate::cluster) fn cascade_json(&self, live: &Live) -> Value {
+        let state = live.cascade.borrow();
+        let mut links: Vec<Value> = state
+            .links
+            .iter()
+            .map(|((c, p), l)| json!({"channel": c, "peer": p, "ready": l.ready}))
+            .collect();
+        links.sort_by_key(|v| v.to_string());
+        json!({"links": links, "counters": state.counters})
+    }
+}
