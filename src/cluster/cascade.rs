@@ -72,6 +72,8 @@ pub(super) struct Cascade {
     queues: HashMap<String, flume::Sender<(String, Event)>>,
     /// MACs of requests accepted in the last 2 × [`super::secret::HOP_MAX_AGE`] (replays are refused).
     seen: HashMap<String, Instant>,
+    /// When `seen` was last pruned.
+    pruned: Option<Instant>,
     next_try: HashMap<(String, String), Instant>,
     counters: Counters,
     /// Starts a peer's announcer (set by [`run`]; holds the control plane weakly).

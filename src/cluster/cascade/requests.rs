@@ -68,9 +68,16 @@ impl Cluster {
         }
         let mut state = live.cascade.borrow_mut();
         let fresh = Instant::now();
-        state
-            .seen
-            .retain(|_, t| fresh.duration_since(*t) < HOP_MAX_AGE * 2);
+        // Pruned at most once a second: the check stays O(1) per request.
+        if state
+            .pruned
+            .is_none_or(|t| fresh.duration_since(t) >= Duration::from_secs(1))
+        {
+            state.pruned = Some(fresh);
+            state
+                .seen
+                .retain(|_, t| fresh.duration_since(*t) < HOP_MAX_AGE * 2);
+        }
         if state.seen.insert(mac.to_string(), fresh).is_some() {
             return Err("replayed");
         }
