@@ -163,19 +163,24 @@ fn a_listener_in_another_region_hears_a_speaker_over_one_link_and_loses_it_with_
     // Node a dies: node b closes its producer within the TTL + 1 s.
     let killed = Instant::now();
     sigkill(nodes.remove(0));
-    let mut closed = None;
-    while killed.elapsed() < TTL + Duration::from_secs(2) {
+    let (mut closed, mut left) = (None, None);
+    while killed.elapsed() < TTL + Duration::from_secs(2) && (closed.is_none() || left.is_none()) {
         match events.next(Duration::from_millis(200)) {
             Some(v) if v["type"] == "producerClosed" && v["producerId"] == pid.as_str() => {
                 closed = Some(killed.elapsed());
-                break;
+            }
+            Some(v) if v["type"] == "participantLeft" && v["userId"] == "speaker" => {
+                assert_eq!(v["reason"], "node_lost", "{v}");
+                left = Some(killed.elapsed());
             }
             _ => {}
         }
     }
     let closed = closed.expect("producerClosed of the dead node's producer on node b");
-    eprintln!("producerClosed {closed:?} after SIGKILL");
+    let left = left.expect("participantLeft {reason: node_lost} of the speaker on node b");
+    eprintln!("producerClosed {closed:?}, participantLeft {left:?} after SIGKILL");
     assert!(closed <= TTL + Duration::from_secs(1), "{closed:?}");
+    assert!(left <= TTL + Duration::from_secs(1), "{left:?}");
     let (status, v) = nodes[0].get(&format!("producers/{channel}/listener"));
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["producers"].as_array().unwrap().len(), 0, "{v}");

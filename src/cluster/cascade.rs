@@ -25,7 +25,8 @@
 //!   producers and users (added by this module) are never announced again.
 //! - **Reconcile** every [`TICK`]: a link to a peer that left the room's node set is removed
 //!   (`participantLeft {reason: "node_lost"}`), a link silent for [`GRACE`] too
-//!   (`reason: "link_lost"`; the initiator sets it up again), and missing links are set up.
+//!   (`reason: "link_lost"`, or `"node_lost"` when the peer's API does not answer either; the
+//!   initiator sets it up again), and missing links are set up.
 
 mod requests;
 #[cfg(test)]
@@ -311,10 +312,6 @@ async fn add_producer<H: Host>(
     }
 }
 
-async fn open_room<H: Host>(ctx: &H, channel: &str) -> Result<(), ApiError> {
-    ctx.open_room(channel).await
-}
-
 /// A room event out of this node's shards: announced to the room's peers when it is about a
 /// local producer or participant.
 pub fn on_room_event<H: Host>(ctx: &H, ev: &RoomEvent) {
@@ -493,7 +490,11 @@ async fn reconcile<H: Host>(ctx: &Rc<H>, live: &Live) {
             }
         }
     }
-    for ((channel, peer), reason) in remove {
+    for ((channel, peer), mut reason) in remove {
+        // A silent peer that does not even take a connection is gone (killed, crashed).
+        if reason == "link_lost" && !cluster.answers(live, &peer).await {
+            reason = "node_lost";
+        }
         tracing::info!(channel = %channel, peer = %peer, reason, "cascade link removed");
         {
             let mut state = live.cascade.borrow_mut();
@@ -542,7 +543,7 @@ async fn initiate<H: Host>(ctx: Rc<H>, key: (String, String), node: RoomNode) {
     let channel = &key.0;
     let receive_id = random_id();
     let result = async {
-        open_room(&*ctx, channel).await.map_err(|e| e.message)?;
+        ctx.open_room(channel).await.map_err(|e| e.message)?;
         let addr = link_addr(&*ctx, channel).await.map_err(|e| e.message)?;
         let producers = relayed_producers(&*ctx, channel)
             .await

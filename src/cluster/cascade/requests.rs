@@ -11,15 +11,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{
-    add_producer, done, install, keys, link_addr, open_room, random_id, relayed_producers,
-    remove_link, unix_ms, Announce, EventMessage, Link, LinkReply, LinkRequest, DEADLINE, PREFIX,
-    REQUEST_LABEL, SIGNATURE_HEADER,
+    add_producer, done, install, keys, link_addr, random_id, relayed_producers, remove_link,
+    unix_ms, Announce, EventMessage, Link, LinkReply, LinkRequest, DEADLINE, PREFIX, REQUEST_LABEL,
+    SIGNATURE_HEADER,
 };
 use crate::cluster::secret::{Secret, HOP_MAX_AGE};
 use crate::cluster::{Cluster, Host, Live};
 use crate::http::Body;
 use crate::sfu::api::ApiError;
 use crate::shard::LinkCommand;
+
+/// How long a silent link's peer gets to answer `/health` before it is declared lost.
+const ANSWER_WAIT: Duration = Duration::from_millis(500);
 
 impl Cluster {
     /// Signs a cascade request: the value of [`SIGNATURE_HEADER`].
@@ -203,7 +206,7 @@ impl Cluster {
                 .secret
                 .as_ref()
                 .ok_or_else(|| ApiError::unavailable("no cluster secret"))?;
-            open_room(ctx, &r.channel).await?;
+            ctx.open_room(&r.channel).await?;
             let addr = link_addr(ctx, &r.channel).await?;
             let producers = relayed_producers(ctx, &r.channel).await?;
             let receive_id = random_id();
@@ -341,6 +344,24 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// Whether node `peer`'s API answers at all (its `/health`, within [`ANSWER_WAIT`]).
+    pub(in crate::cluster) async fn answers(&self, live: &Live, peer: &str) -> bool {
+        let Some(url) = self.node_url(live, peer) else {
+            return false;
+        };
+        let Ok(req) = Request::builder()
+            .uri("/api/voice/health")
+            .header(header::HOST, url.trim_start_matches("http://"))
+            .body(Full::new(Bytes::new()))
+        else {
+            return false;
+        };
+        live.pool
+            .request(&url, req, Instant::now() + ANSWER_WAIT)
+            .await
+            .is_ok()
+    }
+
     /// The cascade's links and counters, for `GET /cluster`.
     pub(in crate::cluster) fn cascade_json(&self, live: &Live) -> Value {
         let state = live.cascade.borrow();
