@@ -36,6 +36,19 @@ fn payload(m: &Mesh, node: usize, member: usize, seq: u16) -> Vec<u8> {
     buf[20..n].to_vec()
 }
 
+/// Two nodes: a speaker on the first, a listener on the second consuming it (negotiating NACK
+/// when `nack`), settled. Returns the mesh, the members, the producer id and the consumer SSRC.
+fn speaker_on_a_listener_on_b(nack: bool) -> (Mesh, usize, usize, String, u32) {
+    let mut m = Mesh::new(2, CH);
+    let speaker = m.nodes[0].join(CH, "speaker", true);
+    let listener = m.nodes[1].join(CH, "listener", false);
+    m.announce(CH);
+    let pid = producer_id(&m, 0, speaker);
+    let ssrc = m.nodes[1].consume_id(CH, listener, &pid, nack, false);
+    m.settle();
+    (m, speaker, listener, pid, ssrc)
+}
+
 fn events(m: &mut Mesh, node: usize) -> Vec<Event> {
     m.nodes[node]
         .sfu
@@ -186,13 +199,7 @@ fn three_nodes_full_mesh_each_packet_crosses_one_link() {
 
 #[test]
 fn pause_on_the_origin_pauses_the_remote_producer_and_stops_its_packets() {
-    let mut m = Mesh::new(2, CH);
-    let speaker = m.nodes[0].join(CH, "speaker", true);
-    let listener = m.nodes[1].join(CH, "listener", false);
-    m.announce(CH);
-    let pid = producer_id(&m, 0, speaker);
-    m.nodes[1].consume_id(CH, listener, &pid, false, false);
-    m.settle();
+    let (mut m, speaker, _, pid, _) = speaker_on_a_listener_on_b(false);
     assert_eq!(m.speak(0, speaker, 0).0.len(), 1);
     let req = ProducerRequest {
         channel_id: CH.into(),
@@ -322,13 +329,7 @@ fn a_packet_before_its_producer_is_dropped_and_the_first_after_is_delivered() {
 
 #[test]
 fn removing_a_link_closes_its_remote_producers() {
-    let mut m = Mesh::new(2, CH);
-    let speaker = m.nodes[0].join(CH, "speaker", true);
-    let listener = m.nodes[1].join(CH, "listener", false);
-    m.announce(CH);
-    let pid = producer_id(&m, 0, speaker);
-    m.nodes[1].consume_id(CH, listener, &pid, false, false);
-    m.settle();
+    let (mut m, speaker, _, pid, _) = speaker_on_a_listener_on_b(false);
     assert_eq!(m.speak(0, speaker, 0).0.len(), 1);
     events(&mut m, 1);
     m.nodes[1]
@@ -366,13 +367,7 @@ fn removing_a_link_closes_its_remote_producers() {
 
 #[test]
 fn a_remote_speaker_is_detected_from_its_relayed_audio_level() {
-    let mut m = Mesh::new(2, CH);
-    let speaker = m.nodes[0].join(CH, "speaker", true);
-    let listener = m.nodes[1].join(CH, "listener", false);
-    m.announce(CH);
-    let pid = producer_id(&m, 0, speaker);
-    m.nodes[1].consume_id(CH, listener, &pid, false, false);
-    m.settle();
+    let (mut m, speaker, _, pid, _) = speaker_on_a_listener_on_b(false);
     events(&mut m, 1);
     // One second of loud packets (level −5 dBov), 20 ms apart; both nodes' timers run.
     for seq in 0..50 {
@@ -419,13 +414,7 @@ fn a_remote_speaker_is_detected_from_its_relayed_audio_level() {
 
 #[test]
 fn a_local_listener_nacks_a_remote_producer_from_the_local_history() {
-    let mut m = Mesh::new(2, CH);
-    let speaker = m.nodes[0].join(CH, "speaker", true);
-    let listener = m.nodes[1].join(CH, "listener", false);
-    m.announce(CH);
-    let pid = producer_id(&m, 0, speaker);
-    let ssrc = m.nodes[1].consume_id(CH, listener, &pid, true, false);
-    m.settle();
+    let (mut m, speaker, listener, _, ssrc) = speaker_on_a_listener_on_b(true);
     let mut sent = Vec::new();
     for seq in 0..10 {
         let (_, hops) = m.speak_hops(0, speaker, seq);
