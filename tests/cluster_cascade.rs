@@ -123,6 +123,19 @@ fn a_listener_in_another_region_hears_a_speaker_over_one_link_and_loses_it_with_
     assert_eq!(out_a, in_b, "what a relayed is what b received");
     assert_eq!((in_a, out_b), (0, 0), "nothing relayed back");
     assert!(got.len() as u64 <= in_b);
+    // The same in /metrics, per peer node: one stream each way it flows, its packets.
+    let (_, ma) = na.metrics(None);
+    let (_, mb) = nb.metrics(None);
+    let m = |text: &str, family: &str, labels: &str| {
+        common::metric_sum(text, &format!("{family}{{shard=\"0\",{labels}}} "))
+    };
+    assert_eq!(m(&ma, "choir_links", "peer=\"node-2\""), 1.0, "{ma}");
+    let out = "peer=\"node-2\",direction=\"out\"";
+    let inb = "peer=\"node-1\",direction=\"in\"";
+    assert_eq!(m(&ma, "choir_relay_streams", out), 1.0, "{ma}");
+    assert_eq!(m(&mb, "choir_relay_streams", inb), 1.0, "{mb}");
+    assert_eq!(m(&ma, "choir_relay_packets_total", out), out_a as f64);
+    assert_eq!(m(&mb, "choir_relay_packets_total", inb), in_b as f64);
 
     // Node a's signalling reaches node b's participants, in order: pause and resume, a new
     // producer on a link that exists, and a participant leaving.

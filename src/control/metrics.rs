@@ -195,6 +195,68 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// The cascade's families, per shard and peer node (relay drops are `choir_drops` with
+    /// layer "relay").
+    fn encode_links(&self, e: &mut DescriptorEncoder<'_>) -> Result {
+        use crate::sfu::cascade::PeerStats;
+        let peers = || {
+            self.shards
+                .iter()
+                .flat_map(|s| s.peers.iter().map(move |p| (s.shard.to_string(), p)))
+        };
+        let labels = |shard: &String, p: &PeerStats| {
+            vec![("shard", shard.clone()), ("peer", p.peer.clone())]
+        };
+        let with = |shard: &String, p: &PeerStats, dir: &str| {
+            let mut l = labels(shard, p);
+            l.push(("direction", dir.to_string()));
+            l
+        };
+        gauge(
+            e,
+            "choir_links",
+            "Cascade links to a peer node (one per room they share)",
+            peers().map(|(s, p)| (labels(&s, p), p.links as f64)),
+        )?;
+        gauge(
+            e,
+            "choir_relay_streams",
+            "Streams relayed to a peer node (out: local producers, one each whatever the number of listeners there) and from it (in)",
+            peers().flat_map(|(s, p)| {
+                [("out", p.streams_out), ("in", p.streams_in)]
+                    .map(|(d, n)| (with(&s, p, d), n as f64))
+            }),
+        )?;
+        counter(
+            e,
+            "choir_relay_packets",
+            "Media packets relayed to a peer node (out) and received from it (in)",
+            peers().flat_map(|(s, p)| {
+                [("out", p.packets_out), ("in", p.packets_in)].map(|(d, n)| (with(&s, p, d), n))
+            }),
+        )?;
+        gauge(
+            e,
+            "choir_link_rtt_seconds",
+            "Largest latest keepalive round-trip time of the links to a peer node (0 before a sample)",
+            peers().map(|(s, p)| (labels(&s, p), p.rtt_max_us as f64 / 1e6)),
+        )?;
+        counter(
+            e,
+            "choir_link_datagrams_received",
+            "Authentic datagrams received from a peer node's links",
+            peers().map(|(s, p)| (labels(&s, p), p.datagrams_in)),
+        )?;
+        gauge(
+            e,
+            "choir_link_missing_datagrams",
+            "Datagrams of a peer node's links missing between the lowest and highest sequence numbers received (lost, or still reordered)",
+            peers().map(|(s, p)| (labels(&s, p), p.missing as f64)),
+        )
+    }
+}
+
 impl Collector for Snapshot {
     fn encode(&self, mut e: DescriptorEncoder<'_>) -> Result {
         let up = self.shards.iter().map(|s| (shard_label(s), 1.0)).chain(
@@ -415,6 +477,7 @@ impl Collector for Snapshot {
             "Inputs dropped, by layer and reason",
             drops,
         )?;
+        self.encode_links(&mut e)?;
         let requests = self.control.requests.iter().map(|((route, status), n)| {
             (
                 vec![

@@ -31,6 +31,15 @@ fn renders_labelled_families() {
             loop_unheard: 0,
             transport_states: Default::default(),
             link_port: 0,
+            peers: vec![crate::sfu::cascade::PeerStats {
+                peer: "node-2".into(),
+                links: 1,
+                streams_out: 1,
+                streams_in: 2,
+                packets_out: 7,
+                rtt_max_us: 40_000,
+                ..Default::default()
+            }],
         }],
         failed_shards: vec![0],
         control,
@@ -49,6 +58,12 @@ fn renders_labelled_families() {
         "choir_limit_refusals_total{limit=\"rooms\"} 0",
         "choir_transports{shard=\"1\",state=\"connected\"} 0.0",
         "# TYPE choir_drops counter",
+        "choir_links{shard=\"1\",peer=\"node-2\"} 1.0",
+        "choir_relay_streams{shard=\"1\",peer=\"node-2\",direction=\"out\"} 1.0",
+        "choir_relay_streams{shard=\"1\",peer=\"node-2\",direction=\"in\"} 2.0",
+        "choir_relay_packets_total{shard=\"1\",peer=\"node-2\",direction=\"out\"} 7",
+        "choir_link_rtt_seconds{shard=\"1\",peer=\"node-2\"} 0.04",
+        "choir_link_missing_datagrams{shard=\"1\",peer=\"node-2\"} 0.0",
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }

@@ -217,6 +217,8 @@ pub struct Sfu {
     /// Cascade links (see [`cascade`]), and their receive link ids.
     links: Slab<cascade::Link>,
     link_ids: HashMap<u32, LinkKey>,
+    /// What removed links had counted, per peer node (see [`cascade::PeerStats`]).
+    retired_links: HashMap<String, cascade::Retired>,
     /// The next local producer's [`Producer::stream`].
     next_stream: u32,
 }
@@ -244,6 +246,7 @@ impl Sfu {
             speaking_clock: Default::default(),
             links: Slab::new(),
             link_ids: HashMap::new(),
+            retired_links: HashMap::new(),
             next_stream: 1,
         }
     }

@@ -124,6 +124,8 @@ pub struct ShardStats {
     pub transport_states: crate::sfu::TransportStates,
     /// The shard's cascade link port (see [`LinkCommand::LinkPort`]); 0 before it is bound.
     pub link_port: u16,
+    /// The cascade's figures per peer node.
+    pub peers: Vec<crate::sfu::cascade::PeerStats>,
 }
 
 pub(crate) struct Envelope {

@@ -337,6 +337,7 @@ impl Shard {
                 loop_unheard: self.unheard.get(),
                 transport_states: self.sfu.borrow().transport_states(),
                 link_port: self.sockets.borrow().link_port(),
+                peers: self.sfu.borrow().peer_stats(),
             }))),
             Command::Rooms => Ok(Reply::Rooms(self.sfu.borrow().room_list())),
             Command::Shutdown => {

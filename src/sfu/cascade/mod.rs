@@ -46,7 +46,11 @@
 //! room or its link stays dead. A relayed packet is 35 octets longer than the RTP packet
 //! (header 14, message 5, tag 16).
 
+mod peers;
 mod remote;
+
+pub use peers::PeerStats;
+pub(crate) use peers::Retired;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -300,6 +304,7 @@ impl Sfu {
         for (_, pk) in streams {
             self.close_remote(pk, reason);
         }
+        self.retire_link(lk);
         let link = self.links.remove(lk);
         self.link_ids.remove(&link.receiver.link_id());
         if let Some(room) = self.rooms.get_mut(channel_id) {

@@ -215,6 +215,25 @@ fn bad_datagrams_are_dropped_and_counted_without_disturbing_the_link() {
     p.deliver_b(&fifth);
     let link = p.b.link("r", "n1").unwrap();
     assert_eq!((link.datagrams_in, link.lost), (4, 1));
+    // Per peer node (for /metrics): the live link, then what it counted once removed.
+    let peer = p.b.peer_stats();
+    assert_eq!(peer.len(), 1);
+    assert_eq!(
+        (peer[0].peer.as_str(), peer[0].links, peer[0].streams_in),
+        ("n1", 1, 1)
+    );
+    assert_eq!(
+        (peer[0].packets_in, peer[0].datagrams_in, peer[0].missing),
+        (4, 4, 1)
+    );
+    assert_eq!(p.a.peer_stats()[0].streams_out, 1);
+    p.b.remove_link("r", "n1", None).unwrap();
+    let gone = &p.b.peer_stats()[0];
+    assert_eq!((gone.links, gone.streams_in, gone.rtt_max_us), (0, 0, 0));
+    assert_eq!(
+        (gone.packets_in, gone.datagrams_in, gone.missing),
+        (4, 4, 1)
+    );
 }
 
 #[test]
