@@ -173,6 +173,21 @@ fn a_listener_in_another_region_hears_a_speaker_over_one_link_and_loses_it_with_
     assert_eq!(v["producers"].as_array().unwrap().len(), 1, "{v}");
     drop(other);
 
+    // Every SYNC (5 s) node a lists its producers to node b: b applies it, and with both
+    // sides agreeing it changes nothing and emits no event.
+    let cascade = |d: &common::Daemon| d.get("cluster").1["cascade"]["counters"].clone();
+    let applied = cascade(nb)["applied"].as_u64().unwrap();
+    assert!(
+        until(Duration::from_secs(8), || cascade(nb)["applied"]
+            .as_u64()
+            .unwrap()
+            > applied),
+        "no resync reached node b: {}",
+        cascade(nb)
+    );
+    assert_eq!(cascade(nb)["resynced"], 0, "{}", cascade(nb));
+    assert!(events.next(Duration::from_millis(100)).is_none());
+
     // Node a dies: node b closes its producer within the TTL + 1 s.
     let killed = Instant::now();
     sigkill(nodes.remove(0));

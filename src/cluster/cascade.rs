@@ -22,27 +22,34 @@
 //!   local producers and participants (`newProducer`, `producerPaused`/`Resumed`,
 //!   `producerClosed`, `participantLeft`) go to every peer of the room through one queue per
 //!   peer, one request at a time: each origin's events apply in order. Events about remote
-//!   producers and users (added by this module) are never announced again.
+//!   producers and users (added by this module) are never announced again. Every [`SYNC`] the
+//!   same queue carries the whole list of the room's local producers (`sync`), so that an
+//!   announcement lost on the way (a full queue, a request that failed) is repaired within
+//!   that time: the peer adds, closes, pauses or resumes what differs, and nothing when both
+//!   sides agree ([`crate::sfu::Sfu::sync_remote_producers`]; src/cluster/cascade/announce.rs).
 //! - **Reconcile** every [`TICK`]: a link to a peer that left the room's node set is removed
 //!   (`participantLeft {reason: "node_lost"}`), a link silent for [`GRACE`] too
 //!   (`reason: "link_lost"`, or `"node_lost"` when the peer's API does not answer either; the
 //!   initiator sets it up again), and missing links are set up.
 
+mod announce;
 mod requests;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::secret::Secret;
 use super::{Host, Live, RoomNode};
-use crate::sfu::api::{ApiError, Event, RoomEvent};
+pub use announce::on_room_event;
+use announce::{Announce, EventMessage, Outgoing};
+
+use crate::sfu::api::{ApiError, Event};
 use crate::sfu::cascade::{LinkInfo, LinkParams, RemoteProducer};
 use crate::shard::{LinkCommand, Reply};
 
@@ -60,8 +67,10 @@ pub const TICK: Duration = Duration::from_millis(500);
 const RETRY: Duration = Duration::from_secs(1);
 /// A cascade request gets its answer within this.
 const DEADLINE: Duration = Duration::from_millis(1500);
-/// Announcements queued per peer; past it they are dropped (counted).
+/// Announcements queued per peer; past it they are dropped (counted; the next resync repairs).
 const QUEUE: usize = 4096;
+/// How often each link's peer gets the whole list of the room's local producers.
+pub const SYNC: Duration = Duration::from_secs(5);
 
 /// The cascade's state on the control executor.
 #[derive(Default)]
@@ -70,7 +79,7 @@ pub(super) struct Cascade {
     /// Per channel: the ids of remote producers and users (their events are not announced).
     remote: HashMap<String, HashSet<String>>,
     /// Per peer node: its announcements' queue.
-    queues: HashMap<String, flume::Sender<(String, Event)>>,
+    queues: HashMap<String, Queue>,
     /// MACs of requests accepted in the last 2 × [`super::secret::HOP_MAX_AGE`] (replays are refused).
     seen: HashMap<String, Instant>,
     /// When `seen` was last pruned.
@@ -81,7 +90,7 @@ pub(super) struct Cascade {
     spawn: Option<Spawn>,
 }
 
-type Queue = flume::Sender<(String, Event)>;
+type Queue = flume::Sender<(String, Outgoing)>;
 type Spawn = Box<dyn Fn(String) -> Queue>;
 
 impl Cascade {
@@ -106,6 +115,8 @@ struct Counters {
     announced: u64,
     announce_failed: u64,
     applied: u64,
+    /// Remote producers a resync added, closed, paused or resumed (a lost announcement's).
+    resynced: u64,
 }
 
 struct Link {
@@ -115,6 +126,8 @@ struct Link {
     ready: bool,
     held: Vec<Event>,
     since: Instant,
+    /// When the peer was last sent the room's producers (see [`SYNC`]).
+    synced: Instant,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -135,37 +148,6 @@ struct LinkReply {
     receive_id: u32,
     link_addr: SocketAddr,
     producers: Vec<RemoteProducer>,
-}
-
-#[derive(Serialize, Deserialize, Debug)]
-#[serde(tag = "type", rename_all = "camelCase")]
-enum Announce {
-    NewProducer {
-        producer: RemoteProducer,
-    },
-    #[serde(rename_all = "camelCase")]
-    Paused {
-        producer_id: String,
-        paused: bool,
-    },
-    #[serde(rename_all = "camelCase")]
-    ProducerClosed {
-        producer_id: String,
-    },
-    #[serde(rename_all = "camelCase")]
-    ParticipantLeft {
-        user_id: String,
-        reason: String,
-    },
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct EventMessage {
-    channel: String,
-    node: String,
-    incarnation: String,
-    event: Announce,
 }
 
 fn unix_ms() -> u64 {
@@ -312,109 +294,6 @@ async fn add_producer<H: Host>(
     }
 }
 
-/// A room event out of this node's shards: announced to the room's peers when it is about a
-/// local producer or participant.
-pub fn on_room_event<H: Host>(ctx: &H, ev: &RoomEvent) {
-    let Some(live) = &ctx.cluster().live else {
-        return;
-    };
-    let about = match &ev.event {
-        Event::NewProducer { producer_id, .. }
-        | Event::ProducerClosed { producer_id, .. }
-        | Event::ProducerPaused { producer_id, .. }
-        | Event::ProducerResumed { producer_id, .. } => producer_id,
-        Event::ParticipantLeft { user_id, .. } => user_id,
-        _ => return,
-    };
-    let mut state = live.cascade.borrow_mut();
-    if state.links.is_empty() {
-        return;
-    }
-    if state
-        .remote
-        .get(&ev.channel_id)
-        .is_some_and(|ids| ids.contains(about))
-    {
-        return;
-    }
-    let peers: Vec<String> = state
-        .links
-        .keys()
-        .filter(|(c, _)| *c == ev.channel_id)
-        .map(|(_, p)| p.clone())
-        .collect();
-    for peer in peers {
-        let link = state
-            .links
-            .get_mut(&(ev.channel_id.clone(), peer.clone()))
-            .expect("listed");
-        if !link.ready {
-            link.held.push(ev.event.clone());
-            continue;
-        }
-        let sent = state.queue(&peer).is_some_and(|q| {
-            q.try_send((ev.channel_id.clone(), ev.event.clone()))
-                .is_ok()
-        });
-        if !sent {
-            state.counters.announce_failed += 1;
-        }
-    }
-}
-
-/// Sends one peer's announcements, one at a time, in order.
-async fn announcer<H: Host>(weak: Weak<H>, peer: String, rx: flume::Receiver<(String, Event)>) {
-    while let Ok((channel, event)) = rx.recv_async().await {
-        // Held for one announcement at a time: the queue lives in the control plane.
-        let Some(ctx) = weak.upgrade() else { return };
-        let cluster = ctx.cluster();
-        let Some(live) = &cluster.live else { return };
-        let announce = match event {
-            Event::NewProducer { producer_id, .. } => {
-                let cmd = LinkCommand::RelayedProducer {
-                    channel_id: channel.clone(),
-                    producer_id,
-                };
-                match cascade_call(&*ctx, &channel, cmd).await {
-                    Ok(Reply::RemoteProducer(p)) => Announce::NewProducer { producer: *p },
-                    _ => continue, // closed already: its close follows
-                }
-            }
-            Event::ProducerPaused { producer_id, .. } => Announce::Paused {
-                producer_id,
-                paused: true,
-            },
-            Event::ProducerResumed { producer_id, .. } => Announce::Paused {
-                producer_id,
-                paused: false,
-            },
-            Event::ProducerClosed { producer_id, .. } => Announce::ProducerClosed { producer_id },
-            Event::ParticipantLeft { user_id, reason } => {
-                Announce::ParticipantLeft { user_id, reason }
-            }
-            _ => continue,
-        };
-        let Some(url) = cluster.node_url(live, &peer) else {
-            continue;
-        };
-        let message = EventMessage {
-            channel,
-            node: cluster.identity.id.clone(),
-            incarnation: cluster.identity.incarnation.clone(),
-            event: announce,
-        };
-        let sent: Result<Value, String> = cluster.cascade_post(live, &url, "event", &message).await;
-        let mut state = live.cascade.borrow_mut();
-        match sent {
-            Ok(_) => state.counters.announced += 1,
-            Err(e) => {
-                state.counters.announce_failed += 1;
-                tracing::debug!(peer = %peer, "announcement not delivered: {e}");
-            }
-        }
-    }
-}
-
 /// The reconcile loop (cluster mode with a secret); runs until dropped.
 pub(super) async fn run<H: Host>(ctx: Rc<H>) {
     let Some(live) = &ctx.cluster().live else {
@@ -426,7 +305,7 @@ pub(super) async fn run<H: Host>(ctx: Rc<H>) {
     let weak = Rc::downgrade(&ctx);
     live.cascade.borrow_mut().spawn = Some(Box::new(move |peer| {
         let (tx, rx) = flume::bounded(QUEUE);
-        glommio::spawn_local(announcer(weak.clone(), peer, rx)).detach();
+        glommio::spawn_local(announce::announcer(weak.clone(), peer, rx)).detach();
         tx
     }));
     loop {
@@ -504,7 +383,25 @@ async fn reconcile<H: Host>(ctx: &Rc<H>, live: &Live) {
         remove_link(&**ctx, &channel, &peer, Some(reason)).await;
     }
     {
+        // Every SYNC, each ready link's peer gets the room's local producers.
         let mut state = live.cascade.borrow_mut();
+        let due: Vec<(String, String)> = state
+            .links
+            .iter_mut()
+            .filter(|(_, l)| l.ready && now.saturating_duration_since(l.synced) >= SYNC)
+            .map(|(key, l)| {
+                l.synced = now;
+                key.clone()
+            })
+            .collect();
+        for (channel, peer) in due {
+            let queued = state
+                .queue(&peer)
+                .is_some_and(|q| q.try_send((channel, Outgoing::Sync)).is_ok());
+            if !queued {
+                state.counters.announce_failed += 1;
+            }
+        }
         let linked: HashSet<String> = state.links.keys().map(|(_, p)| p.clone()).collect();
         state.queues.retain(|p, _| linked.contains(p));
         let channels: HashSet<String> = state.links.keys().map(|(c, _)| c.clone()).collect();

@@ -66,6 +66,13 @@ pub enum LinkCommand {
         user_id: String,
         reason: String,
     },
+    /// [`Sfu::sync_remote_producers`](crate::sfu::Sfu::sync_remote_producers):
+    /// [`Reply::Synced`].
+    SyncRemoteProducers {
+        channel_id: String,
+        peer: String,
+        producers: Vec<RemoteProducer>,
+    },
     /// A local producer, as a peer adds it: [`Reply::RemoteProducer`].
     RelayedProducer {
         channel_id: String,
@@ -139,6 +146,13 @@ impl Shard {
                     sfu.remote_participant_left(&channel_id, &peer, &user_id, &reason)
                 })
                 .map(|()| Reply::Done),
+            LinkCommand::SyncRemoteProducers {
+                channel_id,
+                peer,
+                producers,
+            } => self
+                .with_core(|sfu, _| sfu.sync_remote_producers(&channel_id, &peer, producers))
+                .map(Reply::Synced),
             LinkCommand::RelayedProducer {
                 channel_id,
                 producer_id,

@@ -102,6 +102,8 @@ pub enum Reply {
     Links(Vec<crate::sfu::cascade::LinkInfo>),
     RemoteProducer(Box<crate::sfu::cascade::RemoteProducer>),
     RemoteProducers(Vec<crate::sfu::cascade::RemoteProducer>),
+    /// Remote producers a resync changed.
+    Synced(usize),
 }
 
 /// A shard's counts and counters.

@@ -11,15 +11,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{
-    add_producer, done, install, keys, link_addr, random_id, relayed_producers, remove_link,
-    unix_ms, Announce, EventMessage, Link, LinkReply, LinkRequest, DEADLINE, PREFIX, REQUEST_LABEL,
-    SIGNATURE_HEADER,
+    add_producer, cascade_call, done, install, keys, link_addr, random_id, relayed_producers,
+    remove_link, unexpected, unix_ms, Announce, EventMessage, Link, LinkReply, LinkRequest,
+    Outgoing, DEADLINE, PREFIX, REQUEST_LABEL, SIGNATURE_HEADER,
 };
 use crate::cluster::secret::{Secret, HOP_MAX_AGE};
 use crate::cluster::{Cluster, Host, Live};
 use crate::http::Body;
 use crate::sfu::api::ApiError;
-use crate::shard::LinkCommand;
+use crate::shard::{LinkCommand, Reply};
 
 /// How long a silent link's peer gets to answer `/health` before it is declared lost.
 const ANSWER_WAIT: Duration = Duration::from_millis(500);
@@ -258,6 +258,7 @@ impl Cluster {
                 ready: false,
                 held: Vec::new(),
                 since: Instant::now(),
+                synced: Instant::now(),
             },
         );
     }
@@ -276,7 +277,7 @@ impl Cluster {
         };
         if let Some(q) = state.queue(&key.1) {
             for ev in held {
-                if q.try_send((key.0.clone(), ev)).is_err() {
+                if q.try_send((key.0.clone(), Outgoing::Event(ev))).is_err() {
                     state.counters.announce_failed += 1;
                 }
             }
@@ -338,6 +339,30 @@ impl Cluster {
                 user_id,
                 reason,
             },
+            Announce::Sync { producers } => {
+                {
+                    let mut state = live.cascade.borrow_mut();
+                    let ids = state.remote.entry(channel.clone()).or_default();
+                    for p in &producers {
+                        ids.insert(p.producer_id.clone());
+                        ids.insert(p.user_id.clone());
+                    }
+                }
+                let cmd = LinkCommand::SyncRemoteProducers {
+                    channel_id: channel.clone(),
+                    peer: peer.clone(),
+                    producers,
+                };
+                return match cascade_call(ctx, &channel, cmd).await? {
+                    Reply::Synced(0) => Ok(()),
+                    Reply::Synced(n) => {
+                        tracing::info!(channel = %channel, peer = %peer, changed = n, "cascade resync repaired remote producers");
+                        live.cascade.borrow_mut().counters.resynced += n as u64;
+                        Ok(())
+                    }
+                    other => Err(unexpected(other)),
+                };
+            }
         };
         done(ctx, &channel, cmd).await
     }

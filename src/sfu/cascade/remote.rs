@@ -99,6 +99,50 @@ impl Sfu {
         Ok(())
     }
 
+    /// Brings `peer`'s producers here in line with `producers`, the whole list its node relays
+    /// now (a periodic resync, so that a lost announcement is repaired): one missing here is
+    /// added (`newProducer`), one here but no longer listed closes (`producerClosed`), and a
+    /// differing pause state is applied (`producerPaused` / `producerResumed`). Returns how
+    /// many it changed (0 when both sides agreed).
+    pub fn sync_remote_producers(
+        &mut self,
+        channel_id: &str,
+        peer: &str,
+        producers: Vec<RemoteProducer>,
+    ) -> Result<usize, ApiError> {
+        let lk = self.find_link(channel_id, peer)?;
+        let mut stale: Vec<ProducerKey> = self.links[lk]
+            .streams
+            .iter()
+            .filter(|(stream, _)| !producers.iter().any(|p| p.stream == **stream))
+            .map(|(_, &pk)| pk)
+            .collect();
+        stale.sort_unstable();
+        let mut changed = stale.len();
+        for pk in stale {
+            self.close_remote(pk, None);
+        }
+        for p in producers {
+            match self.links[lk].streams.get(&p.stream).copied() {
+                Some(pk) if self.producers[pk].paused != p.paused => {
+                    self.pause_producer(pk, p.paused);
+                    changed += 1;
+                }
+                Some(_) => {}
+                None => {
+                    let id = p.producer_id.clone();
+                    match self.add_remote_producer(channel_id, peer, p) {
+                        Ok(()) => changed += 1,
+                        Err(e) => {
+                            tracing::debug!(channel = %channel_id, peer = %peer, producer = %id, "resync: remote producer not added: {}", e.message)
+                        }
+                    }
+                }
+            }
+        }
+        Ok(changed)
+    }
+
     /// The remote producer `producer_id` that came over the link of `channel_id` to `peer`.
     fn remote_producer(
         &self,

@@ -389,3 +389,47 @@ fn remote_producers_pause_close_and_leave_like_local_ones() {
         matches!(&p.b.take_events()[..], [e] if matches!(&e.event, Event::ParticipantLeft { user_id, .. } if user_id == "carol"))
     );
 }
+
+#[test]
+fn a_resync_repairs_lost_announcements_and_changes_nothing_when_both_sides_agree() {
+    let mut p = pair();
+    p.b.take_events();
+    let id = p.producer_id.clone();
+    let listed = p.a.relayed_producers("r").unwrap();
+    assert_eq!(p.b.sync_remote_producers("r", "n1", listed.clone()), Ok(0));
+    assert!(p.b.take_events().is_empty(), "agreeing lists emit nothing");
+    assert_eq!(
+        p.b.sync_remote_producers("r", "n2", listed.clone())
+            .unwrap_err()
+            .status,
+        404
+    );
+    // A pause whose announcement was lost.
+    let mut paused = listed.clone();
+    paused[0].paused = true;
+    assert_eq!(p.b.sync_remote_producers("r", "n1", paused), Ok(1));
+    assert!(matches!(
+        &p.b.take_events()[..],
+        [e] if matches!(e.event, Event::ProducerPaused { .. })
+    ));
+    // A close whose announcement was lost.
+    assert_eq!(p.b.sync_remote_producers("r", "n1", Vec::new()), Ok(1));
+    let events: Vec<Event> = p.b.take_events().into_iter().map(|e| e.event).collect();
+    assert_eq!(
+        events,
+        vec![Event::ProducerClosed {
+            user_id: "alice".into(),
+            producer_id: id.clone()
+        }]
+    );
+    assert_eq!(p.b.links()[0].remote_producers, 0);
+    // A new producer whose announcement was lost: added, and its packets delivered.
+    assert_eq!(p.b.sync_remote_producers("r", "n1", listed), Ok(1));
+    assert!(matches!(
+        &p.b.take_events()[..],
+        [e] if matches!(e.event, Event::NewProducer { .. })
+    ));
+    let d = p.speak(1).0.remove(0).2;
+    p.deliver_b(&d);
+    assert_eq!(p.b.counters().relay_packets_in, 1);
+}
