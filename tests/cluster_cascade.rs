@@ -52,6 +52,7 @@ fn a_listener_in_another_region_hears_a_speaker_over_one_link_and_loses_it_with_
     let speaker = Peer::join(na, channel, "speaker", 1, JoinOptions::default());
     // The room's node in region b (placed by its first request there), then the listener's
     // event stream on it.
+    let placed = Instant::now();
     let (status, caps) = nb.get(&format!("rtp-capabilities/{channel}"));
     assert_eq!(status, 200, "{caps}");
     let events = nb.events(channel, "listener");
@@ -85,6 +86,10 @@ fn a_listener_in_another_region_hears_a_speaker_over_one_link_and_loses_it_with_
         listed_there
     });
     assert!(linked, "node b never listed {pid}: {}", nb.get("cluster").1);
+    eprintln!(
+        "node b lists the remote speaker {:?} after the room's placement there",
+        placed.elapsed()
+    );
     let announced = events
         .wait_for("newProducer", Duration::from_secs(5))
         .expect("newProducer of the remote speaker on node b");

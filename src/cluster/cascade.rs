@@ -43,6 +43,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::secret::Secret;
 use super::{Host, Live, RoomNode};
@@ -88,12 +89,23 @@ pub(super) struct Cascade {
     counters: Counters,
     /// Starts a peer's announcer (set by [`run`]; holds the control plane weakly).
     spawn: Option<Spawn>,
+    /// Wakes [`run`] for one channel at once (see [`Cascade::wake`]).
+    wake: Option<flume::Sender<(String, bool)>>,
 }
 
 type Queue = flume::Sender<(String, Outgoing)>;
 type Spawn = Box<dyn Fn(String) -> Queue>;
 
 impl Cascade {
+    /// This node just took `channel` (`nudge`), or a peer that just took it asks: its node set
+    /// is read from Redis now and its missing links set up at once (this node initiating
+    /// toward larger ids, and with `nudge` asking smaller ids to), not at the next heartbeat.
+    pub(super) fn wake(&self, channel: &str, nudge: bool) {
+        if let Some(w) = &self.wake {
+            let _ = w.try_send((channel.to_string(), nudge));
+        }
+    }
+
     /// The queue of `peer`'s announcements (its announcer started if need be).
     fn queue(&mut self, peer: &str) -> Option<Queue> {
         if let Some(q) = self.queues.get(peer) {
@@ -139,6 +151,13 @@ struct LinkRequest {
     receive_id: u32,
     link_addr: SocketAddr,
     producers: Vec<RemoteProducer>,
+}
+
+/// `POST _cascade/nudge`: the sender just took `channel`; the receiver (the smaller id)
+/// sets their link up now.
+#[derive(Serialize, Deserialize)]
+struct Nudge {
+    channel: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -308,12 +327,73 @@ pub(super) async fn run<H: Host>(ctx: Rc<H>) {
         glommio::spawn_local(announce::announcer(weak.clone(), peer, rx)).detach();
         tx
     }));
+    let (tx, woken) = flume::bounded(QUEUE);
+    live.cascade.borrow_mut().wake = Some(tx);
+    let mut next = Instant::now() + TICK;
     loop {
-        glommio::timer::sleep(TICK).await;
-        if live.registered.get() {
-            reconcile(&ctx, live).await;
+        let wait = next.saturating_duration_since(Instant::now());
+        let sleep = async {
+            glommio::timer::sleep(wait).await;
+            None
+        };
+        let woke = futures_lite::future::or(sleep, async { woken.recv_async().await.ok() }).await;
+        if !live.registered.get() {
+            continue;
+        }
+        match woke {
+            Some((channel, nudge)) => set_up_now(&ctx, live, &channel, nudge).await,
+            None => {
+                reconcile(&ctx, live).await;
+                next = Instant::now() + TICK;
+            }
         }
     }
+}
+
+/// [`Cascade::wake`]: `channel`'s node set from Redis, its missing links set up now.
+async fn set_up_now<H: Host>(ctx: &Rc<H>, live: &Live, channel: &str, nudge: bool) {
+    let cluster = ctx.cluster();
+    let me = cluster.identity.id.clone();
+    for node in cluster.fetch_room_nodes(channel).await {
+        if node.id == me {
+            continue;
+        }
+        if me < node.id {
+            set_up(ctx, live, (channel.to_string(), node.id.clone()), node);
+        } else if nudge {
+            let ask = Nudge {
+                channel: channel.to_string(),
+            };
+            let ctx = ctx.clone();
+            glommio::spawn_local(async move {
+                let cluster = ctx.cluster();
+                let Some(live) = &cluster.live else { return };
+                let sent: Result<Value, String> =
+                    cluster.cascade_post(live, &node.url, "nudge", &ask).await;
+                if let Err(e) = sent {
+                    tracing::debug!(peer = %node.id, "nudge not delivered: {e}");
+                }
+            })
+            .detach();
+        }
+    }
+}
+
+/// Sets up the link `key` to `node` unless it exists or was tried within [`RETRY`].
+fn set_up<H: Host>(ctx: &Rc<H>, live: &Live, key: (String, String), node: RoomNode) {
+    let now = Instant::now();
+    {
+        let state = live.cascade.borrow();
+        if state.links.contains_key(&key) || state.next_try.get(&key).is_some_and(|t| now < *t) {
+            return;
+        }
+    }
+    ctx.cluster().pending(live, &key, "");
+    live.cascade
+        .borrow_mut()
+        .next_try
+        .insert(key.clone(), now + RETRY);
+    glommio::spawn_local(initiate(ctx.clone(), key, node)).detach();
 }
 
 async fn reconcile<H: Host>(ctx: &Rc<H>, live: &Live) {
@@ -410,22 +490,9 @@ async fn reconcile<H: Host>(ctx: &Rc<H>, live: &Live) {
     }
     // Missing links: the node with the smaller id sets them up.
     for (key, node) in wanted {
-        if me.as_str() >= node.id.as_str() {
-            continue;
+        if me.as_str() < node.id.as_str() {
+            set_up(ctx, live, key, node);
         }
-        {
-            let state = live.cascade.borrow();
-            if state.links.contains_key(&key) || state.next_try.get(&key).is_some_and(|t| now < *t)
-            {
-                continue;
-            }
-        }
-        cluster.pending(live, &key, "");
-        live.cascade
-            .borrow_mut()
-            .next_try
-            .insert(key.clone(), now + RETRY);
-        glommio::spawn_local(initiate(ctx.clone(), key, node)).detach();
     }
 }
 

@@ -111,10 +111,16 @@ impl Cluster {
     }
 
     pub(super) fn own(&self, live: &Live, channel: &str) {
-        live.owned
+        let new = live
+            .owned
             .borrow_mut()
-            .insert(channel.to_string(), Instant::now());
+            .insert(channel.to_string(), Instant::now())
+            .is_none();
         live.cache.borrow_mut().remove(channel);
+        if new && !self.identity.region.is_empty() {
+            // A room that may span regions: its links now, not at the next heartbeat.
+            live.cascade.borrow().wake(channel, true);
+        }
     }
 
     /// Forgets `channel`'s cached owner (it answered that it does not own it, or is gone).

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::{
     add_producer, cascade_call, done, install, keys, link_addr, random_id, relayed_producers,
-    remove_link, unexpected, unix_ms, Announce, EventMessage, Link, LinkReply, LinkRequest,
+    remove_link, unexpected, unix_ms, Announce, EventMessage, Link, LinkReply, LinkRequest, Nudge,
     Outgoing, DEADLINE, PREFIX, REQUEST_LABEL, SIGNATURE_HEADER,
 };
 use crate::cluster::secret::{Secret, HOP_MAX_AGE};
@@ -170,6 +170,13 @@ impl Cluster {
                     return Err(ApiError::new(403, "event of another node"));
                 }
                 cluster.apply_event(ctx, live, m).await?;
+                json!({"success": true})
+            }
+            "nudge" => {
+                let n: Nudge = serde_json::from_slice(&body)
+                    .map_err(|e| ApiError::bad_request(format!("bad nudge: {e}")))?;
+                crate::http::check_id("channelId", &n.channel)?;
+                live.cascade.borrow().wake(&n.channel, false);
                 json!({"success": true})
             }
             _ => return Err(ApiError::not_found(format!("no route {PREFIX}{what}"))),
