@@ -178,6 +178,51 @@ fn a_listener_in_another_region_hears_a_speaker_over_one_link_and_loses_it_with_
     assert_eq!(v["producers"].as_array().unwrap().len(), 1, "{v}");
     drop(other);
 
+    // A listener (no producer) leaving node a: node b hears it once, and does not announce it
+    // back (it used to bounce between the nodes).
+    let applied_a = na.get("cluster").1["cascade"]["counters"]["applied"].clone();
+    let quiet = Peer::join(
+        na,
+        channel,
+        "quiet",
+        4,
+        JoinOptions {
+            produce: false,
+            ..JoinOptions::default()
+        },
+    );
+    na.ok("leave", &json!({"channelId": channel, "userId": "quiet"}));
+    let left = events.wait_for("participantLeft", Duration::from_secs(3));
+    assert_eq!(
+        left.expect("participantLeft of quiet on b")["userId"],
+        "quiet"
+    );
+    drop(quiet);
+    // Equal announcements back to back (pause, resume, pause) all arrive, in order.
+    na.ok("pause-producer", &ids);
+    na.ok("resume-producer", &ids);
+    na.ok("pause-producer", &ids);
+    for expected in ["producerPaused", "producerResumed", "producerPaused"] {
+        let ev = events.next(Duration::from_secs(3));
+        assert_eq!(
+            ev.as_ref().map(|e| e["type"].clone()),
+            Some(json!(expected)),
+            "{ev:?}"
+        );
+    }
+    na.ok("resume-producer", &ids);
+    let resumed = events.wait_for("producerResumed", Duration::from_secs(3));
+    assert!(resumed.is_some());
+    assert!(
+        events.next(Duration::from_millis(300)).is_none(),
+        "a second participantLeft or another echo reached b"
+    );
+    let cluster_a = na.get("cluster").1;
+    assert_eq!(
+        cluster_a["cascade"]["counters"]["applied"], applied_a,
+        "node b announced something back to a: {cluster_a}"
+    );
+
     // Every SYNC (5 s) node a lists its producers to node b: b applies it, and with both
     // sides agreeing it changes nothing and emits no event.
     let cascade = |d: &common::Daemon| d.get("cluster").1["cascade"]["counters"].clone();

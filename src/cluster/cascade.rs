@@ -158,6 +158,14 @@ struct LinkRequest {
 #[derive(Serialize, Deserialize)]
 struct Nudge {
     channel: String,
+    /// See [`EventMessage`]'s.
+    nonce: u64,
+}
+
+/// A number no other request of this process carries (see [`EventMessage`]'s `nonce`).
+fn nonce() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -363,6 +371,7 @@ async fn set_up_now<H: Host>(ctx: &Rc<H>, live: &Live, channel: &str, nudge: boo
         } else if nudge {
             let ask = Nudge {
                 channel: channel.to_string(),
+                nonce: nonce(),
             };
             let ctx = ctx.clone();
             glommio::spawn_local(async move {

@@ -55,6 +55,9 @@ pub(super) struct EventMessage {
     pub(super) node: String,
     pub(super) incarnation: String,
     pub(super) event: Announce,
+    /// Makes each request's body (and so its MAC) unique: the replay check keys on the MAC,
+    /// and two equal announcements in one millisecond (pause, resume, pause) are not replays.
+    pub(super) nonce: u64,
 }
 
 /// A room event out of this node's shards: announced to the room's peers when it is about a
@@ -169,6 +172,7 @@ async fn send<H: Host>(ctx: &H, live: &Live, peer: &str, channel: String, announ
         node: cluster.identity.id.clone(),
         incarnation: cluster.identity.incarnation.clone(),
         event: announce,
+        nonce: super::nonce(),
     };
     let sent: Result<Value, String> = cluster.cascade_post(live, &url, "event", &message).await;
     let mut state = live.cascade.borrow_mut();

@@ -318,7 +318,16 @@ impl Cluster {
             }
             glommio::timer::sleep(Duration::from_millis(10)).await;
         }
-        live.cascade.borrow_mut().counters.applied += 1;
+        {
+            let mut state = live.cascade.borrow_mut();
+            state.counters.applied += 1;
+            // What applying it makes the shard emit is about a remote user: never announced
+            // back (a listener's participantLeft would bounce between the nodes).
+            if let Announce::ParticipantLeft { user_id, .. } = &m.event {
+                let ids = state.remote.entry(m.channel.clone()).or_default();
+                ids.insert(user_id.clone());
+            }
+        }
         let (channel, peer) = (m.channel, m.node);
         let cmd = match m.event {
             Announce::NewProducer { producer } => {

@@ -26,11 +26,12 @@ fn announcements_keep_their_wire_form() {
             producer_id: "p".into(),
             paused: true,
         },
+        nonce: 9,
     };
     let v = serde_json::to_value(&m).unwrap();
     assert_eq!(
         v,
-        json!({"channel": "c", "node": "n", "incarnation": "i",
+        json!({"channel": "c", "node": "n", "incarnation": "i", "nonce": 9,
                "event": {"type": "paused", "producerId": "p", "paused": true}})
     );
     let back: EventMessage = serde_json::from_value(v).unwrap();
@@ -40,4 +41,5 @@ fn announcements_keep_their_wire_form() {
     )
     .unwrap();
     assert!(matches!(left, Announce::ParticipantLeft { .. }));
+    assert_ne!(nonce(), nonce(), "equal announcements get distinct bodies");
 }
