@@ -29,9 +29,9 @@ pub struct ClusterArgs {
     pub node_url: Option<String>,
 
     /// This node's region (a-z, 0-9, '-'; at most 32): a room gets one node per region, the
-    /// one in the region of the node that received the request. NOT FOR PRODUCTION yet: media
-    /// between a room's nodes in different regions needs the cascade relay, still being built.
-    /// Unset: no region (one node per room, as without regions).
+    /// one in the region of the node that received the request, and the room's nodes relay
+    /// each other's speakers (needs a cluster secret). New: see the README's "Regions". Unset:
+    /// no region (one node per room, as without regions).
     #[arg(long, env = "CHOIR_REGION", value_name = "REGION", default_value = "")]
     pub region: String,
 
