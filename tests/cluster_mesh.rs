@@ -5,9 +5,10 @@
 //! producers once to each other node of the room, whatever the number of listeners there, and
 //! never relays a relayed packet again (so a full mesh of five cannot loop or duplicate).
 //!
-//! Relay counts are compared over a window between two quiescent moments (every speaker
-//! muted, what it sent arrived): then the counters are exact, unlike a snapshot taken while
-//! packets are in flight.
+//! Relay counts (`/stats` totals and `/metrics`' per-peer `choir_relay_streams`,
+//! `choir_relay_packets_total`, `choir_links`, `choir_link_missing_datagrams`) are compared
+//! over a window between two quiescent moments (every speaker muted, what it sent arrived):
+//! then they are exact, unlike a snapshot taken while packets are in flight.
 
 mod common;
 #[path = "common/cluster.rs"]
@@ -17,7 +18,7 @@ mod mesh;
 #[path = "common/redis.rs"]
 mod redis_server;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::peer::{run, run_until, JoinOptions, Peer};
@@ -84,6 +85,9 @@ struct Window {
     got: Vec<Vec<(u8, u16)>>,
     /// The peers' indices, in the order of the vectors above.
     index: Vec<u8>,
+    /// Each node's relay families at its start and at its end.
+    m0: Vec<RelayMetrics>,
+    m1: Vec<RelayMetrics>,
 }
 
 impl Window {
@@ -94,12 +98,19 @@ impl Window {
             .map(|(f, t)| u64::from(t.wrapping_sub(*f)))
             .collect()
     }
+
+    /// Packets node number `i` relayed to (`out`) or received from (`in`) node `peer` in the
+    /// window, per its `/metrics`.
+    fn packets(&self, i: usize, peer: &str, direction: &str) -> u64 {
+        self.m1[i].packets(peer, direction) - self.m0[i].packets(peer, direction)
+    }
 }
 
 /// Lets `speakers` (indices into `peers`) speak for [`WINDOW`] between two quiescent moments.
 fn window(nodes: &[Daemon], peers: &mut [Peer], speakers: &[usize]) -> Window {
     hush(peers);
     let before = snapshot(nodes);
+    let m0 = nodes.iter().map(RelayMetrics::of).collect();
     let from: Vec<u16> = peers.iter().map(|p| p.written).collect();
     let had: Vec<BTreeMap<u32, usize>> = peers
         .iter()
@@ -111,6 +122,7 @@ fn window(nodes: &[Daemon], peers: &mut [Peer], speakers: &[usize]) -> Window {
     run(peers, WINDOW);
     hush(peers);
     let after = snapshot(nodes);
+    let m1 = nodes.iter().map(RelayMetrics::of).collect();
     Window {
         nodes: after.iter().zip(&before).map(|(a, b)| *a - *b).collect(),
         from,
@@ -127,6 +139,8 @@ fn window(nodes: &[Daemon], peers: &mut [Peer], speakers: &[usize]) -> Window {
             })
             .collect(),
         index: peers.iter().map(|p| p.index).collect(),
+        m0,
+        m1,
     }
 }
 
@@ -261,17 +275,24 @@ fn three_nodes_two_regions_one_room_node_per_region() {
         }
         check_clean(p);
     }
-    if let (Some(ma), Some(mb)) = (RelayMetrics::of(&nodes[ai]), RelayMetrics::of(&nodes[2])) {
-        assert_eq!(ma.streams("node-3", "out"), 2);
-        assert_eq!(ma.streams("node-3", "in"), 1);
-        assert_eq!(mb.streams(&a_owner, "out"), 1);
-        assert_eq!(mb.streams(&a_owner, "in"), 2);
-        assert_eq!(ma.packets("node-3", "out"), mb.packets(&a_owner, "in"));
-        assert_eq!(mb.packets(&a_owner, "out"), ma.packets("node-3", "in"));
-    } else {
-        // TODO(lead): drop this branch once `/metrics` has choir_relay_streams & co.
-        eprintln!("TODO: /metrics has no choir_relay_streams yet; relay checked on /stats only");
-    }
+    // The same per peer node in /metrics: one stream per producer each way, its packets.
+    let (ma, mb) = (&w.m1[ai], &w.m1[2]);
+    assert_eq!(ma.peers(), BTreeSet::from(["node-3".to_string()]));
+    assert_eq!(mb.peers(), BTreeSet::from([a_owner.clone()]));
+    assert!(w.m1[other_a].peers().is_empty());
+    assert_eq!(ma.streams("node-3", "out"), 2);
+    assert_eq!(ma.streams("node-3", "in"), 1);
+    assert_eq!(mb.streams(&a_owner, "out"), 1);
+    assert_eq!(mb.streams(&a_owner, "in"), 2);
+    assert_eq!(w.packets(ai, "node-3", "out"), a.rtp_in);
+    assert_eq!(w.packets(2, &a_owner, "in"), a.rtp_in);
+    assert_eq!(w.packets(2, &a_owner, "out"), b.rtp_in);
+    assert_eq!(w.packets(ai, "node-3", "in"), b.rtp_in);
+    assert_eq!(
+        (ma.missing(), mb.missing()),
+        (0, 0),
+        "link datagrams missing"
+    );
 
     // One speaker in region a, 20 listeners on node 3: the link carries one stream, and node
     // 3 fans it out locally.
@@ -321,12 +342,11 @@ fn three_nodes_two_regions_one_room_node_per_region() {
         heard_window(l, &w, 1);
         check_clean(l);
     }
-    if let Some(ma) = RelayMetrics::of(&nodes[ai]) {
-        assert_eq!(ma.streams("node-3", "out"), 1, "1 relayed stream, not 20");
-    } else {
-        // TODO(lead): drop this branch once `/metrics` has choir_relay_streams & co.
-        eprintln!("TODO: /metrics has no choir_relay_streams yet; relay checked on /stats only");
-    }
+    let (ma, mb) = (&w.m1[ai], &w.m1[2]);
+    assert_eq!(ma.streams("node-3", "out"), 1, "1 relayed stream, not 20");
+    assert_eq!(mb.streams(&a_owner, "in"), 1, "1 relayed stream, not 20");
+    assert_eq!(w.packets(ai, "node-3", "out"), a.rtp_in);
+    assert_eq!(w.packets(2, &a_owner, "in"), a.rtp_in);
 }
 
 #[test]
@@ -443,28 +463,23 @@ fn five_regions_full_mesh_two_speakers_each() {
         check_clean(p);
     }
 
-    let metrics: Vec<Option<RelayMetrics>> = nodes.iter().map(RelayMetrics::of).collect();
-    if metrics.iter().all(Option::is_some) {
-        let m: Vec<RelayMetrics> = metrics.into_iter().map(Option::unwrap).collect();
-        for i in 0..5 {
-            let me = format!("node-{}", i + 1);
-            let peers_of: Vec<String> = (0..5)
-                .filter(|&j| j != i)
-                .map(|j| format!("node-{}", j + 1))
-                .collect();
-            assert_eq!(m[i].peers().into_iter().collect::<Vec<_>>(), peers_of);
-            for (j, peer) in (0..5).filter(|&j| j != i).zip(&peers_of) {
-                assert_eq!(m[i].streams(peer, "out"), 2, "{me} → {peer}");
-                assert_eq!(m[i].streams(peer, "in"), 2, "{me} ← {peer}");
-                assert_eq!(
-                    m[i].packets(peer, "out"),
-                    m[j].packets(&me, "in"),
-                    "{me} → {peer}"
-                );
-            }
+    // Per peer node (/metrics): two streams each way on each of the 4 links, each of a node's
+    // packets once to each peer, and what one sent to a peer is what that peer got from it.
+    for (i, r) in d.iter().enumerate() {
+        let me = format!("node-{}", i + 1);
+        let others: BTreeSet<String> = (0..5)
+            .filter(|&j| j != i)
+            .map(|j| format!("node-{}", j + 1))
+            .collect();
+        assert_eq!(w.m1[i].peers(), others, "{me}");
+        assert_eq!(w.m1[i].missing(), 0, "{me}: link datagrams missing");
+        for j in (0..5).filter(|&j| j != i) {
+            let peer = format!("node-{}", j + 1);
+            assert_eq!(w.m1[i].streams(&peer, "out"), 2, "{me} → {peer}");
+            assert_eq!(w.m1[i].streams(&peer, "in"), 2, "{me} ← {peer}");
+            let sent = w.packets(i, &peer, "out");
+            assert_eq!(sent, r.rtp_in, "{me} → {peer}");
+            assert_eq!(w.packets(j, &me, "in"), sent, "{me} → {peer}");
         }
-    } else {
-        // TODO(lead): drop this branch once `/metrics` has choir_relay_streams & co.
-        eprintln!("TODO: /metrics has no choir_relay_streams yet; relay checked on /stats only");
     }
 }

@@ -109,39 +109,49 @@ pub fn sum_where(samples: &[Sample], want: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-/// The relay families of a node's `/metrics` (issue 22's counters), or None while that node
-/// does not export them.
+/// The cascade's families of a node's `/metrics`, per peer node (summed over its shards).
 pub struct RelayMetrics {
     pub streams: Vec<Sample>,
     pub packets: Vec<Sample>,
     pub links: Vec<Sample>,
+    pub missing: Vec<Sample>,
 }
 
 impl RelayMetrics {
-    pub fn of(d: &Daemon) -> Option<RelayMetrics> {
+    pub fn of(d: &Daemon) -> RelayMetrics {
         let (_, text) = d.metrics(None);
-        let streams = samples(&text, "choir_relay_streams");
-        if !text.contains("choir_relay_streams") {
-            return None;
-        }
-        Some(RelayMetrics {
-            streams,
+        let family = |name: &str| {
+            assert!(
+                text.contains(&format!("# TYPE {name}")),
+                "{}/metrics has no {name}",
+                d.base
+            );
+            samples(&text, name)
+        };
+        RelayMetrics {
+            streams: family("choir_relay_streams"),
             packets: samples(&text, "choir_relay_packets_total"),
-            links: samples(&text, "choir_links"),
-        })
+            links: family("choir_links"),
+            missing: family("choir_link_missing_datagrams"),
+        }
     }
 
-    /// Streams relayed to (`out`) or from (`in`) node `peer`, over the node's shards.
+    /// Streams relayed to (`out`) or from (`in`) node `peer`.
     pub fn streams(&self, peer: &str, direction: &str) -> u64 {
         sum_where(&self.streams, &[("peer", peer), ("direction", direction)]) as u64
     }
 
-    /// Packets relayed to (`out`) or from (`in`) node `peer`, over the node's shards.
+    /// Packets relayed to (`out`) or from (`in`) node `peer`.
     pub fn packets(&self, peer: &str, direction: &str) -> u64 {
         sum_where(&self.packets, &[("peer", peer), ("direction", direction)]) as u64
     }
 
-    /// The peers the node has links to.
+    /// Link datagrams from any peer missing on arrival.
+    pub fn missing(&self) -> u64 {
+        sum_where(&self.missing, &[]) as u64
+    }
+
+    /// The peers the node has live links to.
     pub fn peers(&self) -> BTreeSet<String> {
         self.links
             .iter()
