@@ -564,6 +564,14 @@ impl Peer {
         );
     }
 
+    /// Makes the next [`Peer::tick`] poll str0m on both legs even before its timeout: a packet
+    /// written since the last poll goes out then (str0m keeps written packets until polled).
+    pub fn poll_soon(&mut self) {
+        let now = Instant::now();
+        self.send.wake = now;
+        self.recv.wake = now;
+    }
+
     /// Packets received from `sender` (over all consumers).
     pub fn received_from(&self, sender: u8) -> Vec<&Got> {
         self.got
