@@ -68,6 +68,7 @@ fn spawn(
         dtls_config: dtls::dtls_config(),
         events,
         limits: Default::default(),
+        link_port: None,
     })
     .expect("the shard starts")
 }

@@ -167,6 +167,7 @@ fn forward_without_allocating(mode: PortMode, index: usize) {
         dtls_config: config.clone(),
         events,
         limits: Default::default(),
+        link_port: None,
     })
     .expect("the shard starts");
     call(

@@ -212,7 +212,7 @@ async fn done<H: Host>(ctx: &H, channel: &str, cmd: LinkCommand) -> Result<(), A
 
 async fn link_addr<H: Host>(ctx: &H, channel: &str) -> Result<SocketAddr, ApiError> {
     match cascade_call(ctx, channel, LinkCommand::LinkPort).await? {
-        Reply::LinkPort(port) => Ok(SocketAddr::new(ctx.cluster().identity.announced_ip, port)),
+        Reply::LinkPort(port) => Ok(ctx.cluster().identity.link_addr(port)),
         other => Err(unexpected(other)),
     }
 }

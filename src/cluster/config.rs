@@ -23,6 +23,10 @@ pub struct ClusterConfig {
     pub secret: Option<super::secret::Secret>,
     /// Where the secret comes from: "set", "derived from the auth secret", or "none".
     pub cluster_secret: &'static str,
+    /// Shard 0's cascade link port (shard i: + i); `None`: taken from the shard's RTC ports.
+    pub link_port: Option<u16>,
+    /// The address announced to peers for shard 0's link port (shard i: port + i).
+    pub link_announce: Option<std::net::SocketAddr>,
 }
 
 /// A node's API address: plain HTTP to a host and port.

@@ -16,6 +16,22 @@ pub struct Identity {
     /// The address its shards announce (where another node's cascade link sends: with the
     /// shard's link port).
     pub announced_ip: IpAddr,
+    /// `--link-port` and `--link-announce`: where peers send a shard's link datagrams when a
+    /// NAT or port forward stands in front of it.
+    pub link_port: Option<u16>,
+    pub link_announce: Option<SocketAddr>,
+}
+
+impl Identity {
+    /// The address a peer sends to for the link port `port` bound here.
+    pub fn link_addr(&self, port: u16) -> SocketAddr {
+        match (self.link_announce, self.link_port) {
+            (Some(a), Some(base)) if port >= base => {
+                SocketAddr::new(a.ip(), a.port().wrapping_add(port - base))
+            }
+            _ => SocketAddr::new(self.announced_ip, port),
+        }
+    }
 }
 
 impl Identity {
@@ -42,6 +58,8 @@ impl Identity {
             region: config.region.clone(),
             incarnation: format!("{:016x}", u64::from_be_bytes(b)),
             announced_ip: announced,
+            link_port: config.link_port,
+            link_announce: config.link_announce,
         }
     }
 }

@@ -83,6 +83,7 @@ pub fn run(config: Config) -> Result<(), Failure> {
             dtls_config: dtls_config.clone(),
             events: events_tx.clone(),
             limits: room_limits,
+            link_port: config.cluster.link_port.map(|p| p + index as u16),
         };
         let (handle, thread) = shard::spawn(setup).map_err(|e| e.to_string())?;
         shards.push(handle);

@@ -176,9 +176,17 @@ impl Shard {
         if port != 0 {
             return Ok(port);
         }
-        let bound = match self.setup.mode {
-            PortMode::PerTransport => self.ports.borrow_mut().bind_link()?,
-            PortMode::Single => {
+        let bound = match (self.setup.link_port, self.setup.mode) {
+            (Some(port), _) => {
+                let mut listen = listen_of(&self.setup);
+                listen.tcp = false;
+                listen.udp = true;
+                listen.bind(port).map_err(|e| {
+                    ApiError::unavailable(format!("cannot bind the link port {port}: {e}"))
+                })?
+            }
+            (None, PortMode::PerTransport) => self.ports.borrow_mut().bind_link()?,
+            (None, PortMode::Single) => {
                 let mut listen = listen_of(&self.setup);
                 listen.tcp = false;
                 listen.udp = true;

@@ -70,6 +70,8 @@ pub struct ShardSetup {
     /// Where room events go (the control server's SSE hub).
     pub events: flume::Sender<RoomEvent>,
     pub limits: crate::sfu::RoomLimits,
+    /// The cascade link's port when configured (else one of `ports`, see [`super::cascade`]).
+    pub link_port: Option<u16>,
 }
 
 /// Starts a shard on its own thread. Returns once the shard is ready (its certificate made),

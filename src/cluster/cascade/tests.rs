@@ -43,3 +43,29 @@ fn announcements_keep_their_wire_form() {
     assert!(matches!(left, Announce::ParticipantLeft { .. }));
     assert_ne!(nonce(), nonce(), "equal announcements get distinct bodies");
 }
+
+#[test]
+fn a_link_port_behind_a_forward_is_announced_at_the_forward() {
+    let config = crate::cluster::config::ClusterConfig {
+        redis_url: None,
+        node_id: Some("n".into()),
+        node_url: None,
+        region: String::new(),
+        drain_timeout: std::time::Duration::from_secs(1),
+        secret: None,
+        cluster_secret: "none",
+        link_port: Some(39000),
+        link_announce: Some("198.51.100.7:52000".parse().unwrap()),
+    };
+    let ip: std::net::IpAddr = "203.0.113.5".parse().unwrap();
+    let api: SocketAddr = "0.0.0.0:3001".parse().unwrap();
+    let id = crate::cluster::Identity::new(&config, api, ip);
+    assert_eq!(id.link_addr(39001), "198.51.100.7:52001".parse::<SocketAddr>().unwrap());
+    let plain = crate::cluster::config::ClusterConfig {
+        link_port: None,
+        link_announce: None,
+        ..config
+    };
+    let id = crate::cluster::Identity::new(&plain, api, ip);
+    assert_eq!(id.link_addr(41234), "203.0.113.5:41234".parse::<SocketAddr>().unwrap());
+}

@@ -59,6 +59,18 @@ pub struct ClusterArgs {
     /// File holding the cluster secret (surrounding whitespace ignored).
     #[arg(long, env = "CHOIR_CLUSTER_SECRET_FILE", value_name = "PATH")]
     pub cluster_secret_file: Option<String>,
+
+    /// UDP port of shard 0's cascade link (shard i: PORT + i), on the RTC listen IPs, so that
+    /// a firewall between regions opens a known port. Default: one more port of each shard's
+    /// RTC slice (per-transport mode), or the shard's port (single-port mode).
+    #[arg(long, env = "CHOIR_LINK_PORT", value_name = "PORT")]
+    pub link_port: Option<u16>,
+
+    /// Where the other nodes send shard 0's link datagrams ("ip:port"; shard i: port + i),
+    /// for a NAT or a port forward in front of --link-port. Default: the announced IP and the
+    /// bound port.
+    #[arg(long, env = "CHOIR_LINK_ANNOUNCE", value_name = "IP:PORT")]
+    pub link_announce: Option<String>,
 }
 
 /// The cluster secret: set (flag, env or file), else derived from the auth secret, else none.
@@ -167,7 +179,33 @@ pub fn parse(
         )
     })?;
     let (secret, cluster_secret) = secret(args, bad, auth)?;
+    let link_port = match args.link_port {
+        Some(0) => return Err(bad("link_port", "0", "not a port")),
+        p => p,
+    };
+    let link_announce = match &args.link_announce {
+        None => None,
+        Some(v) => {
+            let addr: std::net::SocketAddr = v
+                .trim()
+                .parse()
+                .map_err(|_| bad("link_announce", v, "not an ip:port address"))?;
+            if addr.ip().is_unspecified() || addr.port() == 0 {
+                return Err(bad("link_announce", v, "needs a specific IP and a port"));
+            }
+            if link_port.is_none() {
+                return Err(bad(
+                    "link_announce",
+                    v,
+                    "needs --link-port (CHOIR_LINK_PORT): the port it forwards to",
+                ));
+            }
+            Some(addr)
+        }
+    };
     Ok(ClusterConfig {
+        link_port,
+        link_announce,
         secret,
         cluster_secret,
         redis_url,

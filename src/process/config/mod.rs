@@ -261,6 +261,16 @@ impl Config {
             .map_err(|e| bad("log", &cli.log, &e.to_string()))?;
         let hardening = limits::parse_hardening(cli, &bad)?;
         let cluster = cluster::parse(&cli.cluster, &bad, hardening.auth_bytes.as_deref())?;
+        if let Some(p) = cluster.link_port {
+            let last = usize::from(p) + shards - 1;
+            let (lo, hi) = (usize::from(rtc_min_port), usize::from(rtc_max_port));
+            if last > 65535 || (usize::from(p) <= hi && last >= lo) {
+                let why = format!(
+                    "shards take ports {p}-{last}: they must be ports and outside the RTC range {lo}-{hi}"
+                );
+                return Err(bad("link_port", &p.to_string(), &why));
+            }
+        }
         let demo_page = parse_bool(&cli.demo_page).ok_or_else(|| {
             let why = "not a boolean (true/false)";
             bad("demo_page", &cli.demo_page, why)

@@ -118,3 +118,29 @@ fn durations() {
     assert_eq!(parse_duration("-1s"), None);
     assert_eq!(parse_duration("s"), None);
 }
+
+#[test]
+fn link_port_and_announce() {
+    let c = parse(&[
+        "--link-port",
+        "39000",
+        "--link-announce",
+        "198.51.100.7:52000",
+        "--shards",
+        "2",
+    ])
+    .unwrap();
+    assert_eq!(c.cluster.link_port, Some(39000));
+    assert_eq!(
+        c.cluster.link_announce,
+        Some("198.51.100.7:52000".parse().unwrap())
+    );
+    let e = parse(&["--link-announce", "198.51.100.7:52000"]).unwrap_err();
+    assert!(e.0.contains("needs --link-port"), "{e}");
+    let e = parse(&["--link-port", "49999", "--shards", "2"]).unwrap_err();
+    assert!(e.0.contains("outside the RTC range 40000-49999"), "{e}");
+    let e = parse(&["--link-port", "65535", "--shards", "2"]).unwrap_err();
+    assert!(e.0.contains("--link-port \"65535\""), "{e}");
+    let e = parse(&["--link-port", "39000", "--link-announce", "0.0.0.0:1"]).unwrap_err();
+    assert!(e.0.contains("specific IP"), "{e}");
+}
