@@ -60,12 +60,18 @@ fn a_link_port_behind_a_forward_is_announced_at_the_forward() {
     let ip: std::net::IpAddr = "203.0.113.5".parse().unwrap();
     let api: SocketAddr = "0.0.0.0:3001".parse().unwrap();
     let id = crate::cluster::Identity::new(&config, api, ip);
-    assert_eq!(id.link_addr(39001), "198.51.100.7:52001".parse::<SocketAddr>().unwrap());
+    assert_eq!(
+        id.link_addr(39001),
+        "198.51.100.7:52001".parse::<SocketAddr>().unwrap()
+    );
     let plain = crate::cluster::config::ClusterConfig {
         link_port: None,
         link_announce: None,
         ..config
     };
     let id = crate::cluster::Identity::new(&plain, api, ip);
-    assert_eq!(id.link_addr(41234), "203.0.113.5:41234".parse::<SocketAddr>().unwrap());
+    assert_eq!(
+        id.link_addr(41234),
+        "203.0.113.5:41234".parse::<SocketAddr>().unwrap()
+    );
 }
