@@ -420,6 +420,7 @@ fn cascade_core() -> (crate::sfu::Sfu, Instant) {
     let link = LinkParams {
         channel_id: "r".into(),
         peer: "peer".into(),
+        peer_region: String::new(),
         receive_id: RELAY_LINK,
         receive_key: RELAY_KEY,
         send_id: 1,

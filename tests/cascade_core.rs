@@ -72,7 +72,9 @@ fn one_relayed_copy_per_packet_feeds_twenty_remote_listeners() {
     assert!(events(&mut m, 1).contains(&Event::NewProducer {
         user_id: "speaker".into(),
         producer_id: pid.clone(),
-        kind: "audio".into()
+        kind: "audio".into(),
+        node: Some(node_id(0)),
+        region: Some("region-0".into()),
     }));
     for &l in &remote {
         m.nodes[1].consume_id(CH, l, &pid, false, false);
@@ -83,6 +85,14 @@ fn one_relayed_copy_per_packet_feeds_twenty_remote_listeners() {
         (listed[0].user_id.as_str(), &listed[0].producer_id),
         ("speaker", &pid)
     );
+    // Where the remote speaker is, for the try-it page; a local one has no such fields.
+    assert_eq!(
+        (listed[0].node.as_deref(), listed[0].region.as_deref()),
+        (Some(node_id(0).as_str()), Some("region-0"))
+    );
+    let here = m.nodes[0].sfu.list_producers(CH, "local").unwrap();
+    assert_eq!(here.len(), 1);
+    assert!(here[0].node.is_none() && here[0].region.is_none());
     m.settle();
 
     let mut heard: BTreeMap<(usize, usize), Vec<u16>> = BTreeMap::new();

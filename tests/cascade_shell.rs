@@ -222,6 +222,7 @@ fn a_speaker_on_one_shard_is_heard_through_a_link_on_another() {
     let a_params = LinkParams {
         channel_id: ROOM.into(),
         peer: "nodeB".into(),
+        peer_region: String::new(),
         receive_id: A_RECEIVES,
         receive_key: KEY_B_TO_A,
         send_id: B_RECEIVES,
@@ -232,6 +233,7 @@ fn a_speaker_on_one_shard_is_heard_through_a_link_on_another() {
     let b_params = LinkParams {
         channel_id: ROOM.into(),
         peer: "nodeA".into(),
+        peer_region: String::new(),
         receive_id: B_RECEIVES,
         receive_key: KEY_A_TO_B,
         send_id: A_RECEIVES,

@@ -94,6 +94,28 @@ fn a_listener_in_another_region_hears_a_speaker_over_one_link_and_loses_it_with_
         .wait_for("newProducer", Duration::from_secs(5))
         .expect("newProducer of the remote speaker on node b");
     assert_eq!(announced["producerId"], pid.as_str(), "{announced}");
+    // Where the remote speaker is (the try-it page shows it), and which node and region serve.
+    assert_eq!(
+        (&announced["node"], &announced["region"]),
+        (&json!("node-1"), &json!("a"))
+    );
+    let (_, v) = nb.get(&format!("producers/{channel}/listener"));
+    assert_eq!(
+        (&v["producers"][0]["node"], &v["producers"][0]["region"]),
+        (&json!("node-1"), &json!("a")),
+        "{v}"
+    );
+    let served = harness::get(nb, &format!("producers/{channel}/listener"));
+    assert_eq!(
+        (served.node.as_deref(), served.region.as_deref()),
+        (Some("node-2"), Some("b"))
+    );
+    let (_, v) = na.get(&format!("producers/{channel}/speaker"));
+    assert_eq!(
+        v["producers"],
+        json!([]),
+        "the speaker's own node lists no one: {v}"
+    );
 
     peers[1].consume(nb, &pid);
     let heard = run_until(&mut peers, Duration::from_secs(15), |p| {

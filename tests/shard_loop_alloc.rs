@@ -132,6 +132,7 @@ fn link_to(shard: &ShardHandle, peer: SocketAddr) {
     let params = choir::sfu::cascade::LinkParams {
         channel_id: "room".into(),
         peer: "peer".into(),
+        peer_region: String::new(),
         receive_id: 1,
         receive_key: [1; 32],
         send_id: 2,

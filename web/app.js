@@ -24,6 +24,8 @@ const ui = {
   participants: $('participants'),
   connSend: $('conn-send'),
   connRecv: $('conn-recv'),
+  connNodeRow: $('conn-node-row'),
+  connNode: $('conn-node'),
   remoteStats: $('remote-stats').tBodies[0],
   audioOut: $('audio-out'),
   status: $('status'),
@@ -297,6 +299,7 @@ function renderParticipants() {
     else if (!speakingSeen) what = 'in the channel';
     else what = r.speaking ? 'speaking' : 'quiet';
     if (client.dominant === r.userId && !r.paused && speakingSeen) what += ', main speaker';
+    if (r.node) what += `, via ${r.node}${r.region ? ` (region ${r.region})` : ''}`;
     items.push(li(r.userId, what, { speaking: !r.paused && !!r.speaking, muted: !!r.paused }));
   }
   ui.participants.replaceChildren(...items);
@@ -370,6 +373,9 @@ async function renderStats() {
   if (client.producerId) describePath(ui.connSend, s.send, sent);
   else ui.connSend.textContent = 'listening only: nothing sent';
   describePath(ui.connRecv, s.recv, '');
+  const served = client.served;
+  ui.connNodeRow.hidden = !served;
+  if (served) ui.connNode.textContent = `${served.node}${served.region ? `, region ${served.region}` : ''}`;
   if (!s.recv) ui.connRecv.textContent = client.remotes.size ? 'connecting…' : 'nobody to receive from yet';
   const rows = s.remotes
     .sort((a, b) => a.userId.localeCompare(b.userId))

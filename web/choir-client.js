@@ -36,6 +36,9 @@ export class VoiceApi {
     } catch (e) {
       throw new ApiError(0, `cannot reach choir (${e.message})`);
     }
+    // Cluster mode: the node (and region) that served the reply.
+    const node = res.headers.get('x-choir-node');
+    if (node) this.served = { node, region: res.headers.get('x-choir-region') ?? '' };
     const text = await res.text();
     let data = null;
     try {
@@ -125,6 +128,8 @@ export class ChoirClient extends EventTarget {
         await this.api.post('/create-transport', { ...body, direction: 'send' }),
         await this.api.post('/create-transport', { ...body, direction: 'recv' }),
       ];
+      // The room's node that holds our transports (cluster mode; null on a single node).
+      this.served = this.api.served ?? null;
       this.recv = { options: recvOptions, pc: null, version: 0, connected: false, order: [] };
       if (track) await this.#publish(sendOptions, track);
       const { producers } = await this.api.get(`/producers/${enc(channelId)}/${enc(userId)}`);
@@ -227,10 +232,11 @@ export class ChoirClient extends EventTarget {
   }
 
   /** A producer listed or pushed: show its user, consume it (once). */
-  #added({ userId, producerId, paused = false, speaking = false }) {
+  #added({ userId, producerId, paused = false, speaking = false, node = null, region = null }) {
     if (userId === this.userId || this.consumers.has(producerId)) return;
     const remote = this.remotes.get(userId) ?? { userId, speaking: false, volume: null, track: null };
-    this.remotes.set(userId, Object.assign(remote, { producerId, paused, speaking }));
+    // node, region: set for a participant of another region's node (cascade).
+    this.remotes.set(userId, Object.assign(remote, { producerId, paused, speaking, node, region }));
     this.#emit('participant', remote);
     const entry = { producerId, userId, closed: false };
     this.consumers.set(producerId, entry);

@@ -64,6 +64,8 @@ const REDIS_TIMEOUT: Duration = Duration::from_millis(1000);
 pub const HOP_HEADER: &str = "x-choir-hop";
 /// Header naming the node that served the request (the room's owner), on every cluster reply.
 pub const NODE_HEADER: &str = "x-choir-node";
+/// The region of the node that served a reply (with [`NODE_HEADER`], when it has one).
+pub const REGION_HEADER: &str = "x-choir-region";
 
 /// What cluster mode needs from the process (built at start-up by `crate::process::daemon`).
 pub struct Setup {
@@ -305,11 +307,20 @@ impl Cluster {
         }
     }
 
-    /// Cluster mode: names this node on every reply it served itself.
+    /// Cluster mode: names this node (and its region, when it has one) on every reply it
+    /// served itself.
     pub fn decorate(&self, response: &mut Response<Body>) {
-        if self.live.is_some() {
-            if let Ok(v) = HeaderValue::from_str(&self.identity.id) {
-                response.headers_mut().entry(NODE_HEADER).or_insert(v);
+        // A proxied reply names its owner already (see `route`).
+        if self.live.is_none() || response.headers().contains_key(NODE_HEADER) {
+            return;
+        }
+        let headers = response.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&self.identity.id) {
+            headers.insert(NODE_HEADER, v);
+        }
+        if !self.identity.region.is_empty() {
+            if let Ok(v) = HeaderValue::from_str(&self.identity.region) {
+                headers.insert(REGION_HEADER, v);
             }
         }
     }

@@ -12,7 +12,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::directory::Place;
 use super::proxy::{within, ProxyError};
 use super::store::{Answer, Op};
-use super::{Cluster, Live, HOP_HEADER, NODE_HEADER, REDIS_TIMEOUT, TTL};
+use super::{Cluster, Live, HOP_HEADER, NODE_HEADER, REDIS_TIMEOUT, REGION_HEADER, TTL};
 use crate::http::{Body, RequestBody, MAX_BODY};
 use crate::sfu::api::ApiError;
 
@@ -242,6 +242,12 @@ impl Cluster {
             .or_else(|| HeaderValue::from_str(owner).ok());
         if let Some(v) = node {
             out.headers_mut().insert(NODE_HEADER, v);
+            // The owner's region (a proxied reply's, even when it is the owner's node in
+            // another region): not this node's.
+            match parts.headers.get(REGION_HEADER) {
+                Some(r) => out.headers_mut().insert(REGION_HEADER, r.clone()),
+                None => out.headers_mut().remove(REGION_HEADER),
+            };
         }
         out
     }

@@ -194,6 +194,12 @@ pub struct ProducerInfo {
     /// Speaking now (see the README's speaking indicators), for a late joiner.
     pub speaking: bool,
     pub paused: bool,
+    /// A remote participant's node and region (cascade, see the README's *Regions*); absent
+    /// for participants of this node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 /// Counts reported by `health` (summed over shards).
@@ -228,6 +234,11 @@ pub enum Event {
         user_id: String,
         producer_id: String,
         kind: String,
+        /// As [`ProducerInfo::node`] and [`ProducerInfo::region`].
+        #[serde(skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
     },
     #[serde(rename_all = "camelCase")]
     ProducerClosed {

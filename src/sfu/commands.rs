@@ -235,6 +235,8 @@ impl Sfu {
                 user_id: req.user_id.clone(),
                 producer_id: id.clone(),
                 kind: "audio".into(),
+                node: None,
+                region: None,
             },
         });
         Ok(id)
@@ -350,12 +352,20 @@ impl Sfu {
             .chain(room.remote.iter().copied())
             .map(|k| &self.producers[k])
             .filter(|p| p.user_id != user_id)
-            .map(|p| ProducerInfo {
-                user_id: p.user_id.clone(),
-                producer_id: p.id.clone(),
-                kind: "audio".into(),
-                speaking: p.speaker.is_speaking(),
-                paused: p.paused,
+            .map(|p| {
+                let link = match p.origin {
+                    super::Origin::Remote(lk) => self.links.get(lk),
+                    _ => None,
+                };
+                ProducerInfo {
+                    user_id: p.user_id.clone(),
+                    producer_id: p.id.clone(),
+                    kind: "audio".into(),
+                    speaking: p.speaker.is_speaking(),
+                    paused: p.paused,
+                    node: link.map(|l| l.peer.clone()),
+                    region: link.map(|l| l.peer_region.clone()),
+                }
             })
             .collect();
         list.sort_by(|a, b| {

@@ -42,6 +42,7 @@ pub fn link_params(channel: &str, room: usize, me: usize, peer: usize) -> LinkPa
     LinkParams {
         channel_id: channel.into(),
         peer: node_id(peer),
+        peer_region: format!("region-{peer}"),
         receive_id: link_id(room, peer, me),
         receive_key: link_key(room, peer, me),
         send_id: link_id(room, me, peer),

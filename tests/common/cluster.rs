@@ -65,6 +65,8 @@ pub struct Reply {
     pub status: u16,
     pub body: Value,
     pub node: Option<String>,
+    /// Its `X-Choir-Region` header (the region of the node that served it, when it has one).
+    pub region: Option<String>,
     /// Its `Retry-After` header.
     pub retry_after: Option<String>,
 }
@@ -102,6 +104,7 @@ pub fn call_at(
     };
     let status = resp.status();
     let node = resp.header("x-choir-node").map(String::from);
+    let region = resp.header("x-choir-region").map(String::from);
     let retry_after = resp.header("retry-after").map(String::from);
     let mut text = String::new();
     resp.into_reader()
@@ -113,6 +116,7 @@ pub fn call_at(
         status,
         body,
         node,
+        region,
         retry_after,
     }
 }

@@ -199,7 +199,14 @@ impl Cluster {
         crate::http::check_id("channelId", &r.channel)?;
         let nodes = self.fetch_room_nodes(&r.channel).await;
         let me = &self.identity;
-        if !nodes.iter().any(|n| n.id == r.node) || !nodes.iter().any(|n| n.id == me.id) {
+        let Some(region) = nodes
+            .iter()
+            .find(|n| n.id == r.node)
+            .map(|n| n.region.clone())
+        else {
+            return Err(ApiError::new(409, "both nodes must carry the room"));
+        };
+        if !nodes.iter().any(|n| n.id == me.id) {
             return Err(ApiError::new(409, "both nodes must carry the room"));
         }
         let key = (r.channel.clone(), r.node.clone());
@@ -227,7 +234,7 @@ impl Cluster {
                 ctx,
                 live,
                 &r.channel,
-                &r.node,
+                (&r.node, &region),
                 (receive_id, receive_key),
                 (r.receive_id, send_key),
                 r.link_addr,

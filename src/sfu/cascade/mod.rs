@@ -79,6 +79,8 @@ pub struct LinkParams {
     pub channel_id: String,
     /// The peer node's id.
     pub peer: String,
+    /// The peer node's region (shown with its producers: `node`, `region`).
+    pub peer_region: String,
     /// This node's link id for the direction peer → us (unique in the shard): the peer's
     /// datagrams carry it.
     pub receive_id: u32,
@@ -154,6 +156,7 @@ pub struct LinkInfo {
 pub(super) struct Link {
     pub(super) channel_id: String,
     pub(super) peer: String,
+    pub(super) peer_region: String,
     local_port: u16,
     peer_addr: SocketAddr,
     sender: Sender,
@@ -253,6 +256,7 @@ impl Sfu {
             receiver: Receiver::new(receive_key, params.receive_id),
             channel_id: params.channel_id,
             peer: params.peer,
+            peer_region: params.peer_region,
             local_port: params.local_port,
             peer_addr: params.peer_addr,
             streams: HashMap::new(),

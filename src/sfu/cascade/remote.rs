@@ -94,6 +94,8 @@ impl Sfu {
                 user_id: remote.user_id,
                 producer_id: remote.producer_id,
                 kind: "audio".into(),
+                node: Some(peer.to_string()),
+                region: Some(self.links[lk].peer_region.clone()),
             },
         });
         Ok(())

@@ -53,6 +53,7 @@ fn params(room: &str, me: u8, peer: u8) -> LinkParams {
     LinkParams {
         channel_id: room.into(),
         peer: format!("n{peer}"),
+        peer_region: String::new(),
         receive_id: id(peer, me),
         receive_key: key(peer, me),
         send_id: id(me, peer),
@@ -150,7 +151,8 @@ fn a_local_packet_is_sealed_once_per_link_and_opened_by_the_peer() {
     let mut p = pair();
     let events = p.b.take_events();
     assert!(matches!(&events[..], [e] if e.event == Event::NewProducer {
-        user_id: "alice".into(), producer_id: p.producer_id.clone(), kind: "audio".into() }));
+        user_id: "alice".into(), producer_id: p.producer_id.clone(), kind: "audio".into(),
+        node: Some("n1".into()), region: Some(String::new()) }));
     let wire = p.speak(1);
     assert_eq!(wire.0.len(), 1);
     let (port, to, d) = &wire.0[0];
