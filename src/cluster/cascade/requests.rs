@@ -36,15 +36,15 @@ impl Cluster {
         format!("{id};{ms};{mac}")
     }
 
-    /// The node that signed a cascade request, or why it is refused.
-    fn cascade_sender(
+    /// What a cascade request's signature header says, checked before its body is read: a
+    /// well-formed, fresh signature of another registered node (`(node, ms, mac)`), or why the
+    /// request is refused. An unsigned flood costs a header parse.
+    fn cascade_claim<'h>(
         &self,
         live: &Live,
-        headers: &hyper::HeaderMap,
-        path: &str,
-        body: &[u8],
-    ) -> Result<String, &'static str> {
-        let secret = live.config.secret.as_ref().ok_or("no cluster secret")?;
+        headers: &'h hyper::HeaderMap,
+    ) -> Result<(&'h str, &'h str, &'h str), &'static str> {
+        live.config.secret.as_ref().ok_or("no cluster secret")?;
         let value = headers
             .get(SIGNATURE_HEADER)
             .and_then(|v| v.to_str().ok())
@@ -59,15 +59,28 @@ impl Cluster {
         if now.abs_diff(at) > HOP_MAX_AGE.as_millis() as u64 {
             return Err("stale signature");
         }
+        if !live.nodes.borrow().contains_key(node) || node == self.identity.id {
+            return Err("not a registered node");
+        }
+        Ok((node, ms, mac))
+    }
+
+    /// The node that signed a cascade request (its claim checked by [`Self::cascade_claim`]),
+    /// or why it is refused.
+    fn cascade_sender(
+        &self,
+        live: &Live,
+        (node, ms, mac): (&str, &str, &str),
+        path: &str,
+        body: &[u8],
+    ) -> Result<String, &'static str> {
+        let secret = live.config.secret.as_ref().ok_or("no cluster secret")?;
         if !secret.verify(
             REQUEST_LABEL,
             &[node.as_bytes(), path.as_bytes(), ms.as_bytes(), body],
             mac,
         ) {
             return Err("forged signature");
-        }
-        if !live.nodes.borrow().contains_key(node) || node == self.identity.id {
-            return Err("not a registered node");
         }
         let mut state = live.cascade.borrow_mut();
         let fresh = Instant::now();
@@ -140,20 +153,20 @@ impl Cluster {
         if req.method() != Method::POST {
             return Err(ApiError::new(405, "cascade requests take POST"));
         }
+        let refuse = |why: &str| {
+            live.cascade.borrow_mut().counters.refused += 1;
+            tracing::info!(why, "cascade request refused");
+            ApiError::new(403, format!("cascade request refused: {why}"))
+        };
         crate::http::check_declared_length(req.headers())?;
         let (parts, body) = req.into_parts();
+        let claim = cluster
+            .cascade_claim(live, &parts.headers)
+            .map_err(refuse)?;
         let body = crate::cluster::route::read_body(body).await?;
-        let node = match cluster.cascade_sender(live, &parts.headers, parts.uri.path(), &body) {
-            Ok(n) => n,
-            Err(why) => {
-                live.cascade.borrow_mut().counters.refused += 1;
-                tracing::info!(why, "cascade request refused");
-                return Err(ApiError::new(
-                    403,
-                    format!("cascade request refused: {why}"),
-                ));
-            }
-        };
+        let node = cluster
+            .cascade_sender(live, claim, parts.uri.path(), &body)
+            .map_err(refuse)?;
         let answer = match what {
             "link" => {
                 let r: LinkRequest = serde_json::from_slice(&body)
