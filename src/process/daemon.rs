@@ -151,7 +151,12 @@ pub fn run(config: Config) -> Result<(), Failure> {
             config.limits,
             config.test_faults,
         );
-        let identity = cluster::Identity::new(&config.cluster, local, config.announced_ip);
+        let mut identity = cluster::Identity::new(&config.cluster, local, config.announced_ip);
+        // The shards bind their link ports on the RTC listen IPs: peers send to the first
+        // one's announced address (with --listen-ips, not necessarily --announced-ip).
+        if let Some(first) = config.listen_ips.first() {
+            identity.announced_ip = first.announced;
+        }
         let setup = store.map(|store| cluster::Setup {
             store,
             config: config.cluster.clone(),

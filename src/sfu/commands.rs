@@ -116,6 +116,7 @@ impl Sfu {
         let key = self.transports.insert(transport);
         self.ufrags.insert(ufrag, key);
         let room = self.rooms.get_mut(&req.channel_id).expect("checked");
+        room.vacated = false;
         let participant = room.participants.entry(req.user_id.clone()).or_insert_with(|| {
             tracing::info!(channel = %req.channel_id, user = %req.user_id, "participant joined");
             Participant::default()
@@ -455,6 +456,9 @@ impl Sfu {
             self.rooms.remove(channel_id);
             tracing::info!(channel = %channel_id, "room closed");
         } else {
+            if let Some(room) = self.rooms.get_mut(channel_id) {
+                room.vacated = room.participants.is_empty();
+            }
             self.events.push(RoomEvent {
                 channel_id: channel_id.to_string(),
                 audience: Audience::Others(user_id.to_string()),

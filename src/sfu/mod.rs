@@ -112,6 +112,8 @@ struct Room {
     /// The last successful API call for the room (see [`deadline`]).
     touched: Option<Instant>,
     dominant: dominant::Dominant,
+    /// Its last participant left while links kept it: it closes with its last link.
+    vacated: bool,
 }
 
 impl Room {

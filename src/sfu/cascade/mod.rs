@@ -29,7 +29,8 @@
 //!   as local ones, and part of the room's speaking and dominant speaker. Their users are not
 //!   participants of this node: `leave`, `produce`, `pause-producer` do not apply to them.
 //! - **A room with links** stays until its links are removed, even without local participants,
-//!   and the join deadline does not expire it: the control plane owns the links' lifetime.
+//!   and the join deadline does not expire it: the control plane owns the links' lifetime. One
+//!   whose last participant left closes with its last link.
 //!
 //! # Wiring
 //!
@@ -313,6 +314,12 @@ impl Sfu {
         self.link_ids.remove(&link.receiver.link_id());
         if let Some(room) = self.rooms.get_mut(channel_id) {
             room.links.retain(|&k| k != lk);
+            // Its participants left while links kept it: it closes with its last link, as a
+            // room without links does at its last leave.
+            if room.vacated && room.links.is_empty() && room.participants.is_empty() {
+                self.rooms.remove(channel_id);
+                tracing::info!(channel = %channel_id, "room closed");
+            }
         }
         self.counters.links = self.counters.links.saturating_sub(1);
         self.update_rtt_gauge();

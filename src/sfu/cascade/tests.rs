@@ -435,3 +435,21 @@ fn a_resync_repairs_lost_announcements_and_changes_nothing_when_both_sides_agree
     p.deliver_b(&d);
     assert_eq!(p.b.counters().relay_packets_in, 1);
 }
+
+#[test]
+fn a_room_whose_participants_left_closes_with_its_last_link_and_one_never_joined_does_not() {
+    let mut p = pair();
+    // A's only participant leaves: the link keeps the room...
+    p.a.leave(&crate::sfu::api::ParticipantRequest {
+        channel_id: "r".into(),
+        user_id: "alice".into(),
+    })
+    .unwrap();
+    assert_eq!(p.a.room_list().len(), 1);
+    // ...until the link goes.
+    p.a.remove_link("r", "n2", None).unwrap();
+    assert!(p.a.room_list().is_empty(), "{:?}", p.a.room_list());
+    // B's room never had a participant (opened for the link): it stays for the join deadline.
+    p.b.remove_link("r", "n1", None).unwrap();
+    assert_eq!(p.b.room_list().len(), 1);
+}
