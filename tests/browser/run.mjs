@@ -16,6 +16,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { buildPage } from './build.mjs';
+import { cascadeScenarios } from './cascade.mjs';
 import { firefoxScenarios } from './firefox.mjs';
 import { launchBrowser } from './lib/browser.mjs';
 import { startChoir } from './lib/choir.mjs';
@@ -31,7 +32,7 @@ import { pageScenarios } from './page.mjs';
 import { scenarios as chromiumScenarios } from './scenarios.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const scenarios = [...chromiumScenarios, ...lossScenarios, ...firefoxScenarios, ...pageScenarios];
+const scenarios = [...chromiumScenarios, ...lossScenarios, ...firefoxScenarios, ...pageScenarios, ...cascadeScenarios];
 
 const USAGE = `usage: node run.mjs [options]
   --choir PATH       choir binary (default ../../target/release/choir)
@@ -203,15 +204,21 @@ async function runScenario(scenario) {
   const result = { name: scenario.name, ok: false, ms: 0, error: null, notes: [] };
   let choir;
   let browser;
-  /** Browsers the scenario launched itself (t.launch), other choirs (t.startChoir), page users. */
+  /**
+   * Browsers the scenario launched itself (t.launch), other choirs (t.startChoir), page users.
+   * A scenario with `ownChoirs` gets no choir of the driver's (t.choir is null): it starts its
+   * own with t.startChoir.
+   */
   const launched = [];
   const choirs = [];
   const pageUsers = [];
   const onLog = opts.verbose ? (who, line) => console.log(`  [${scenario.name} ${who}] ${line}`) : undefined;
   const note = (text) => console.log(`   ${text}`);
   const consentTimeout = scenario.consentTimeout ?? '5s';
-  const newChoir = (logFile, extraArgs) =>
-    startChoir({ bin: choirBin, logFile, logFilter: opts['choir-log'], consentTimeout, extraArgs });
+  const newChoir = (logFile, extraArgs, env) =>
+    startChoir({ bin: choirBin, logFile, logFilter: opts['choir-log'], consentTimeout, extraArgs, env });
+  /** What the scenario asked to run at its end (t.cleanup), after the browsers and choirs stopped. */
+  const cleanups = [];
 
   /** Another browser process: Chromium or Firefox, with a fake microphone playing `micHz`. */
   async function launch(kind, { micHz = fakeMicHz } = {}) {
@@ -248,7 +255,7 @@ async function runScenario(scenario) {
     console.log(`\n-- ${scenario.name}: ${scenario.description}`);
     // Inside the namespace choir binds and announces its veth address (Firefox gathers no loopback).
     const netnsArgs = inner ? ['--listen-ips', NETNS.rtcIp] : [];
-    choir = await newChoir(path.join(dir, 'choir.log'), [...netnsArgs, ...(scenario.choirArgs ?? [])]);
+    if (!scenario.ownChoirs) choir = await newChoir(path.join(dir, 'choir.log'), [...netnsArgs, ...(scenario.choirArgs ?? [])]);
     if (!scenario.ownBrowsers) {
       const chromiumLog = createWriteStream(path.join(dir, 'chromium.log'));
       browser = await launchBrowser({
@@ -262,8 +269,8 @@ async function runScenario(scenario) {
       });
       browser.logStream = chromiumLog;
     }
-    if (results.length === 0 && browser) console.log(`   Chromium ${browser.version}, choir at ${choir.url}, RTC ports ${choir.rtcPorts.join('-')}`);
-    if (scenario.ownBrowsers) note(`choir at ${choir.url}, RTC ${inner ? NETNS.rtcIp : '127.0.0.1'} ports ${choir.rtcPorts.join('-')}, consent timeout ${consentTimeout}`);
+    if (results.length === 0 && browser && choir) console.log(`   Chromium ${browser.version}, choir at ${choir.url}, RTC ports ${choir.rtcPorts.join('-')}`);
+    if (scenario.ownBrowsers && choir) note(`choir at ${choir.url}, RTC ${inner ? NETNS.rtcIp : '127.0.0.1'} ports ${choir.rtcPorts.join('-')}, consent timeout ${consentTimeout}`);
     const t = {
       name: scenario.name,
       choir,
@@ -285,12 +292,17 @@ async function runScenario(scenario) {
         pageUsers.push(u);
         return u;
       },
-      /** Another choir for this scenario, with exactly `args` beyond the suite's defaults. */
-      async startChoir(args) {
-        const c = await newChoir(path.join(dir, `choir-${choirs.length + 2}.log`), args);
+      /**
+       * Another choir for this scenario, with exactly `args` beyond the suite's defaults (and
+       * `env` added to its environment); stopped by the driver like the first one.
+       */
+      async startChoir(args, { env } = {}) {
+        const c = await newChoir(path.join(dir, `choir-${choirs.length + 2}.log`), args, env);
         choirs.push(c);
         return c;
       },
+      /** Runs `fn` when the scenario ends (passed or not), after its browsers and choirs stopped. */
+      cleanup: (fn) => cleanups.push(fn),
       /** A file kept with the suite's artifacts (not deleted with the logs). */
       artifact: (name) => path.join(artifacts, name),
       measure: (name, text) => {
@@ -308,7 +320,7 @@ async function runScenario(scenario) {
     if (e.details !== undefined) console.log(`   details: ${JSON.stringify(e.details, null, 1).slice(0, 4000)}`);
     if (!(e instanceof CheckFailed)) console.log(e.stack);
     // A bug in the diagnostics must not end the run.
-    await diagnose(dir, [browser, ...launched], choir, pageUsers).catch((d) => console.log(`   diagnostics failed: ${d.stack}`));
+    await diagnose(dir, [browser, ...launched], [choir, ...choirs].filter(Boolean), pageUsers).catch((d) => console.log(`   diagnostics failed: ${d.stack}`));
   } finally {
     for (const b of [browser, ...launched]) {
       if (!b) continue;
@@ -326,18 +338,33 @@ async function runScenario(scenario) {
         console.log(`   choir stopped (SIGTERM -> exit 0 in ${exit.ms} ms)`);
       }
     }
+    for (const fn of cleanups.reverse()) {
+      try {
+        await fn();
+      } catch (e) {
+        console.log(`   cleanup failed: ${e.message}`);
+        if (result.ok) {
+          result.ok = false;
+          result.error = `cleanup failed: ${e.message.split('\n')[0]}`;
+        }
+      }
+    }
   }
   result.ms = Date.now() - started;
   return result;
 }
 
 /** Prints and saves what the pages and choir saw: page logs, getStats, API calls, counters. */
-async function diagnose(dir, browsers, choir, pageUsers = []) {
+async function diagnose(dir, browsers, choirs, pageUsers = []) {
   const dump = { choir: {}, users: {} };
-  if (choir && !choir.exited()) {
-    dump.choir.health = await choir.health().catch((e) => String(e));
-    dump.choir.stats = await choir.stats().catch((e) => String(e));
-  }
+  // The scenario's first choir, and its others (`choirs` in diagnostics.json) when it has several.
+  const [choir, ...others] = choirs;
+  const counters = async (c) => {
+    if (!c || c.exited()) return {};
+    return { health: await c.health().catch((e) => String(e)), stats: await c.stats().catch((e) => String(e)) };
+  };
+  dump.choir = await counters(choir);
+  if (others.length) dump.choirs = await Promise.all(others.map(counters));
   for (const user of [...browsers.flatMap((b) => b?.users ?? []), ...pageUsers]) {
     const u = { logs: user.logs };
     if (!user.closed) {
@@ -348,9 +375,12 @@ async function diagnose(dir, browsers, choir, pageUsers = []) {
     dump.users[user.name] = u;
   }
   await writeFile(path.join(dir, 'diagnostics.json'), JSON.stringify(dump, null, 1));
-  console.log(`   --- diagnostics (full: ${path.join(dir, 'diagnostics.json')}, choir log: ${choir?.logFile})`);
-  console.log(`   choir health: ${JSON.stringify(dump.choir.health)}`);
-  console.log(`   choir stats: ${JSON.stringify(dump.choir.stats?.total ?? dump.choir.stats)}`);
+  console.log(`   --- diagnostics (full: ${path.join(dir, 'diagnostics.json')}, choir log${choirs.length > 1 ? 's' : ''}: ${choirs.map((c) => c.logFile).join(', ')})`);
+  for (const [i, d] of [dump.choir, ...(dump.choirs ?? [])].entries()) {
+    const which = choirs.length > 1 ? ` ${path.basename(choirs[i].logFile, '.log')}` : '';
+    console.log(`   choir${which} health: ${JSON.stringify(d.health)}`);
+    console.log(`   choir${which} stats: ${JSON.stringify(d.stats?.total ?? d.stats)}`);
+  }
   for (const [name, u] of Object.entries(dump.users)) {
     console.log(`   [${name}] last page log lines:`);
     for (const line of u.logs.slice(-12)) console.log(`     ${line}`);
@@ -383,9 +413,9 @@ async function diagnose(dir, browsers, choir, pageUsers = []) {
     console.log(`   Chromium WebRTC log: ${unsignaled.length} "Creating unsignaled receive stream", ${conflicts.length} demuxer conflicts; first ones:`);
     for (const line of conflicts.slice(0, 9)) console.log(`     ${line}`);
   }
-  if (choir) {
-    console.log('   choir log (tail):');
-    for (const line of choir.tail(40)) console.log(`     ${line}`);
+  for (const c of choirs) {
+    console.log(`   ${path.basename(c.logFile)} (tail):`);
+    for (const line of c.tail(40)) console.log(`     ${line}`);
   }
 }
 

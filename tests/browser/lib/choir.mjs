@@ -30,20 +30,22 @@ export async function startChoir(opts) {
 /** choir exited at start because a port was taken. */
 class BindFailure extends CheckFailed {}
 
-async function startOnce({ bin, logFile, logFilter, consentTimeout = '5s', extraArgs = [] }, min, max) {
-  const args = [
-    '--listen', '127.0.0.1:0',
-    '--announced-ip', '127.0.0.1',
-    '--rtc-listen-ip', '127.0.0.1',
-    '--rtc-min-port', String(min),
-    '--rtc-max-port', String(max),
-    '--consent-timeout', consentTimeout,
-    '--log', logFilter,
-    ...extraArgs,
+async function startOnce({ bin, logFile, logFilter, consentTimeout = '5s', extraArgs = [], env = {} }, min, max) {
+  const defaults = [
+    ['--listen', '127.0.0.1:0'],
+    ['--announced-ip', '127.0.0.1'],
+    ['--rtc-listen-ip', '127.0.0.1'],
+    ['--rtc-min-port', String(min)],
+    ['--rtc-max-port', String(max)],
+    ['--consent-timeout', consentTimeout],
+    ['--log', logFilter],
   ];
-  const child = trackChild(spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
+  // A setting in `extraArgs` replaces the default (choir refuses one given twice).
+  const args = [...defaults.filter(([flag]) => !extraArgs.includes(flag)).flat(), ...extraArgs];
+  const child = trackChild(spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } }));
   const log = createWriteStream(logFile);
-  log.write(`$ ${bin} ${args.join(' ')}\n`);
+  const envText = Object.keys(env).map((k) => `${k}=… `).join('');
+  log.write(`$ ${envText}${bin} ${args.join(' ')}\n`);
   const tail = [];
   const keep = (chunk) => {
     log.write(chunk);

@@ -102,7 +102,8 @@ window.__choirProbe = {
 
   /**
    * The receive connection's inbound-rtp audio streams from its own getStats(): codec, packets,
-   * concealment, FEC; and the codec lines of choir's offer and the browser's answer.
+   * bytes, concealment, FEC, audio level and energy; and the codec lines of choir's offer and
+   * the browser's answer.
    */
   async inbound() {
     const recv = peerConnections.find((pc) => pc.signalingState !== 'closed' && pc.remoteDescription?.type === 'offer');
@@ -123,6 +124,9 @@ window.__choirProbe = {
         fecPacketsReceived: s.fecPacketsReceived,
         nackCount: s.nackCount,
         bytesReceived: s.bytesReceived,
+        audioLevel: s.audioLevel,
+        totalAudioEnergy: s.totalAudioEnergy,
+        timestamp: s.timestamp,
       });
     }
     const lines = (sdp) => (sdp ?? '').split('\r\n').filter((l) => /^(m=audio|a=rtpmap:|a=fmtp:)/.test(l));
