@@ -295,8 +295,15 @@ fn main() {
             .position(|a| a == name)
             .and_then(|i| args.get(i + 1).cloned())
     };
-    let rounds: usize = value("--rounds").map_or(21, |v| v.parse().expect("--rounds N"));
-    let packets: usize = value("--packets").map_or(10_000, |v| v.parse().expect("--packets N"));
+    // `cargo test --benches` runs this without `--bench`: then only a quick check (every case
+    // set up, one small round, nothing allocated) instead of a measurement.
+    let quick = !args.iter().any(|a| a == "--bench");
+    let rounds: usize = value("--rounds").map_or(if quick { 1 } else { 21 }, |v| {
+        v.parse().expect("--rounds N")
+    });
+    let packets: usize = value("--packets").map_or(if quick { 200 } else { 10_000 }, |v| {
+        v.parse().expect("--packets N")
+    });
     let instructions = value("--instructions");
     let only = instructions.clone().or_else(|| value("--only"));
     let wanted = |name: &str| match (&instructions, &only) {
