@@ -266,6 +266,7 @@ impl Local {
             peer: Peer::Srtp(Box::new(client)),
             publish,
             socket: Some(self.socket),
+            remote: false,
         }
     }
 }

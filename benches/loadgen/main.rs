@@ -21,6 +21,7 @@
 //! The generator runs one worker thread per --gen-cpus entry, each pinned, each an epoll loop
 //! over its sockets with one recvmmsg per ready socket (see `worker.rs`, `sys.rs`).
 
+mod cascade;
 mod churn;
 mod compare;
 mod janus;
@@ -52,6 +53,8 @@ struct Args {
     /// relay, choir's per-transport socket layout); relay-shared (one socket,
     /// recvmmsg/sendmmsg); janus (a running Janus, see --janus-url; --pid its pid). Shorthands:
     /// both (relay, choir); all (relay, relay-shared, choir-per-transport, choir-single).
+    /// cascade: two nodes in regions a and b, rooms across them, the hop's added latency
+    /// (cascade.rs; --speakers defaults to 2 there).
     #[arg(long, default_value = "both")]
     target: String,
     /// The choir binary of the before-* targets.
@@ -596,6 +599,13 @@ fn main() {
         .collect();
     let mut rows = Vec::new();
     for target in targets {
+        if target == "cascade" {
+            if let Err(e) = cascade::run(&args) {
+                eprintln!("loadgen: cascade: {e}");
+                std::process::exit(1);
+            }
+            continue;
+        }
         match ramp(&args, target) {
             Ok(r) => rows.extend(r),
             Err(e) => {
@@ -638,6 +648,9 @@ fn main() {
             "target (≥ 250,000 forwarded SRTP packets/s per shard, 0 loss, p99 < 2 ms): {}",
             if met { "met" } else { "not met" }
         );
+    }
+    if rows.is_empty() {
+        return;
     }
     let csv = args.out.join("loadgen.csv");
     let svg = args.out.join("loadgen.svg");

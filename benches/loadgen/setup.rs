@@ -171,12 +171,14 @@ pub fn choir_room(
             peer: Peer::Srtp(send),
             publish,
             socket: None,
+            remote: false,
         });
         legs.push(LegSpec {
             server: recv_addr,
             peer: Peer::Srtp(recv),
             publish: None,
             socket: None,
+            remote: false,
         });
     }
     for u in 0..participants {
@@ -243,12 +245,14 @@ impl Relay {
                 publish: (u < speakers)
                     .then_some((0x2000_0000 + u as u32, participants as u32 - 1)),
                 socket: None,
+                remote: false,
             });
             legs.push(LegSpec {
                 server: at(ports[2 * u + 1]),
                 peer: Peer::Plain(first_token + 2 * u as u32 + 1),
                 publish: None,
                 socket: None,
+                remote: false,
             });
         }
         Ok(legs)

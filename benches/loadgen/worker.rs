@@ -40,6 +40,9 @@ pub struct LegSpec {
     pub publish: Option<(u32, u32)>,
     /// A socket already bound (its address went into an SDP); connected to `server` here.
     pub socket: Option<Socket>,
+    /// What this leg receives is timed into [`StepStats::latency_remote`] (`--target
+    /// cascade`: a listener on the node that receives the speakers' packets over a link).
+    pub remote: bool,
 }
 
 pub struct RunSpec {
@@ -83,6 +86,8 @@ pub struct StepStats {
     pub decrypt_failed: u64,
     /// Send → kernel receive timestamp on our socket, ns (packets sent in the window).
     pub latency: Histogram<u64>,
+    /// The same for legs marked `remote`.
+    pub latency_remote: Histogram<u64>,
     /// Send → our `recvmmsg` returning, ns (includes the generator's own wake-up).
     pub app_latency: Histogram<u64>,
     /// How late publishers sent against their schedule, ns.
@@ -107,6 +112,7 @@ impl StepStats {
             received_window: 0,
             decrypt_failed: 0,
             latency: histogram(),
+            latency_remote: histogram(),
             app_latency: histogram(),
             send_lag: histogram(),
             cpu_ns: 0,
@@ -123,6 +129,7 @@ impl StepStats {
         self.received_window += o.received_window;
         self.decrypt_failed += o.decrypt_failed;
         let _ = self.latency.add(&o.latency);
+        let _ = self.latency_remote.add(&o.latency_remote);
         let _ = self.app_latency.add(&o.app_latency);
         let _ = self.send_lag.add(&o.send_lag);
         self.cpu_ns += o.cpu_ns;
@@ -140,6 +147,7 @@ struct Leg {
     publish: Option<(u32, u32)>,
     seq: u16,
     connected: bool,
+    remote: bool,
 }
 
 /// The measurement state of a running step.
@@ -238,6 +246,7 @@ impl Worker {
                 publish: spec.publish,
                 seq: 0,
                 connected: false,
+                remote: spec.remote,
             });
         }
         Ok(ports)
@@ -358,7 +367,12 @@ impl Worker {
                 continue;
             };
             if (m.window.0..m.window.1).contains(&sent) {
-                let _ = m.stats.latency.record(stamp.saturating_sub(sent).max(1));
+                let latency = if leg.remote {
+                    &mut m.stats.latency_remote
+                } else {
+                    &mut m.stats.latency
+                };
+                let _ = latency.record(stamp.saturating_sub(sent).max(1));
                 let _ = m
                     .stats
                     .app_latency
