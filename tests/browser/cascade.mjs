@@ -21,11 +21,9 @@ async function startCluster(t) {
   const redis = await startRedis({ logFile: path.join(t.dir, 'redis.log') });
   t.cleanup(() => redis.stop());
   const env = { CHOIR_REDIS_URL: redis.url, CHOIR_CLUSTER_SECRET: randomBytes(32).toString('hex') };
-  // Inside the namespace (Firefox) the nodes bind and announce its address. Not with
-  // `--listen-ips` as the driver's choir does: with it, choir announces its cascade link at
-  // `--announced-ip` (127.0.0.1 here), where the link port is not bound, and the link never
-  // carries a datagram (reported; the nodes log `cascade link removed ... reason="link_lost"`).
-  const ips = t.rtcIp === '127.0.0.1' ? [] : ['--rtc-listen-ip', t.rtcIp, '--announced-ip', t.rtcIp];
+  // Inside the namespace (Firefox) the nodes bind and announce its address with
+  // `--listen-ips`, as the driver's choir does, and announce their links there too.
+  const ips = t.rtcIp === '127.0.0.1' ? [] : ['--listen-ips', t.rtcIp];
   const nodes = {};
   const overlaps = (n) => Object.values(nodes).some((m) => m !== n && n.rtcPorts[0] <= m.rtcPorts[1] && m.rtcPorts[0] <= n.rtcPorts[1]);
   for (const [region, id] of Object.entries(NODES)) {
@@ -165,19 +163,21 @@ async function mixedRoom(t, { chromium, pageBrowser, tones }) {
     check(panel[side].protocol === 'udp', `pia: ${side} path "${panel[side].text}" is not UDP`, panel);
     ports.push(`pia ${side} ${expectOnNode('pia', side, panel[side].remote, nb, t.rtcIp)}`);
   }
+  // The page names the node and region that serve pia, and where A is.
+  check(panel.servedBy === 'node-b, region b', `pia's panel says it is served by "${panel.servedBy}"`, panel);
+  const listed = (await pia.ui()).participants.find((p) => p.userId === 'A');
+  check(listed?.what.includes('via node-a (region a)'), `pia's participant list shows A as "${listed?.what}"`, listed);
   t.note(`ICE paths: ${ports.join(', ')}; links: ${JSON.stringify(ca.cascade.links)}`);
   t.measure(`${t.name} relayed`, `node-a out +${rise(0, 'out')} in +${rise(0, 'in')}, node-b out +${rise(1, 'out')} in +${rise(1, 'in')} packets over the getStats window; A receives ${fmt(aRate)} packets/s, pia ${fmt(page.rate)}`);
 
-  // Both leave: neither node holds a participant or anything of one, and the link goes (each
-  // node removes it once the room left the other's node set: a few seconds). Not checked: the
-  // emptied room itself, which choir keeps after its last link until the join timeout (60 s
-  // after the last call; never with --join-timeout 0), where a room of one node closes at once.
+  // Both leave: neither node holds a participant, anything of one, or the room, and the link
+  // goes (each node removes it once the room left the other's node set: a few seconds).
   await a.leave();
   await pia.leave();
   for (const n of [na, nb]) {
     await eventually(`${n.id} empty after everyone left`, 20000, async () => {
       const h = await n.health();
-      for (const k of ['participants', 'transports', 'producers', 'consumers', 'boundPorts']) {
+      for (const k of ['rooms', 'participants', 'transports', 'producers', 'consumers', 'boundPorts']) {
         check(h[k] === 0, `${n.id}: GET /api/voice/health says ${k}: ${h[k]}`, h);
       }
       const c = await n.get('/cluster');

@@ -104,7 +104,10 @@ export class PageUser {
         const el = document.getElementById(id);
         return { text: el.textContent, ...el.dataset };
       };
+      const served = document.getElementById('conn-node-row');
       return {
+        // Cluster mode: the node (and region) that holds this user's transports.
+        servedBy: served && !served.hidden ? document.getElementById('conn-node').textContent : '',
         send: path('conn-send'),
         recv: path('conn-recv'),
         remotes: [...document.querySelectorAll('#remote-stats tbody tr')].map((tr) => ({
