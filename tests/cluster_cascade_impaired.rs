@@ -6,7 +6,9 @@
 //! datagram crosses the relay once, whichever address a node latched. A speaker on node a is
 //! heard by a listener on node b; the link stays up; its round trip shows the delay; and the
 //! loss is what the relay dropped, nothing more: every datagram the relay delivered was
-//! accepted but the duplicates, which the replay window refused.
+//! accepted but the duplicates, which the replay window refused. A cut link closes the remote
+//! speaker after the grace (`link_lost`), shows nothing while it stays cut, and brings the
+//! speaker back (`newProducer`, same id) when it heals.
 
 mod common;
 #[path = "common/cluster.rs"]
@@ -236,4 +238,138 @@ fn a_link_over_delay_loss_reordering_and_duplicates_loses_only_what_the_network_
         assert_eq!(c["linksRemoved"], 0, "{c}");
         assert_eq!(c["linksSetUp"], 1, "{c}");
     }
+}
+
+/// Drives `peers` until an event of `events` matches `want` (within `timeout`); every event
+/// seen meanwhile goes to `seen`.
+fn until_event(
+    peers: &mut [Peer],
+    events: &common::EventStream,
+    timeout: Duration,
+    seen: &mut Vec<serde_json::Value>,
+    want: impl Fn(&serde_json::Value) -> bool,
+) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        run(peers, Duration::from_millis(50));
+        while let Some(v) = events.next(Duration::ZERO) {
+            let hit = want(&v);
+            seen.push(v);
+            if hit {
+                return Some(start.elapsed());
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn a_cut_link_closes_the_remote_speaker_after_the_grace_and_brings_it_back_when_healed() {
+    // No impairment: the relay only carries the link, to cut it and heal it.
+    let relay = Relay::start(1, Impairment::default());
+    let redis = Redis::start();
+    let (na, _) = impaired_node(&redis, &relay, 1, "a");
+    let (nb, _) = impaired_node(&redis, &relay, 2, "b");
+    for d in [&na, &nb] {
+        assert!(until(Duration::from_secs(10), || listed(d).len() == 2));
+    }
+    let channel = "cut-link";
+    let speaker = Peer::join(&na, channel, "speaker", 1, JoinOptions::default());
+    let pid = speaker.producer_id.clone().unwrap();
+    let (status, caps) = nb.get(&format!("rtp-capabilities/{channel}"));
+    assert_eq!(status, 200, "{caps}");
+    let events = nb.events(channel, "listener");
+    let listener = Peer::join(
+        &nb,
+        channel,
+        "listener",
+        2,
+        JoinOptions {
+            produce: false,
+            ..JoinOptions::default()
+        },
+    );
+    let mut peers = [speaker, listener];
+    let mut seen = Vec::new();
+    let is_new =
+        |v: &serde_json::Value| v["type"] == "newProducer" && v["producerId"] == pid.as_str();
+    assert!(
+        until_event(
+            &mut peers,
+            &events,
+            Duration::from_secs(10),
+            &mut seen,
+            is_new
+        )
+        .is_some(),
+        "no newProducer of the speaker on b: {seen:?}"
+    );
+    peers[1].consume(&nb, &pid);
+    assert!(run_until(&mut peers, Duration::from_secs(10), |p| p[1]
+        .received_from(1)
+        .len()
+        >= 50));
+
+    // Cut: after the grace the speaker closes on b, as link_lost (a's API still answers). The
+    // grace runs from the last datagram each end heard: a hears only b's keepalives (1 s apart)
+    // and may give up first, then set the link up again, which b takes as the old one lost.
+    relay.cut(true);
+    seen.clear();
+    let closed = until_event(
+        &mut peers,
+        &events,
+        Duration::from_secs(10),
+        &mut seen,
+        |v| v["type"] == "participantLeft" && v["userId"] == "speaker",
+    );
+    let closed = closed.unwrap_or_else(|| panic!("the speaker never left b: {seen:?}"));
+    eprintln!("cut: the speaker left b after {closed:?}: {seen:?}");
+    assert!(seen
+        .iter()
+        .any(|v| v["type"] == "producerClosed" && v["producerId"] == pid.as_str()));
+    assert_eq!(seen.last().unwrap()["reason"], "link_lost", "{seen:?}");
+    assert!(
+        closed >= Duration::from_millis(3500) && closed <= Duration::from_millis(7500),
+        "{closed:?}"
+    );
+    // Still cut: set-ups over the nodes' HTTP succeed, but no datagram crosses, so nothing
+    // appears to the clients (no producer that comes and goes every few seconds).
+    seen.clear();
+    let flapped = until_event(
+        &mut peers,
+        &events,
+        Duration::from_secs(5),
+        &mut seen,
+        |v| v["type"] == "newProducer",
+    );
+    assert!(
+        flapped.is_none(),
+        "a producer appeared over a cut link: {seen:?}"
+    );
+    let failed = na.get("cluster").1["cascade"]["counters"]["setUpFailed"].clone();
+    assert!(
+        failed.as_u64().unwrap() >= 1,
+        "set-ups tried while cut: {failed}"
+    );
+
+    // Healed: the speaker comes back with the same producer id, and is heard again.
+    relay.cut(false);
+    seen.clear();
+    let back = until_event(
+        &mut peers,
+        &events,
+        Duration::from_secs(10),
+        &mut seen,
+        is_new,
+    );
+    let back = back.unwrap_or_else(|| panic!("the speaker never came back: {seen:?}"));
+    eprintln!("healed: newProducer after {back:?}");
+    let before = peers[1].received_from(1).len();
+    peers[1].consume(&nb, &pid);
+    assert!(
+        run_until(&mut peers, Duration::from_secs(10), |p| {
+            p[1].received_from(1).len() >= before + 50
+        }),
+        "the listener does not hear the speaker again"
+    );
 }

@@ -32,6 +32,7 @@
 //!   (`reason: "link_lost"`, or `"node_lost"` when the peer's API does not answer either; the
 //!   initiator sets it up again), and missing links are set up.
 
+mod activate;
 mod announce;
 mod requests;
 #[cfg(test)]
@@ -89,8 +90,8 @@ pub(super) struct Cascade {
     counters: Counters,
     /// Starts a peer's announcer (set by [`run`]; holds the control plane weakly).
     spawn: Option<Spawn>,
-    /// Wakes [`run`] for one channel at once (see [`Cascade::wake`]).
-    wake: Option<flume::Sender<(String, bool)>>,
+    /// Wakes [`run`] at once (see [`Cascade::wake`]).
+    wake: Option<flume::Sender<Wake>>,
 }
 
 type Queue = flume::Sender<(String, Outgoing)>;
@@ -101,11 +102,28 @@ impl Cascade {
     /// is read from Redis now and its missing links set up at once (this node initiating
     /// toward larger ids, and with `nudge` asking smaller ids to), not at the next heartbeat.
     pub(super) fn wake(&self, channel: &str, nudge: bool) {
-        if let Some(w) = &self.wake {
-            let _ = w.try_send((channel.to_string(), nudge));
-        }
+        self.send_wake(Wake::Room {
+            channel: channel.to_string(),
+            nudge,
+        });
     }
 
+    fn send_wake(&self, wake: Wake) {
+        if let Some(w) = &self.wake {
+            let _ = w.try_send(wake);
+        }
+    }
+}
+
+/// What wakes [`run`].
+enum Wake {
+    /// See [`Cascade::wake`].
+    Room { channel: String, nudge: bool },
+    /// A link this node accepted: see [`activate::activate`].
+    Accepted((String, String)),
+}
+
+impl Cascade {
     /// The queue of `peer`'s announcements (its announcer started if need be).
     fn queue(&mut self, peer: &str) -> Option<Queue> {
         if let Some(q) = self.queues.get(peer) {
@@ -137,6 +155,8 @@ struct Link {
     /// False while being set up: its announcements wait in `held`.
     ready: bool,
     held: Vec<Event>,
+    /// The accepting end's copy of the initiator's producers, added once the link is alive.
+    incoming: Vec<RemoteProducer>,
     since: Instant,
     /// When the peer was last sent the room's producers (see [`SYNC`]).
     synced: Instant,
@@ -265,17 +285,15 @@ fn keys(
     (derive(me, peer), derive(peer, me))
 }
 
-/// Opens the room, adds the link and the peer's producers.
-#[allow(clippy::too_many_arguments)]
+/// Adds the link to the room's shard (the peer's producers follow once it is alive: see
+/// [`activate`]).
 async fn install<H: Host>(
     ctx: &H,
-    live: &Live,
     channel: &str,
     (peer, region): (&str, &str),
     receive: (u32, [u8; 32]),
     send: (u32, [u8; 32]),
     peer_addr: SocketAddr,
-    producers: Vec<RemoteProducer>,
 ) -> Result<(), ApiError> {
     let params = LinkParams {
         channel_id: channel.to_string(),
@@ -289,13 +307,9 @@ async fn install<H: Host>(
         local_port: 0,
     };
     match cascade_call(ctx, channel, LinkCommand::AddLink(params)).await? {
-        Reply::Link(_) => {}
-        other => return Err(unexpected(other)),
+        Reply::Link(_) => Ok(()),
+        other => Err(unexpected(other)),
     }
-    for producer in producers {
-        add_producer(ctx, live, channel, peer, producer).await;
-    }
-    Ok(())
 }
 
 async fn add_producer<H: Host>(
@@ -350,7 +364,10 @@ pub(super) async fn run<H: Host>(ctx: Rc<H>) {
             continue;
         }
         match woke {
-            Some((channel, nudge)) => set_up_now(&ctx, live, &channel, nudge).await,
+            Some(Wake::Room { channel, nudge }) => set_up_now(&ctx, live, &channel, nudge).await,
+            Some(Wake::Accepted(key)) => {
+                glommio::spawn_local(activate::activate(ctx.clone(), key)).detach();
+            }
             None => {
                 reconcile(&ctx, live).await;
                 next = Instant::now() + TICK;
@@ -435,6 +452,11 @@ async fn reconcile<H: Host>(ctx: &Rc<H>, live: &Live) {
         let state = live.cascade.borrow();
         for (key, link) in &state.links {
             if !link.ready {
+                // A set-up ends within DEADLINE + SETUP_WAIT; one that did not (its task gone)
+                // is dropped, to be set up again.
+                if now.saturating_duration_since(link.since) > activate::SETUP_WAIT * 2 {
+                    remove.push((key.clone(), "node_lost"));
+                }
                 continue;
             }
             if !wanted.contains_key(key) {
@@ -544,31 +566,28 @@ async fn initiate<H: Host>(ctx: Rc<H>, key: (String, String), node: RoomNode) {
         );
         install(
             &*ctx,
-            live,
             channel,
             (&node.id, &node.region),
             (receive_id, receive_key),
             (reply.receive_id, send_key),
             reply.link_addr,
-            reply.producers,
         )
         .await
-        .map_err(|e| e.message)
+        .map_err(|e| e.message)?;
+        if !activate::wait_alive(&*ctx, channel, &node.id).await {
+            return Err("no datagram from the peer".to_string());
+        }
+        Ok(reply.producers)
     }
     .await;
     match result {
-        Ok(()) => {
+        Ok(producers) => {
+            for producer in producers {
+                add_producer(&*ctx, live, channel, &node.id, producer).await;
+            }
             cluster.ready(live, &key);
             tracing::info!(channel = %channel, peer = %node.id, "cascade link set up");
         }
-        Err(why) => {
-            {
-                let mut state = live.cascade.borrow_mut();
-                state.links.remove(&key);
-                state.counters.set_up_failed += 1;
-            }
-            remove_link(&*ctx, channel, &node.id, None).await;
-            tracing::info!(channel = %channel, peer = %node.id, "cascade link set-up failed: {why}");
-        }
+        Err(why) => activate::fail(&*ctx, live, &key, &why).await,
     }
 }

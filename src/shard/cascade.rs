@@ -82,6 +82,8 @@ pub enum LinkCommand {
     RelayedProducers { channel_id: String },
     /// The shard's links: [`Reply::Links`].
     Links,
+    /// One link: [`Reply::Link`] (404 when there is none).
+    Link { channel_id: String, peer: String },
 }
 
 impl Shard {
@@ -167,6 +169,12 @@ impl Shard {
                 .relayed_producers(&channel_id)
                 .map(Reply::RemoteProducers),
             LinkCommand::Links => Ok(Reply::Links(self.sfu.borrow().links())),
+            LinkCommand::Link { channel_id, peer } => self
+                .sfu
+                .borrow()
+                .link(&channel_id, &peer)
+                .map(|info| Reply::Link(Box::new(info)))
+                .ok_or_else(|| ApiError::not_found("no such link")),
         }
     }
 

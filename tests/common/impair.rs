@@ -178,6 +178,8 @@ pub struct Relay {
     pub seed: u64,
     imp: Impairment,
     stop: Arc<AtomicBool>,
+    /// While set, every datagram is dropped (a cut path; see [`Relay::cut`]).
+    cut: Arc<AtomicBool>,
     /// Datagrams waiting for their delivery time.
     queued: Arc<AtomicUsize>,
     add: mpsc::Sender<(UdpSocket, SocketAddr, [Impairment; 2])>,
@@ -190,17 +192,20 @@ impl Relay {
     /// A relay whose legs ([`Relay::leg`]) impair both directions with `imp`.
     pub fn start(seed: u64, imp: Impairment) -> Relay {
         let stop = Arc::new(AtomicBool::new(false));
+        let cut = Arc::new(AtomicBool::new(false));
         let queued = Arc::new(AtomicUsize::new(0));
         let taps = Arc::new(Mutex::new(Vec::new()));
         let (add, rx) = mpsc::channel();
         let thread = {
-            let (stop, queued, taps) = (stop.clone(), queued.clone(), taps.clone());
-            std::thread::spawn(move || serve(seed, &rx, &stop, &queued, &taps))
+            let (stop, cut, queued, taps) =
+                (stop.clone(), cut.clone(), queued.clone(), taps.clone());
+            std::thread::spawn(move || serve(seed, &rx, &stop, &cut, &queued, &taps))
         };
         Relay {
             seed,
             imp,
             stop,
+            cut,
             queued,
             add,
             addrs: Mutex::new(Vec::new()),
@@ -224,6 +229,11 @@ impl Relay {
         addrs.push(addr);
         self.add.send((socket, choir, imp)).expect("relay running");
         addr
+    }
+
+    /// Cuts every leg (`true`: each datagram is dropped and counted so) or heals them.
+    pub fn cut(&self, cut: bool) {
+        self.cut.store(cut, Ordering::Relaxed);
     }
 
     /// What the leg at `addr` (as returned by [`Relay::leg`]) saw so far, per direction.
@@ -265,6 +275,7 @@ fn serve(
     seed: u64,
     rx: &mpsc::Receiver<(UdpSocket, SocketAddr, [Impairment; 2])>,
     stop: &AtomicBool,
+    cut: &AtomicBool,
     queued: &AtomicUsize,
     taps: &Mutex<Vec<[Tap; 2]>>,
 ) {
@@ -326,7 +337,8 @@ fn serve(
                 };
                 let first_dtls =
                     kind == Kind::Dtls && !std::mem::replace(&mut leg.dtls_seen[d], true);
-                if rng.unit() < imp.loss || (first_dtls && imp.drop_first_dtls) {
+                let lost = rng.unit() < imp.loss || (first_dtls && imp.drop_first_dtls);
+                if lost || cut.load(Ordering::Relaxed) {
                     tap.dropped += 1;
                     if kind == Kind::Dtls {
                         tap.dtls_dropped += 1;

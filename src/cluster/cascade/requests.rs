@@ -223,8 +223,17 @@ impl Cluster {
             return Err(ApiError::new(409, "both nodes must carry the room"));
         }
         let key = (r.channel.clone(), r.node.clone());
-        if live.cascade.borrow_mut().links.remove(&key).is_some() {
-            remove_link(ctx, &r.channel, &r.node, None).await;
+        let old = live.cascade.borrow_mut().links.remove(&key);
+        if let Some(old) = old {
+            // The peer set the link up again: it restarted (its participants are gone), or it
+            // judged the link dead. Either way the old link's producers leave until the new
+            // one is alive.
+            let reason = if old.incarnation == r.incarnation {
+                "link_lost"
+            } else {
+                "node_lost"
+            };
+            remove_link(ctx, &r.channel, &r.node, Some(reason)).await;
         }
         self.pending(live, &key, &r.incarnation);
         let result = async {
@@ -245,13 +254,11 @@ impl Cluster {
             );
             install(
                 ctx,
-                live,
                 &r.channel,
                 (&r.node, &region),
                 (receive_id, receive_key),
                 (r.receive_id, send_key),
                 r.link_addr,
-                r.producers,
             )
             .await?;
             Ok::<_, ApiError>(LinkReply {
@@ -264,8 +271,12 @@ impl Cluster {
         .await;
         match result {
             Ok(reply) => {
-                self.ready(live, &key);
-                tracing::info!(channel = %r.channel, peer = %r.node, "cascade link accepted");
+                // The initiator's producers are added once the link carries datagrams.
+                let mut state = live.cascade.borrow_mut();
+                if let Some(link) = state.links.get_mut(&key) {
+                    link.incoming = r.producers;
+                }
+                state.send_wake(super::Wake::Accepted(key));
                 Ok(serde_json::to_value(reply).unwrap_or_default())
             }
             Err(e) => {
@@ -284,6 +295,7 @@ impl Cluster {
                 incarnation: incarnation.to_string(),
                 ready: false,
                 held: Vec::new(),
+                incoming: Vec::new(),
                 since: Instant::now(),
                 synced: Instant::now(),
             },
