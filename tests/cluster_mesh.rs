@@ -25,7 +25,10 @@ use common::net::udp_drops;
 use common::peer::{run, run_until, JoinOptions, Peer};
 use common::Daemon;
 use harness::get;
-use mesh::{check_clean, heard, hush, regions, relay, unmute, until_listed, Relay, RelayMetrics};
+use mesh::{
+    check_clean, heard, hush, lives_on, regions, relay, room_nodes, unmute, until_listed, Relay,
+    RelayMetrics,
+};
 use redis_server::Redis;
 use serde_json::json;
 
@@ -36,37 +39,6 @@ fn listener() -> JoinOptions {
     JoinOptions {
         produce: false,
         ..JoinOptions::default()
-    }
-}
-
-/// The room's nodes as `d`'s `GET /cluster` lists them: region → node id.
-fn room_nodes(d: &Daemon, channel: &str) -> BTreeMap<String, String> {
-    let r = get(d, "cluster");
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.body["roomNodes"][channel]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|n| {
-                    let s = |k: &str| n[k].as_str().unwrap().to_string();
-                    (s("region"), s("node"))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Both of `p`'s transports are on `on` (choir's candidates are in its port range).
-fn lives_on(p: &Peer, on: &Daemon) {
-    for leg in [&p.send, &p.recv] {
-        let port = leg.remote.port();
-        assert!(
-            (on.rtc.0..=on.rtc.1).contains(&port),
-            "{}'s transport is on port {port}, not in {} ({:?})",
-            p.user,
-            on.base,
-            on.rtc
-        );
     }
 }
 

@@ -28,7 +28,8 @@
 //!   that time: the peer adds, closes, pauses or resumes what differs, and nothing when both
 //!   sides agree ([`crate::sfu::Sfu::sync_remote_producers`]; src/cluster/cascade/announce.rs).
 //! - **Reconcile** every [`TICK`]: a link to a peer that left the room's node set is removed
-//!   (`participantLeft {reason: "node_lost"}`), a link silent for [`GRACE`] too
+//!   (`participantLeft {reason: "node_lost"}`; not within a TTL of a Redis gap or data loss,
+//!   while the sets are re-claimed), a link silent for [`GRACE`] too
 //!   (`reason: "link_lost"`, or `"node_lost"` when the peer's API does not answer either; the
 //!   initiator sets it up again), and missing links are set up.
 
@@ -447,6 +448,10 @@ async fn reconcile<H: Host>(ctx: &Rc<H>, live: &Live) {
             shard_links.extend(list);
         }
     }
+    // Within a TTL of a Redis gap or of a Redis that lost its data, the node sets are being
+    // re-claimed (the first node back claims a room before its peers do): a peer missing from
+    // one is not gone yet. Its link stays unless it goes silent, as a dead peer's does.
+    let steady = live.steady.get().elapsed() >= super::TTL;
     let mut remove: Vec<((String, String), &'static str)> = Vec::new();
     {
         let state = live.cascade.borrow();
@@ -459,7 +464,7 @@ async fn reconcile<H: Host>(ctx: &Rc<H>, live: &Live) {
                 }
                 continue;
             }
-            if !wanted.contains_key(key) {
+            if steady && !wanted.contains_key(key) {
                 remove.push((key.clone(), "node_lost"));
                 continue;
             }

@@ -173,6 +173,13 @@ pub fn sigkill(d: Daemon) {
     let _ = d.wait_exit(Duration::from_secs(5));
 }
 
+/// SIGKILL without waiting for the exit (the caller keeps driving its peers meanwhile; the
+/// process is reaped when `d` is dropped).
+pub fn sigkill_now(d: &Daemon) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(d.pid() as i32, libc::SIGKILL) };
+}
+
 /// SIGSTOP: the node stalls (its sockets stay open).
 pub fn sigstop(d: &Daemon) {
     // SAFETY: kill(2) on our own child's pid.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::peer::{run, run_until, Peer};
 use crate::common::Daemon;
-use crate::harness::{listed, node, until};
+use crate::harness::{get, listed, node, until};
 use crate::redis_server::Redis;
 
 /// Redis-backed nodes `node-1`... in these regions, all registered (each lists them all).
@@ -26,6 +26,37 @@ pub fn regions(redis: &Redis, regions: &[&str]) -> Vec<Daemon> {
         );
     }
     nodes
+}
+
+/// The room's nodes as `d`'s `GET /cluster` lists them: region → node id.
+pub fn room_nodes(d: &Daemon, channel: &str) -> BTreeMap<String, String> {
+    let r = get(d, "cluster");
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body["roomNodes"][channel]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|n| {
+                    let s = |k: &str| n[k].as_str().unwrap().to_string();
+                    (s("region"), s("node"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Both of `p`'s transports are on `on` (choir's candidates are in its port range).
+pub fn lives_on(p: &Peer, on: &Daemon) {
+    for leg in [&p.send, &p.recv] {
+        let port = leg.remote.port();
+        assert!(
+            (on.rtc.0..=on.rtc.1).contains(&port),
+            "{}'s transport is on port {port}, not in {} ({:?})",
+            p.user,
+            on.base,
+            on.rtc
+        );
+    }
 }
 
 /// A node's media counters (its `/stats` total): client RTP received (its local producers'
