@@ -16,8 +16,10 @@
 //!   peer answers with its own {incarnation, receiveId, linkAddr, producers}. Each direction's
 //!   key is `derive_key("cascade link v1", [sender id, sender incarnation, receiver id, receiver
 //!   incarnation, receiver's receiveId, channel])`: a fresh random receiveId per set-up, so no
-//!   key ever serves two links. Both sides open the room if need be, add the link, then the
-//!   peer's producers. A set-up for a link that exists replaces it.
+//!   key ever serves two links. Both sides open the room if need be, add the link, and once it
+//!   carries datagrams the peer's producers (else the set-up fails: [`activate`]). A set-up for
+//!   a link that exists replaces it (its producers leave as `link_lost`, or `node_lost` for a
+//!   restarted peer).
 //! - **Announcements.** The room events coming out of the shards ([`on_room_event`]) about
 //!   local producers and participants (`newProducer`, `producerPaused`/`Resumed`,
 //!   `producerClosed`, `participantLeft`) go to every peer of the room through one queue per
