@@ -116,12 +116,19 @@ export class ChoirClient extends EventTarget {
     this.channelId = channelId;
     this.userId = userId;
     this.joined = true;
+    let transportsReady = () => {};
     try {
       const enc = encodeURIComponent;
       const { rtpCapabilities } = await this.api.get(`/rtp-capabilities/${enc(channelId)}`);
       this.router = rtpCapabilities;
       this.caps = recvCapabilities(rtpCapabilities);
-      // The push channel first, so that no producer appearing from now on is missed.
+      // The push channel first, so that no producer appearing from now on is missed; what it
+      // announces is consumed once our recv transport exists (a newProducer can arrive while
+      // the transports are still being created: a remote region's speaker, say).
+      const gate = new Promise((resolve) => {
+        transportsReady = resolve;
+      });
+      this.queue(() => gate);
       await this.#subscribe();
       const body = { channelId, userId };
       const [sendOptions, recvOptions] = [
@@ -131,10 +138,12 @@ export class ChoirClient extends EventTarget {
       // The room's node that holds our transports (cluster mode; null on a single node).
       this.served = this.api.served ?? null;
       this.recv = { options: recvOptions, pc: null, version: 0, connected: false, order: [] };
+      transportsReady();
       if (track) await this.#publish(sendOptions, track);
       const { producers } = await this.api.get(`/producers/${enc(channelId)}/${enc(userId)}`);
       for (const p of producers) this.#added(p);
     } catch (e) {
+      transportsReady();
       await this.leave().catch(() => {});
       throw e;
     }

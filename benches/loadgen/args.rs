@@ -15,7 +15,8 @@ pub struct Args {
     /// recvmmsg/sendmmsg); janus (a running Janus, see --janus-url; --pid its pid). Shorthands:
     /// both (relay, choir); all (relay, relay-shared, choir-per-transport, choir-single).
     /// cascade: two nodes in regions a and b, rooms across them, the hop's added latency
-    /// (cascade.rs; --speakers defaults to 2 there).
+    /// (cascade.rs; --speakers defaults to 2 there). headline: three nodes in regions a, b, c,
+    /// each room spread over them; CPU per node and link traffic per node pair (headline.rs).
     #[arg(long, default_value = "both")]
     pub target: String,
     /// The choir binary of the before-* targets.

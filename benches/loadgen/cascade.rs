@@ -22,7 +22,7 @@ use crate::worker::{Cmd, LegSpec, Peer, Reply, RunSpec, StepStats};
 use crate::{cpu_list, server::room_name, sys, Args, Workers};
 
 /// Kills its process when dropped.
-struct Proc(Child);
+pub struct Proc(pub Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -31,7 +31,12 @@ impl Drop for Proc {
     }
 }
 
-fn start_node(args: &Args, redis: &str, region: &str, rtc: u16) -> Result<(Proc, Api), String> {
+pub fn start_node(
+    args: &Args,
+    redis: &str,
+    region: &str,
+    rtc: u16,
+) -> Result<(Proc, Api), String> {
     let log = std::fs::File::create(args.out.join(format!("choir-{region}.log")))
         .map_err(|e| e.to_string())?;
     let mut child = Command::new("taskset")
@@ -155,16 +160,16 @@ fn room(
     Ok(legs)
 }
 
-fn us(h: &Histogram<u64>, q: f64) -> f64 {
+pub fn us(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
 }
 
-/// Runs the ramp of `--streams` (consumer streams over both nodes, whole rooms).
-pub fn run(args: &Args) -> Result<(), String> {
+/// A `redis-server` on a free loopback port: the process and its URL.
+pub fn start_redis() -> Result<(Proc, String), String> {
     let (redis_port, _) = net::free_port_range(1);
     let dir = std::env::temp_dir().join(format!("choir-loadgen-redis-{redis_port}"));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let _redis = Proc(
+    let redis = Proc(
         Command::new("redis-server")
             .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -181,8 +186,18 @@ pub fn run(args: &Args) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let redis = format!("redis://127.0.0.1:{redis_port}");
-    let (rtc, _) = net::free_port_range(4000);
+    Ok((redis, format!("redis://127.0.0.1:{redis_port}")))
+}
+
+/// `n` consecutive free ports (for the nodes' RTC ranges).
+pub fn free_ports(n: u16) -> u16 {
+    net::free_port_range(n).0
+}
+
+/// Runs the ramp of `--streams` (consumer streams over both nodes, whole rooms).
+pub fn run(args: &Args) -> Result<(), String> {
+    let (_redis, redis) = start_redis()?;
+    let rtc = free_ports(4000);
     let (node_a, a) = start_node(args, &redis, "a", rtc)?;
     let (node_b, b) = start_node(args, &redis, "b", rtc + 2000)?;
     let deadline = Instant::now() + Duration::from_secs(10);

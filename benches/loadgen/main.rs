@@ -25,6 +25,7 @@ mod args;
 mod cascade;
 mod churn;
 mod compare;
+mod headline;
 mod janus;
 mod relay;
 mod report;
@@ -455,9 +456,14 @@ fn main() {
         .collect();
     let mut rows = Vec::new();
     for target in targets {
-        if target == "cascade" {
-            if let Err(e) = cascade::run(&args) {
-                eprintln!("loadgen: cascade: {e}");
+        if target == "cascade" || target == "headline" {
+            let run = if target == "cascade" {
+                cascade::run
+            } else {
+                headline::run
+            };
+            if let Err(e) = run(&args) {
+                eprintln!("loadgen: {target}: {e}");
                 std::process::exit(1);
             }
             continue;

@@ -46,6 +46,16 @@ impl Api {
             .map_err(|e| format!("GET {path}: {e}"))
     }
 
+    /// `GET <base><path>` as text (e.g. "/metrics").
+    pub fn text(&self, path: &str) -> Result<String, String> {
+        self.agent
+            .get(&format!("{}{path}", self.base))
+            .call()
+            .map_err(|e| format!("GET {path}: {e}"))?
+            .into_string()
+            .map_err(|e| format!("GET {path}: {e}"))
+    }
+
     pub fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
         match self.agent.post(&self.url(path)).send_json(body) {
             Ok(r) => r.into_json().map_err(|e| format!("POST {path}: {e}")),
