@@ -31,12 +31,7 @@ impl Drop for Proc {
     }
 }
 
-pub fn start_node(
-    args: &Args,
-    redis: &str,
-    region: &str,
-    rtc: u16,
-) -> Result<(Proc, Api), String> {
+pub fn start_node(args: &Args, redis: &str, region: &str, rtc: u16) -> Result<(Proc, Api), String> {
     let log = std::fs::File::create(args.out.join(format!("choir-{region}.log")))
         .map_err(|e| e.to_string())?;
     let mut child = Command::new("taskset")

@@ -1,8 +1,8 @@
 //! `--target headline` (issue 22, "the headline as Phase 2 would run it"): three choir nodes in
 //! regions `a`, `b` and `c` on one `redis-server` (all on loopback), rooms of `--participants`
-//! spread over them: participant u joins through the node of region u mod 3, so a room of 10
-//! has its 2 speakers on a and b and its listeners on all three, and everyone consumes every
-//! speaker. Each node relays its speakers once to each other node of the room; reported per
+//! spread over them: in room k participant u joins through the node of region (u + k) mod 3, so
+//! a room of 10 has its 2 speakers on two of the regions (in turn) and its listeners on all
+//! three, and everyone consumes every speaker. Each node relays its speakers once to each other node of the room; reported per
 //! step: delivery (all heard: loss %), latency, CPU per node, and the link traffic per ordered
 //! node pair (relayed packets/s from `/metrics`, and the bandwidth they take: each relayed
 //! datagram is the SRTP packet + 35 octets of link header and tag + 28 of UDP/IPv4). All nodes
@@ -22,16 +22,16 @@ const REGIONS: [&str; 3] = ["a", "b", "c"];
 /// UDP/IPv4 (28).
 const RELAYED_OCTETS: f64 = 193.0;
 
-/// One room over the nodes (participant u on node u mod 3).
+/// Room number `k` over the nodes (participant u on node (u + k) mod 3).
 fn room(
     nodes: &[Api],
     clients: &Clients,
-    room: &str,
+    (k, room): (usize, &str),
     participants: usize,
     speakers: usize,
     ssrc_base: u32,
 ) -> Result<Vec<LegSpec>, String> {
-    let on = |u: usize| u % nodes.len();
+    let on = |u: usize| (u + k) % nodes.len();
     let mut legs = Vec::new();
     let mut producers = Vec::new();
     let mut placed = vec![false; nodes.len()];
@@ -84,7 +84,10 @@ fn room(
                 break;
             }
             if Instant::now() > deadline {
-                return Err(format!("node {} does not list {room}'s speakers: {v}", REGIONS[i]));
+                return Err(format!(
+                    "node {} does not list {room}'s speakers: {v}",
+                    REGIONS[i]
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -107,7 +110,10 @@ fn room(
 fn relayed_out(api: &Api) -> Result<Vec<(String, f64)>, String> {
     let text = api.text("/metrics")?;
     let mut out: Vec<(String, f64)> = Vec::new();
-    for line in text.lines().filter(|l| l.starts_with("choir_relay_packets_total{")) {
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("choir_relay_packets_total{"))
+    {
         if !line.contains("direction=\"out\"") {
             continue;
         }
@@ -142,7 +148,11 @@ pub fn run(args: &Args) -> Result<(), String> {
         nodes.push(api);
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while nodes[0].get("cluster")?["nodes"].as_array().map_or(0, Vec::len) < REGIONS.len() {
+    while nodes[0].get("cluster")?["nodes"]
+        .as_array()
+        .map_or(0, Vec::len)
+        < REGIONS.len()
+    {
         if Instant::now() > deadline {
             return Err("the nodes did not register".into());
         }
@@ -157,8 +167,8 @@ pub fn run(args: &Args) -> Result<(), String> {
     let hz = sys::ticks_per_second() as f64;
     let cpu = |proc: &Proc| sys::process_cpu_ticks(proc.0.id()).unwrap_or(0);
     println!(
-        "\nheadline: rooms of {p} participants over regions a, b, c (participant u on region u mod \
-         3; {s} speakers); the nodes on CPUs {}, the generator on {gen_cpus:?}",
+        "\nheadline: rooms of {p} participants over regions a, b, c (in room k participant u on \
+         region (u + k) mod 3; {s} speakers); the nodes on CPUs {}, the generator on {gen_cpus:?}",
         args.server_cpus
     );
     println!(
@@ -173,7 +183,8 @@ pub fn run(args: &Args) -> Result<(), String> {
         let t_setup = Instant::now();
         while rooms < want {
             let ssrc_base = 0x1000_0000 + (rooms * p) as u32;
-            let legs = room(&nodes, &clients, &room_name(rooms, 1), p, s, ssrc_base)?;
+            let name = room_name(rooms, 1);
+            let legs = room(&nodes, &clients, (rooms, &name), p, s, ssrc_base)?;
             workers.add(rooms % gen_cpus.len(), legs, &mut gen_ports)?;
             rooms += 1;
         }
@@ -250,7 +261,7 @@ pub fn run(args: &Args) -> Result<(), String> {
                 .map(|(_, r)| format!("{:.0}", r * RELAYED_OCTETS * 8.0 / 1000.0))
                 .collect();
             println!(
-                "| {} | {} | {:.0} | {loss:.3} | {:.0} / {:.0} | {} | {} ({}) | {} |",
+                "| {} | {} | {:.0} | {loss:.3} | {:.0} / {:.0} | {} | {} | {} |",
                 rooms * p,
                 rooms * per_room,
                 stats.received_window as f64 / window,
@@ -258,7 +269,6 @@ pub fn run(args: &Args) -> Result<(), String> {
                 us(all, 0.99),
                 cpu_pct.join(" / "),
                 rates.join(" "),
-                pairs.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(" "),
                 kbits.join(" "),
             );
         }
