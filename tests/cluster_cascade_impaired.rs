@@ -372,4 +372,18 @@ fn a_cut_link_closes_the_remote_speaker_after_the_grace_and_brings_it_back_when_
         }),
         "the listener does not hear the speaker again"
     );
+    // And it stays: no set-up tried while the link was cut may close the healed link later
+    // (each waits up to 3 s for a datagram; one that gave up must not take the new link along).
+    seen.clear();
+    let closed_again = until_event(
+        &mut peers,
+        &events,
+        Duration::from_secs(4),
+        &mut seen,
+        |v| v["type"] == "producerClosed",
+    );
+    assert!(
+        closed_again.is_none(),
+        "the healed link went again: {seen:?}"
+    );
 }

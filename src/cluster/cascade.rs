@@ -122,8 +122,8 @@ impl Cascade {
 enum Wake {
     /// See [`Cascade::wake`].
     Room { channel: String, nudge: bool },
-    /// A link this node accepted: see [`activate::activate`].
-    Accepted((String, String)),
+    /// A link this node accepted (its key and receive link id): see [`activate::activate`].
+    Accepted(((String, String), u32)),
 }
 
 impl Cascade {
@@ -160,6 +160,8 @@ struct Link {
     held: Vec<Event>,
     /// The accepting end's copy of the initiator's producers, added once the link is alive.
     incoming: Vec<RemoteProducer>,
+    /// This set-up's receive link id (0 until chosen): tells it from one that replaced it.
+    receive_id: u32,
     since: Instant,
     /// When the peer was last sent the room's producers (see [`SYNC`]).
     synced: Instant,
@@ -368,8 +370,8 @@ pub(super) async fn run<H: Host>(ctx: Rc<H>) {
         }
         match woke {
             Some(Wake::Room { channel, nudge }) => set_up_now(&ctx, live, &channel, nudge).await,
-            Some(Wake::Accepted(key)) => {
-                glommio::spawn_local(activate::activate(ctx.clone(), key)).detach();
+            Some(Wake::Accepted(accepted)) => {
+                glommio::spawn_local(activate::activate(ctx.clone(), accepted)).detach();
             }
             None => {
                 reconcile(&ctx, live).await;
@@ -581,7 +583,7 @@ async fn initiate<H: Host>(ctx: Rc<H>, key: (String, String), node: RoomNode) {
         )
         .await
         .map_err(|e| e.message)?;
-        if !activate::wait_alive(&*ctx, channel, &node.id).await {
+        if !activate::wait_alive(&*ctx, channel, &node.id, receive_id).await {
             return Err("no datagram from the peer".to_string());
         }
         Ok(reply.producers)

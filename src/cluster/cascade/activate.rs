@@ -16,9 +16,14 @@ pub const SETUP_WAIT: Duration = Duration::from_secs(3);
 /// How often the wait asks the shard.
 const POLL: Duration = Duration::from_millis(10);
 
-/// Whether the link of `channel` to `peer` received an authentic datagram within
-/// [`SETUP_WAIT`].
-pub(super) async fn wait_alive<H: Host>(ctx: &H, channel: &str, peer: &str) -> bool {
+/// Whether the link of `channel` to `peer` that receives on link id `receive_id` (this set-up's:
+/// not one that replaced it) received an authentic datagram within [`SETUP_WAIT`].
+pub(super) async fn wait_alive<H: Host>(
+    ctx: &H,
+    channel: &str,
+    peer: &str,
+    receive_id: u32,
+) -> bool {
     let deadline = Instant::now() + SETUP_WAIT;
     loop {
         let cmd = LinkCommand::Link {
@@ -26,6 +31,7 @@ pub(super) async fn wait_alive<H: Host>(ctx: &H, channel: &str, peer: &str) -> b
             peer: peer.to_string(),
         };
         match cascade_call(ctx, channel, cmd).await {
+            Ok(Reply::Link(info)) if info.receive_id != receive_id => return false,
             Ok(Reply::Link(info)) if info.last_received.is_some() => return true,
             Ok(Reply::Link(_)) => {}
             _ => return false, // removed meanwhile
@@ -37,15 +43,19 @@ pub(super) async fn wait_alive<H: Host>(ctx: &H, channel: &str, peer: &str) -> b
     }
 }
 
-/// The accepting end of set-up `key`: once the link carries datagrams, the peer's producers
-/// (kept in the link's state by the set-up) are added and the link is ready; else it goes.
-pub(super) async fn activate<H: Host>(ctx: Rc<H>, key: (String, String)) {
+/// The accepting end of set-up `key` (its link receiving on `receive_id`): once the link
+/// carries datagrams, the peer's producers (kept in the link's state by the set-up) are added
+/// and the link is ready; else it goes. A set-up that another one replaced meanwhile does
+/// nothing: the new one has its own activation.
+pub(super) async fn activate<H: Host>(ctx: Rc<H>, (key, receive_id): ((String, String), u32)) {
     let cluster = ctx.cluster();
     let Some(live) = &cluster.live else { return };
     let (channel, peer) = (&key.0, &key.1);
-    let alive = wait_alive(&*ctx, channel, peer).await;
+    let alive = wait_alive(&*ctx, channel, peer, receive_id).await;
     let incoming = match live.cascade.borrow_mut().links.get_mut(&key) {
-        Some(link) if !link.ready => std::mem::take(&mut link.incoming),
+        Some(link) if !link.ready && link.receive_id == receive_id => {
+            std::mem::take(&mut link.incoming)
+        }
         _ => return, // replaced or removed meanwhile
     };
     if !alive {

@@ -275,8 +275,9 @@ impl Cluster {
                 let mut state = live.cascade.borrow_mut();
                 if let Some(link) = state.links.get_mut(&key) {
                     link.incoming = r.producers;
+                    link.receive_id = reply.receive_id;
                 }
-                state.send_wake(super::Wake::Accepted(key));
+                state.send_wake(super::Wake::Accepted((key, reply.receive_id)));
                 Ok(serde_json::to_value(reply).unwrap_or_default())
             }
             Err(e) => {
@@ -296,6 +297,7 @@ impl Cluster {
                 ready: false,
                 held: Vec::new(),
                 incoming: Vec::new(),
+                receive_id: 0,
                 since: Instant::now(),
                 synced: Instant::now(),
             },

@@ -21,8 +21,9 @@
 //!   `too_old`), `unknown_link`, `wrong_port`, `unknown_stream` (a packet before its producer's
 //!   signalling: dropped; the first one after it is delivered), the payload's errors, and the
 //!   RTP header's.
-//! - **Liveness.** Every [`KEEPALIVE_INTERVAL`] each link sends a keepalive; the peer echoes it
-//!   at once, which gives the link's round-trip time. [`LinkInfo::last_received`] is the last
+//! - **Liveness.** Every [`KEEPALIVE_INTERVAL`] each link sends a keepalive (and one at once
+//!   after its first authentic datagram); the peer echoes it at once, which gives the link's
+//!   round-trip time. [`LinkInfo::last_received`] is the last
 //!   authentic datagram of any kind: the control plane judges a dead link from it.
 //! - **Remote producers** are producers without a transport: listed by `producers`, announced
 //!   with `newProducer`, consumed with `consume`, paused, resumed and closed with the same events
@@ -425,7 +426,12 @@ impl Sfu {
             Err(reason) => return counters.drop("relay", reason.as_str()),
         };
         link.datagrams_in += 1;
-        link.last_received = Some(now);
+        // The first datagram of a new link: a keepalive back at once, so that the peer, which
+        // waits for the link to carry datagrams before it uses it, learns it does in one round
+        // trip rather than at our next keepalive (a second away).
+        if link.last_received.replace(now).is_none() {
+            link.next_keepalive = now;
+        }
         if from != link.peer_addr {
             tracing::info!(channel = %link.channel_id, peer = %link.peer, from = %link.peer_addr, to = %from, "cascade peer address changed");
             link.peer_addr = from;

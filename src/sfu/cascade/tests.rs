@@ -296,6 +296,8 @@ fn keepalives_give_liveness_and_rtt_and_a_moved_peer_is_latched() {
     let mut wire = Wire::default();
     p.a.handle_timeout(p.now, &mut wire);
     assert_eq!(wire.0.len(), 1, "the first keepalive at once");
+    // B's own first keepalive (lost on the way, say).
+    p.b.handle_timeout(p.now, &mut Wire::default());
     assert!(p.a.poll_timeout().unwrap() <= p.now + KEEPALIVE_INTERVAL);
     p.now += Duration::from_millis(30);
     let probe = wire.0.remove(0).2;
@@ -324,10 +326,22 @@ fn keepalives_give_liveness_and_rtt_and_a_moved_peer_is_latched() {
     let b_link = p.b.link("r", "n1").unwrap();
     assert_eq!((b_link.peer_addr, b_link.last_received), (moved, alive_at));
     assert_eq!(p.b.counters().dropped("relay", "replayed"), 1);
-    // Nothing more is due before the interval.
+    // Each end, having heard its peer for the first time, sends one more keepalive at once (so
+    // that a peer waiting for the link to carry datagrams learns it in one round trip), then
+    // nothing before the interval.
+    for sfu in [&mut p.a, &mut p.b] {
+        let mut wire = Wire::default();
+        sfu.handle_timeout(p.now, &mut wire);
+        assert_eq!(
+            wire.0.len(),
+            1,
+            "a keepalive at once after the first datagram"
+        );
+        let mut wire = Wire::default();
+        sfu.handle_timeout(p.now, &mut wire);
+        assert!(wire.0.is_empty(), "then only every interval");
+    }
     let mut wire = Wire::default();
-    p.a.handle_timeout(p.now, &mut wire);
-    assert!(wire.0.is_empty());
     p.now += KEEPALIVE_INTERVAL;
     p.a.handle_timeout(p.now, &mut wire);
     assert_eq!(wire.0.len(), 1);
