@@ -88,11 +88,25 @@ impl Daemon {
     pub fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let own_rtc = !extra.contains(&"--rtc-min-port");
         let own_api = !extra.contains(&"--listen");
+        // A node restarted on its address right after a SIGKILL: the dead process's sockets
+        // can outlive it for a moment (io_uring tears its rings down after the exit), so its
+        // API port may still be held; wait (bounded) until it is free, and retry on that.
+        let given = extra
+            .iter()
+            .position(|a| *a == "--listen")
+            .and_then(|i| extra.get(i + 1))
+            .and_then(|a| a.parse::<std::net::SocketAddr>().ok());
         let retry = |logs: &str| {
-            (own_api && logs.contains("cannot listen on"))
+            (logs.contains("cannot listen on") && (own_api || logs.contains("already in use")))
                 || (own_rtc && net::is_bind_failure(logs))
         };
         for attempt in 1.. {
+            if let Some(addr) = given {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while std::net::TcpListener::bind(addr).is_err() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
             let listen = format!("127.0.0.1:{}", net::free_port_range(1).0);
             let mut args = extra.to_vec();
             if own_api {
