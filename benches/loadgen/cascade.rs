@@ -15,10 +15,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use serde_json::json;
 
-use crate::setup::{rtp_capabilities, rtp_parameters, transport, Api, Clients};
-use crate::worker::{Cmd, LegSpec, Peer, Reply, RunSpec, StepStats};
+use crate::setup::{spread_room, Api, Clients, Layout};
+use crate::worker::LegSpec;
 use crate::{cpu_list, server::room_name, sys, Args, Workers};
 
 /// Kills its process when dropped.
@@ -83,76 +82,12 @@ fn room(
     ssrc_base: u32,
 ) -> Result<Vec<LegSpec>, String> {
     let on_b = |u: usize| u >= speakers && (u - speakers) % 2 == 1;
-    a.get(&format!("rtp-capabilities/{room}"))?;
-    let mut legs = Vec::new();
-    let mut producers = Vec::new();
-    // Node a's participants first: the room's node in region b is placed by b's first request.
-    for u in (0..participants)
-        .filter(|&u| !on_b(u))
-        .chain((0..participants).filter(|&u| on_b(u)))
-    {
-        let api = if on_b(u) { b } else { a };
-        if on_b(u) && u == speakers + 1 {
-            b.get(&format!("rtp-capabilities/{room}"))?;
-        }
-        let user = format!("u{u}");
-        let (send_addr, send) = transport(api, clients, room, &user, "send")?;
-        let (recv_addr, recv) = transport(api, clients, room, &user, "recv")?;
-        let publish = if u < speakers {
-            let ssrc = ssrc_base + u as u32;
-            let p = a.post(
-                "produce",
-                &json!({"channelId":room,"userId":user,"kind":"audio",
-                    "rtpParameters":rtp_parameters(ssrc, &user)}),
-            )?;
-            let id = p["producerId"].as_str().ok_or("no producerId")?;
-            producers.push((u, id.to_string()));
-            Some((ssrc, participants as u32 - 1))
-        } else {
-            None
-        };
-        legs.push(LegSpec {
-            server: send_addr,
-            peer: Peer::Srtp(send),
-            publish,
-            socket: None,
-            remote: false,
-        });
-        legs.push(LegSpec {
-            server: recv_addr,
-            peer: Peer::Srtp(recv),
-            publish: None,
-            socket: None,
-            remote: on_b(u),
-        });
-    }
-    // Node b lists a's speakers once the nodes linked the room (a heartbeat or two).
-    if let Some(u) = (0..participants).find(|&u| on_b(u)) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let v = b.get(&format!("producers/{room}/u{u}"))?;
-            if v["producers"].as_array().map_or(0, Vec::len) >= speakers {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(format!("node b does not list {room}'s speakers: {v}"));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    for u in 0..participants {
-        let api = if on_b(u) { b } else { a };
-        for (v, producer) in &producers {
-            if *v != u {
-                api.post(
-                    "consume",
-                    &json!({"channelId":room,"userId":format!("u{u}"),"producerId":producer,
-                        "rtpCapabilities":rtp_capabilities()}),
-                )?;
-            }
-        }
-    }
-    Ok(legs)
+    let layout = Layout {
+        nodes: &[a, b],
+        node: &|u| usize::from(on_b(u)),
+        remote: &on_b,
+    };
+    spread_room(&layout, clients, room, participants, speakers, ssrc_base)
 }
 
 pub fn us(h: &Histogram<u64>, q: f64) -> f64 {
@@ -231,17 +166,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             workers.add(rooms % gen_cpus.len(), legs, &mut gen_ports)?;
             rooms += 1;
         }
-        let pending: usize = workers
-            .all(|_| Cmd::Connect(Duration::from_secs(60)))
-            .into_iter()
-            .map(|r| match r {
-                Reply::Connected(n) => n,
-                _ => 0,
-            })
-            .sum();
-        if pending > 0 {
-            return Err(format!("{pending} legs did not connect"));
-        }
+        workers.connect()?;
         eprintln!(
             "loadgen: cascade: {rooms} rooms set up and connected in {:.1} s",
             t_setup.elapsed().as_secs_f64()
@@ -251,33 +176,14 @@ pub fn run(args: &Args) -> Result<(), String> {
         for _ in 0..args.repeat.max(1) {
             let warmup = Duration::from_secs_f64(args.warmup);
             let measure = Duration::from_secs_f64(args.measure);
-            for tx in &workers.tx {
-                let _ = tx.send(Cmd::Run(RunSpec {
-                    warmup,
-                    measure,
-                    drain: Duration::from_millis(300),
-                    sample: args.sample,
-                    busy_poll: args.busy_poll,
-                }));
-            }
+            workers.start_step(args);
             std::thread::sleep(warmup);
             let (a0, b0) = (cpu(&node_a), cpu(&node_b));
             std::thread::sleep(measure);
             let (a1, b1) = (cpu(&node_a), cpu(&node_b));
-            let mut stats = StepStats::empty();
-            for _ in 0..workers.tx.len() {
-                match workers.rx.recv() {
-                    Ok((_, Reply::Step(st))) => stats.merge(&st),
-                    Ok((_, Reply::Failed(e))) => return Err(e),
-                    _ => {}
-                }
-            }
+            let stats = workers.step_stats()?;
             let window = stats.window_ns.max(1) as f64 / 1e9;
-            let loss = if stats.expected == 0 {
-                0.0
-            } else {
-                100.0 * stats.expected.saturating_sub(stats.received) as f64 / stats.expected as f64
-            };
+            let loss = stats.loss_pct();
             let (la, lb) = (&stats.latency, &stats.latency_remote);
             let pct = |t0: u64, t1: u64| 100.0 * (t1 - t0) as f64 / hz / measure.as_secs_f64();
             println!(

@@ -10,11 +10,9 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
 use crate::cascade::{free_ports, start_node, start_redis, us, Proc};
-use crate::setup::{rtp_capabilities, rtp_parameters, transport, Api, Clients};
-use crate::worker::{Cmd, LegSpec, Peer, Reply, RunSpec, StepStats};
+use crate::setup::{spread_room, Api, Clients, Layout};
+use crate::worker::LegSpec;
 use crate::{cpu_list, server::room_name, sys, Args, Workers};
 
 const REGIONS: [&str; 3] = ["a", "b", "c"];
@@ -22,7 +20,8 @@ const REGIONS: [&str; 3] = ["a", "b", "c"];
 /// UDP/IPv4 (28).
 const RELAYED_OCTETS: f64 = 193.0;
 
-/// Room number `k` over the nodes (participant u on node (u + k) mod 3).
+/// Room number `k` over the nodes (participant u on node (u + k) mod 3; one latency histogram
+/// for all: a recv leg hears speakers of its own node and of others).
 fn room(
     nodes: &[Api],
     clients: &Clients,
@@ -31,79 +30,13 @@ fn room(
     speakers: usize,
     ssrc_base: u32,
 ) -> Result<Vec<LegSpec>, String> {
-    let on = |u: usize| (u + k) % nodes.len();
-    let mut legs = Vec::new();
-    let mut producers = Vec::new();
-    let mut placed = vec![false; nodes.len()];
-    for u in 0..participants {
-        let api = &nodes[on(u)];
-        if !std::mem::replace(&mut placed[on(u)], true) {
-            api.get(&format!("rtp-capabilities/{room}"))?;
-        }
-        let user = format!("u{u}");
-        let (send_addr, send) = transport(api, clients, room, &user, "send")?;
-        let (recv_addr, recv) = transport(api, clients, room, &user, "recv")?;
-        let publish = if u < speakers {
-            let ssrc = ssrc_base + u as u32;
-            let p = api.post(
-                "produce",
-                &json!({"channelId":room,"userId":user,"kind":"audio",
-                    "rtpParameters":rtp_parameters(ssrc, &user)}),
-            )?;
-            let id = p["producerId"].as_str().ok_or("no producerId")?;
-            producers.push((u, id.to_string()));
-            Some((ssrc, participants as u32 - 1))
-        } else {
-            None
-        };
-        legs.push(LegSpec {
-            server: send_addr,
-            peer: Peer::Srtp(send),
-            publish,
-            socket: None,
-            remote: false,
-        });
-        legs.push(LegSpec {
-            server: recv_addr,
-            peer: Peer::Srtp(recv),
-            publish: None,
-            socket: None,
-            // One histogram for all (a recv leg hears speakers of its node and of others).
-            remote: false,
-        });
-    }
-    // Every node lists every speaker once the nodes linked the room.
-    for (i, api) in nodes.iter().enumerate() {
-        let Some(u) = (speakers..participants).find(|&u| on(u) == i) else {
-            continue;
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let v = api.get(&format!("producers/{room}/u{u}"))?;
-            if v["producers"].as_array().map_or(0, Vec::len) >= speakers {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "node {} does not list {room}'s speakers: {v}",
-                    REGIONS[i]
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    for u in 0..participants {
-        for (v, producer) in &producers {
-            if *v != u {
-                nodes[on(u)].post(
-                    "consume",
-                    &json!({"channelId":room,"userId":format!("u{u}"),"producerId":producer,
-                        "rtpCapabilities":rtp_capabilities()}),
-                )?;
-            }
-        }
-    }
-    Ok(legs)
+    let nodes: Vec<&Api> = nodes.iter().collect();
+    let layout = Layout {
+        nodes: &nodes,
+        node: &|u| (u + k) % nodes.len(),
+        remote: &|_| false,
+    };
+    spread_room(&layout, clients, room, participants, speakers, ssrc_base)
 }
 
 /// Relayed packets node `api` sent to each peer so far, by peer id (its `/metrics`).
@@ -188,17 +121,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             workers.add(rooms % gen_cpus.len(), legs, &mut gen_ports)?;
             rooms += 1;
         }
-        let pending: usize = workers
-            .all(|_| Cmd::Connect(Duration::from_secs(60)))
-            .into_iter()
-            .map(|r| match r {
-                Reply::Connected(n) => n,
-                _ => 0,
-            })
-            .sum();
-        if pending > 0 {
-            return Err(format!("{pending} legs did not connect"));
-        }
+        workers.connect()?;
         eprintln!(
             "loadgen: headline: {rooms} rooms set up and connected in {:.1} s",
             t_setup.elapsed().as_secs_f64()
@@ -208,15 +131,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         for _ in 0..args.repeat.max(1) {
             let warmup = Duration::from_secs_f64(args.warmup);
             let measure = Duration::from_secs_f64(args.measure);
-            for tx in &workers.tx {
-                let _ = tx.send(Cmd::Run(RunSpec {
-                    warmup,
-                    measure,
-                    drain: Duration::from_millis(300),
-                    sample: args.sample,
-                    busy_poll: args.busy_poll,
-                }));
-            }
+            workers.start_step(args);
             std::thread::sleep(warmup);
             let c0: Vec<u64> = procs.iter().map(cpu).collect();
             let l0: Vec<Vec<(String, f64)>> =
@@ -227,20 +142,9 @@ pub fn run(args: &Args) -> Result<(), String> {
             let l1: Vec<Vec<(String, f64)>> =
                 nodes.iter().map(relayed_out).collect::<Result<_, _>>()?;
             let secs = t0.elapsed().as_secs_f64();
-            let mut stats = StepStats::empty();
-            for _ in 0..workers.tx.len() {
-                match workers.rx.recv() {
-                    Ok((_, Reply::Step(st))) => stats.merge(&st),
-                    Ok((_, Reply::Failed(e))) => return Err(e),
-                    _ => {}
-                }
-            }
+            let stats = workers.step_stats()?;
             let window = stats.window_ns.max(1) as f64 / 1e9;
-            let loss = if stats.expected == 0 {
-                0.0
-            } else {
-                100.0 * stats.expected.saturating_sub(stats.received) as f64 / stats.expected as f64
-            };
+            let loss = stats.loss_pct();
             let all = &stats.latency;
             let cpu_pct: Vec<String> = c0
                 .iter()

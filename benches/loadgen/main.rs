@@ -106,6 +106,48 @@ impl Workers {
         }
     }
 
+    /// Has every worker connect its new legs (ICE, DTLS); an error names the legs that did not.
+    fn connect(&self) -> Result<(), String> {
+        let pending: usize = self
+            .all(|_| Cmd::Connect(Duration::from_secs(60)))
+            .into_iter()
+            .map(|r| match r {
+                Reply::Connected(n) => n,
+                _ => 0,
+            })
+            .sum();
+        match pending {
+            0 => Ok(()),
+            n => Err(format!("{n} legs did not connect")),
+        }
+    }
+
+    /// Starts one step (warm-up, measurement, drain from `args`) on every worker.
+    fn start_step(&self, args: &Args) {
+        for tx in &self.tx {
+            let _ = tx.send(Cmd::Run(RunSpec {
+                warmup: Duration::from_secs_f64(args.warmup),
+                measure: Duration::from_secs_f64(args.measure),
+                drain: Duration::from_millis(300),
+                sample: args.sample,
+                busy_poll: args.busy_poll,
+            }));
+        }
+    }
+
+    /// Every worker's figures of the step [`Workers::start_step`] started, merged.
+    fn step_stats(&self) -> Result<StepStats, String> {
+        let mut stats = StepStats::empty();
+        for _ in 0..self.tx.len() {
+            match self.rx.recv() {
+                Ok((_, Reply::Step(st))) => stats.merge(&st),
+                Ok((_, Reply::Failed(e))) => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(stats)
+    }
+
     fn one(&self, i: usize, cmd: Cmd) -> Reply {
         let _ = self.tx[i].send(cmd);
         match self.rx.recv() {
@@ -198,17 +240,7 @@ fn ramp(args: &Args, target: &str) -> Result<Vec<Row>, String> {
             workers.add(worker, legs, &mut gen_ports)?;
             rooms += 1;
         }
-        let pending: usize = workers
-            .all(|_| Cmd::Connect(Duration::from_secs(60)))
-            .into_iter()
-            .map(|r| match r {
-                Reply::Connected(n) => n,
-                _ => 0,
-            })
-            .sum();
-        if pending > 0 {
-            return Err(format!("{pending} legs did not connect"));
-        }
+        workers.connect()?;
         let setup_s = t_setup.elapsed().as_secs_f64();
         // choir holds a new consumer for 500 ms (--consumer-hold) while the browser applies its
         // SDP; packets held then are not losses of the step.
@@ -250,18 +282,7 @@ fn ramp(args: &Args, target: &str) -> Result<Vec<Row>, String> {
             );
             let warmup = Duration::from_secs_f64(args.warmup);
             let measure = Duration::from_secs_f64(args.measure);
-            let spec = |_| {
-                Cmd::Run(RunSpec {
-                    warmup,
-                    measure,
-                    drain: Duration::from_millis(300),
-                    sample: args.sample,
-                    busy_poll: args.busy_poll,
-                })
-            };
-            for tx in &workers.tx {
-                let _ = tx.send(spec(0));
-            }
+            workers.start_step(args);
             std::thread::sleep(warmup);
             let cpu0 = pid.and_then(sys::process_cpu_ticks);
             let steal0 = sys::cpu_steal_ticks(&server_cpus);
@@ -270,14 +291,7 @@ fn ramp(args: &Args, target: &str) -> Result<Vec<Row>, String> {
             let cpu1 = pid.and_then(sys::process_cpu_ticks);
             let steal1 = sys::cpu_steal_ticks(&server_cpus);
             let gsteal1 = sys::cpu_steal_ticks(&gen_cpus);
-            let mut stats = StepStats::empty();
-            for _ in 0..workers.tx.len() {
-                match workers.rx.recv() {
-                    Ok((_, Reply::Step(st))) => stats.merge(&st),
-                    Ok((_, Reply::Failed(e))) => return Err(e),
-                    _ => {}
-                }
-            }
+            let stats = workers.step_stats()?;
             let drops = (
                 sys::udp_drops(is_server_port) - drops0.0,
                 sys::udp_drops(|p| gen_ports.contains(&p)) - drops0.1,
@@ -286,11 +300,7 @@ fn ramp(args: &Args, target: &str) -> Result<Vec<Row>, String> {
             let window = stats.window_ns.max(1) as f64 / 1e9;
             let pct =
                 |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-            let loss_pct = if stats.expected == 0 {
-                0.0
-            } else {
-                100.0 * stats.expected.saturating_sub(stats.received) as f64 / stats.expected as f64
-            };
+            let loss_pct = stats.loss_pct();
             let mut row = Row {
                 target: target.to_string(),
                 rooms,

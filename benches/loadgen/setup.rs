@@ -156,10 +156,45 @@ pub fn choir_room(
     speakers: usize,
     ssrc_base: u32,
 ) -> Result<Vec<LegSpec>, String> {
-    api.get(&format!("rtp-capabilities/{room}"))?;
+    let layout = Layout {
+        nodes: &[api],
+        node: &|_| 0,
+        remote: &|_| false,
+    };
+    spread_room(&layout, clients, room, participants, speakers, ssrc_base)
+}
+
+/// Where a room's participants join, for [`spread_room`]: participant u through
+/// `nodes[node(u)]`, its recv leg's latency recorded apart when `remote(u)`.
+pub struct Layout<'a> {
+    pub nodes: &'a [&'a Api],
+    pub node: &'a dyn Fn(usize) -> usize,
+    pub remote: &'a dyn Fn(usize) -> bool,
+}
+
+/// [`choir_room`] over several nodes (cluster regions): each node's participants in turn, the
+/// first of them placing the room there; each speaker produces through its own node; with
+/// several nodes, every node lists every speaker (the cascade linked the room) before anyone
+/// consumes.
+pub fn spread_room(
+    layout: &Layout<'_>,
+    clients: &Clients,
+    room: &str,
+    participants: usize,
+    speakers: usize,
+    ssrc_base: u32,
+) -> Result<Vec<LegSpec>, String> {
+    let api_of = |u: usize| layout.nodes[(layout.node)(u)];
+    let mut order: Vec<usize> = (0..participants).collect();
+    order.sort_by_key(|&u| (layout.node)(u));
+    let mut placed = vec![false; layout.nodes.len()];
     let mut legs = Vec::new();
     let mut producers = Vec::new();
-    for u in 0..participants {
+    for &u in &order {
+        let api = api_of(u);
+        if !std::mem::replace(&mut placed[(layout.node)(u)], true) {
+            api.get(&format!("rtp-capabilities/{room}"))?;
+        }
         let user = format!("u{u}");
         let (send_addr, send) = transport(api, clients, room, &user, "send")?;
         let (recv_addr, recv) = transport(api, clients, room, &user, "recv")?;
@@ -188,13 +223,31 @@ pub fn choir_room(
             peer: Peer::Srtp(recv),
             publish: None,
             socket: None,
-            remote: false,
+            remote: (layout.remote)(u),
         });
+    }
+    if layout.nodes.len() > 1 {
+        for (i, api) in layout.nodes.iter().enumerate() {
+            let Some(u) = (speakers..participants).find(|&u| (layout.node)(u) == i) else {
+                continue;
+            };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let v = api.get(&format!("producers/{room}/u{u}"))?;
+                if v["producers"].as_array().map_or(0, Vec::len) >= speakers {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("node {i} does not list {room}'s speakers: {v}"));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
     for u in 0..participants {
         for (v, producer) in &producers {
             if *v != u {
-                api.post(
+                api_of(u).post(
                     "consume",
                     &json!({"channelId":room,"userId":format!("u{u}"),"producerId":producer,
                         "rtpCapabilities":rtp_capabilities()}),

@@ -139,6 +139,15 @@ impl StepStats {
     pub fn empty() -> StepStats {
         StepStats::new()
     }
+
+    /// Copies the server should have delivered in the whole step but did not, in %.
+    pub fn loss_pct(&self) -> f64 {
+        if self.expected == 0 {
+            0.0
+        } else {
+            100.0 * self.expected.saturating_sub(self.received) as f64 / self.expected as f64
+        }
+    }
 }
 
 struct Leg {
