@@ -13,6 +13,8 @@
 mod common;
 #[path = "common/cluster.rs"]
 mod harness;
+#[path = "common/mesh.rs"]
+mod mesh;
 #[path = "common/redis.rs"]
 mod redis_server;
 
@@ -75,11 +77,7 @@ fn relay_drop(d: &Daemon, reason: &str) -> u64 {
 /// The sum of metric `family{..., peer="<peer>"}` in `d`'s /metrics.
 fn per_peer(d: &Daemon, family: &str, peer: &str) -> f64 {
     let (_, text) = d.metrics(None);
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{family}{{")))
-        .filter(|l| l.contains(&format!("peer=\"{peer}\"")))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    mesh::sum_where(&mesh::samples(&text, family), &[("peer", peer)])
 }
 
 #[test]
