@@ -9,23 +9,23 @@
 //! counted drops.
 
 mod common;
+#[path = "common/shard_leg.rs"]
+mod shard_leg;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use choir::client::{ClientReceived, ClientTransport, ServerParams};
+use choir::client::ClientReceived;
 use choir::control::cascade;
 use choir::process::config::PortMode;
-use choir::sfu::api::{
-    ConnectTransportRequest, ConsumeRequest, CreateTransportRequest, Direction, DtlsParameters,
-    DtlsRole, Fingerprint, ProduceRequest,
-};
+use choir::sfu::api::{ConsumeRequest, Direction, ProduceRequest};
 use choir::sfu::cascade::LinkParams;
 use choir::shard::{Command, Reply, ShardHandle, ShardSetup};
-use choir::wire::dtls::{self, DtlsIdentity};
+use choir::wire::dtls;
 use choir::wire::relay::{self, payload::Payload, LinkKey, HEADER_LEN};
 use futures_lite::future::block_on;
 use serde_json::json;
+use shard_leg::{call, leg, Leg};
 
 const ROOM: &str = "room";
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -36,15 +36,6 @@ const KEY_B_TO_A: [u8; 32] = [0xa5; 32];
 const KEY_A_TO_B: [u8; 32] = [0x5b; 32];
 const PACKETS: u16 = 200;
 const SSRC: u32 = 0x5000_0001;
-
-struct Leg {
-    client: ClientTransport,
-    socket: UdpSocket,
-}
-
-fn call(shard: &ShardHandle, command: Command) -> Reply {
-    block_on(shard.call(command)).expect("the shard answers")
-}
 
 fn spawn(
     index: usize,
@@ -71,51 +62,6 @@ fn spawn(
         link_port: None,
     })
     .expect("the shard starts")
-}
-
-fn leg(shard: &ShardHandle, user: &str, direction: Direction) -> Leg {
-    let req = CreateTransportRequest {
-        channel_id: ROOM.into(),
-        user_id: user.into(),
-        direction,
-    };
-    let Reply::Transport(t) = call(shard, Command::CreateTransport(req)) else {
-        panic!("create-transport");
-    };
-    let candidate = t
-        .ice_candidates
-        .iter()
-        .find(|c| c.protocol == "udp")
-        .unwrap();
-    let server = ServerParams {
-        address: SocketAddr::new(LOCALHOST, candidate.port),
-        ufrag: t.ice_parameters.username_fragment.clone(),
-        password: t.ice_parameters.password.clone(),
-        fingerprint: t.dtls_parameters.fingerprints[0].value.clone(),
-    };
-    let client = ClientTransport::new(
-        server,
-        dtls::DtlsRole::Client,
-        dtls::dtls_config(),
-        DtlsIdentity::generate().unwrap(),
-        Instant::now(),
-    );
-    let connect = ConnectTransportRequest {
-        channel_id: ROOM.into(),
-        user_id: user.into(),
-        transport_id: t.id.clone(),
-        dtls_parameters: DtlsParameters {
-            role: Some(DtlsRole::Client),
-            fingerprints: vec![Fingerprint {
-                algorithm: "sha-256".into(),
-                value: client.fingerprint().into(),
-            }],
-        },
-    };
-    call(shard, Command::ConnectTransport(connect));
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_nonblocking(true).unwrap();
-    Leg { client, socket }
 }
 
 /// Lets the clients send what they have and handle what arrived; returns the payloads (the
@@ -185,7 +131,7 @@ fn a_speaker_on_one_shard_is_heard_through_a_link_on_another() {
     }
 
     // Node A: a speaker.
-    let mut speaker = leg(&a, "speaker", Direction::Send);
+    let mut speaker = leg(&a, "speaker", Direction::Send, &dtls::dtls_config());
     let rtp = serde_json::from_value(json!({"mid":"0","codecs":[{"mimeType":"audio/opus","payloadType":111,"clockRate":48000,"channels":2}],
         "headerExtensions":[{"uri":"urn:ietf:params:rtp-hdrext:ssrc-audio-level","id":1}],
         "encodings":[{"ssrc":SSRC}],"rtcp":{"cname":"speaker"}}))
@@ -263,7 +209,7 @@ fn a_speaker_on_one_shard_is_heard_through_a_link_on_another() {
     .unwrap();
 
     // Node B: a listener consumes the remote producer by id.
-    let mut listener = leg(&b, "listener", Direction::Recv);
+    let mut listener = leg(&b, "listener", Direction::Recv, &dtls::dtls_config());
     let caps = serde_json::from_value(json!({"codecs":[{"kind":"audio","mimeType":"audio/opus","preferredPayloadType":100,"clockRate":48000,"channels":2}],
         "headerExtensions":[{"kind":"audio","uri":"urn:ietf:params:rtp-hdrext:ssrc-audio-level","preferredId":10}]}))
     .unwrap();

@@ -17,84 +17,25 @@
 mod common;
 #[path = "common/counting_alloc.rs"]
 mod counting_alloc;
+#[path = "common/shard_leg.rs"]
+mod shard_leg;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use choir::client::{ClientReceived, ClientTransport, ServerParams};
+use choir::client::ClientReceived;
 use choir::process::config::PortMode;
-use choir::sfu::api::{
-    ConnectTransportRequest, ConsumeRequest, CreateTransportRequest, Direction, DtlsParameters,
-    DtlsRole, Fingerprint, ProduceRequest,
-};
+use choir::sfu::api::{ConsumeRequest, Direction, ProduceRequest};
 use choir::shard::{Command, Reply, ShardHandle, ShardSetup};
-use choir::wire::dtls::{self, DtlsIdentity};
+use choir::wire::dtls;
 use counting_alloc::{watch_thread, watched_allocations};
 use futures_lite::future::block_on;
 use serde_json::json;
+use shard_leg::{call, leg, Leg};
 
 const LISTENERS: usize = 10;
 const BURST: u16 = 16;
 const BURSTS: u16 = 200;
-
-struct Leg {
-    client: ClientTransport,
-    socket: UdpSocket,
-}
-
-fn call(shard: &ShardHandle, command: Command) -> Reply {
-    block_on(shard.call(command)).expect("the shard answers")
-}
-
-fn leg(
-    shard: &ShardHandle,
-    user: &str,
-    direction: Direction,
-    config: &std::sync::Arc<dimpl::Config>,
-) -> Leg {
-    let req = CreateTransportRequest {
-        channel_id: "room".into(),
-        user_id: user.into(),
-        direction,
-    };
-    let Reply::Transport(t) = call(shard, Command::CreateTransport(req)) else {
-        panic!("create-transport");
-    };
-    let candidate = t
-        .ice_candidates
-        .iter()
-        .find(|c| c.protocol == "udp")
-        .unwrap();
-    let server = ServerParams {
-        address: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), candidate.port),
-        ufrag: t.ice_parameters.username_fragment.clone(),
-        password: t.ice_parameters.password.clone(),
-        fingerprint: t.dtls_parameters.fingerprints[0].value.clone(),
-    };
-    let client = ClientTransport::new(
-        server,
-        dtls::DtlsRole::Client,
-        config.clone(),
-        DtlsIdentity::generate().unwrap(),
-        Instant::now(),
-    );
-    let connect = ConnectTransportRequest {
-        channel_id: "room".into(),
-        user_id: user.into(),
-        transport_id: t.id.clone(),
-        dtls_parameters: DtlsParameters {
-            role: Some(DtlsRole::Client),
-            fingerprints: vec![Fingerprint {
-                algorithm: "sha-256".into(),
-                value: client.fingerprint().into(),
-            }],
-        },
-    };
-    call(shard, Command::ConnectTransport(connect));
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_nonblocking(true).unwrap();
-    Leg { client, socket }
-}
 
 /// Lets every client send what it has and handle what arrived; returns RTP packets received.
 fn pump(legs: &mut [Leg], buf: &mut [u8]) -> usize {
