@@ -107,13 +107,15 @@ class Bridge {
     this.peer = null;
     this.exclude = new Set(exclude.map((a) => `${a.ip}:${a.port}`));
     this.strays = 0;
+    this.strayFrom = new Set();
+    this.opened = performance.now();
     this.lastDue = [0, 0];
     this.tracks = [new Map(), new Map()];
     this.ge = chain.map(() => [new Map(), new Map()]); // stage -> dir -> ssrc ordinal -> states
     this.streams = chain.map((_, s) => [stream(relay.seed, id, s, 0), stream(relay.seed, id, s, 1)]);
     // rtpRepeats: RTP packets whose sequence number this direction carried before (a
     // retransmission), rtpRepeatsDropped: those of them that the legs dropped.
-    this.tap = [0, 1].map(() => ({ datagrams: 0, dropped: 0, rtp: 0, rtpDropped: 0, rtpRepeats: 0, rtpRepeatsDropped: 0, rtpPadded: 0, streams: {}, delivered: 0, lateMs: 0, maxLateMs: 0, late5ms: 0 }));
+    this.tap = [0, 1].map(() => ({ datagrams: 0, dropped: 0, rtp: 0, rtpDropped: 0, rtpRepeats: 0, rtpRepeatsDropped: 0, rtpPadded: 0, stun: 0, stunDropped: 0, stunLog: [], streams: {}, delivered: 0, lateMs: 0, maxLateMs: 0, late5ms: 0 }));
     socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
   }
 
@@ -134,6 +136,7 @@ class Bridge {
       if (!this.peer && !this.exclude.has(`${rinfo.address}:${rinfo.port}`)) this.peer = { ip: rinfo.address, port: rinfo.port };
       if (!this.peer || rinfo.address !== this.peer.ip || rinfo.port !== this.peer.port) {
         this.strays++;
+        this.strayFrom.add(`${rinfo.address}:${rinfo.port}`);
         return;
       }
       dir = 0;
@@ -159,6 +162,7 @@ class Bridge {
       if (times > 0) tap.rtpRepeats++;
       if (t.seen.size > 4096) t.seen.delete(t.seen.keys().next().value);
     }
+    if (c.kind === 'stun') tap.stun++;
     let delay = 0;
     for (let s = 0; s < this.chain.length; s++) {
       const imp = this.chain[s];
@@ -166,11 +170,13 @@ class Bridge {
         tap.dropped++;
         if (track) tap.rtpDropped++;
         if (track && times > 0) tap.rtpRepeatsDropped++;
+        if (c.kind === 'stun') this.logStun(tap, msg, true);
         return;
       }
       const u = this.streams[s][dir]();
       delay += Math.max(0, imp.delayMs + (2 * u - 1) * imp.jitterMs);
     }
+    if (c.kind === 'stun') this.logStun(tap, msg, false);
     const now = performance.now();
     let due = now + delay;
     if (!this.chain.some((imp) => imp.reorder)) due = Math.max(due, this.lastDue[dir]);
@@ -190,6 +196,13 @@ class Bridge {
     };
     if (due <= now) send();
     else setTimeout(send, due - now);
+  }
+
+  /** The last STUN datagrams of a direction: when (ms since the bridge opened), type, fate. */
+  logStun(tap, msg, dropped) {
+    if (dropped) tap.stunDropped++;
+    tap.stunLog.push({ ms: Math.round(performance.now() - this.opened), type: msg.readUInt16BE(0).toString(16), dropped });
+    if (tap.stunLog.length > 64) tap.stunLog.shift();
   }
 
   drops(stage, dir, imp, track, index, times) {
@@ -253,7 +266,7 @@ export function startRelay({ seed = 1, ip = '127.0.0.1', ports = null } = {}) {
     },
     /** What each bridge saw, per direction (0: peer → target, 1: target → peer). */
     taps() {
-      return bridges.map((b) => ({ name: b.name, target: b.target, peer: b.peer, strays: b.strays, toTarget: structuredClone(b.tap[0]), fromTarget: structuredClone(b.tap[1]) }));
+      return bridges.map((b) => ({ name: b.name, target: b.target, peer: b.peer, strays: b.strays, strayFrom: [...b.strayFrom], toTarget: structuredClone(b.tap[0]), fromTarget: structuredClone(b.tap[1]) }));
     },
     async close() {
       await Promise.all(bridges.map((b) => b.close()));

@@ -15,7 +15,7 @@ import { runCall, windowStats } from '../../benches/quality/call.mjs';
 import { LEG_DELAY_MS } from '../../benches/quality/cases.mjs';
 import { impairment, startRelay } from '../../benches/quality/relay.mjs';
 import { buildPage, startServer } from '../../benches/quality/server.mjs';
-import { expectEmpty, FIREFOX_CONSENT_TIMEOUT } from './firefox.mjs';
+import { expectEmpty } from './firefox.mjs';
 import { expectHears, toneOf, waitHearing } from './lib/checks.mjs';
 import { freePortRange } from './lib/ports.mjs';
 import { check, fmt, sleep, withTimeout } from './lib/util.mjs';
@@ -41,6 +41,15 @@ const WARMUP_S = 8;
 const MEASURE_S = 10;
 
 const leg = (loss = 0) => ({ loss, delayMs: LEG_DELAY_MS });
+
+/**
+ * choir's ICE consent timeout in these scenarios: RFC 7675's and choir's default. A lossy leg
+ * drops STUN like any datagram, and Firefox sends one consent request every 4–5 s without
+ * retransmitting it (the relay's STUN log: "0.1q 5.1q(dropped) 9.3q 14.2q"): with the Firefox
+ * scenarios' 15 s, two requests lost in a row closed the listener mid-call (the fresh-clone
+ * suite failed so twice); at 30 s it takes six.
+ */
+const LOSSY_CONSENT_TIMEOUT = '30s';
 
 /** Relay ports: free, outside the kernel's ephemeral range and outside this choir's range. */
 async function relayPorts(t, n = 40) {
@@ -126,6 +135,7 @@ const nackFec = {
   name: 'loss-nack-fec',
   description: "the plan's mediasoup-client flow through a relay losing 10 % on each leg: NACK repairs both legs (the listener's NACKs answered by choir's retransmissions, which reach it; choir NACKs the speaker) and Opus FEC is on; the listener conceals far less than the loss",
   ownBrowsers: true,
+  consentTimeout: LOSSY_CONSENT_TIMEOUT,
   timeoutMs: 90000,
   async run(t) {
     const browser = await t.launch('chromium');
@@ -169,7 +179,7 @@ const nackFec = {
 const firefoxFec = {
   name: 'loss-firefox-fec',
   netns: true,
-  consentTimeout: FIREFOX_CONSENT_TIMEOUT,
+  consentTimeout: LOSSY_CONSENT_TIMEOUT,
   description: "a Firefox listener losing 10 % on its leg gets Opus FEC from a Chromium speaker on a clean leg: the speaker's encoder turns FEC on because choir reports the listener's loss",
   ownBrowsers: true,
   timeoutMs: 90000,
@@ -193,6 +203,10 @@ const firefoxFec = {
       t.name,
       `Firefox listener: ${w.fecPackets} FEC packets, concealed ${fmt(w.concealedPct, 2)} %, lost ${fmt(w.lostPct, 2)} % (the relay dropped ${fmt(pct(down.rtpDropped, down.rtp), 1)} % down, ${up.rtpDropped} packets up); speaker's last RR fraction lost at the window's start ${rr(r.stats.start)}, end ${rr(r.stats.end)}`,
     );
+    // The listener's ICE consent over its lossy leg (Firefox checks about every 5 s).
+    const listenerBridge = mediaBridge(taps, 'down');
+    const stunLog = (tap) => tap.stunLog.map((x) => `${(x.ms / 1000).toFixed(1)}${x.type === '1' ? 'q' : 'r'}${x.dropped ? 'x' : ''}`).join(' ');
+    t.note(`listener's leg, STUN to choir: ${stunLog(listenerBridge.toTarget)}; from choir: ${stunLog(listenerBridge.fromTarget)}; strays ${listenerBridge.strays} from ${listenerBridge.strayFrom.join(', ') || 'nowhere'}`);
     // The speaker's leg is clean and its encoder sends FEC only while told of loss (without it,
     // 0 FEC packets: the benchmark's choir-before, and a Chromium listener whose NACKs repair
     // its leg): only choir's Receiver Reports, carrying the listener's loss, can have told it.
@@ -239,6 +253,7 @@ const concealedPct = (a, b) => pct(b.concealedSamples - a.concealedSamples, b.to
 const redPage = {
   name: 'loss-red-page',
   description: "choir's try-it page in Chromium asks for RED: over a 10 % lossy downlink it gets RED (payload type 101 on the wire, accepted in its answer), hears the speaker's tone, and conceals far less than the loss",
+  consentTimeout: LOSSY_CONSENT_TIMEOUT,
   timeoutMs: 90000,
   async run(t) {
     const tone = toneOf(0);
