@@ -116,7 +116,24 @@ pub fn rtp(data: &[u8]) {
     // own payload as an earlier frame reads back with that payload as its primary.
     let payload = &packet[header.header_len..header.header_len + header.payload_len];
     if let Ok(blocks) = rtp::red::blocks(payload) {
-        let _ = blocks.map(|b| b.data.len()).sum::<usize>();
+        // Each block unpacked as a speaker's RED is (`crate::sfu::red`): a plain packet that
+        // parses, carrying exactly the block's frame.
+        let mut plain = [0u8; 2048];
+        for block in blocks {
+            let _ = rtp::opus::packet_duration(block.data);
+            let fields = rtp::red::Unpacked {
+                marker: false,
+                payload_type: block.payload_type,
+                sequence: header.sequence.wrapping_sub(1),
+                timestamp: header.timestamp.wrapping_sub(block.timestamp_offset),
+            };
+            if let Some(n) =
+                rtp::red::unpack(packet, header.header_len, block.data, fields, &mut plain)
+            {
+                let h = rtp::parse(&plain[..n]).expect("an unpacked block parses");
+                assert_eq!(h.payload(&plain[..n]), Some(block.data));
+            }
+        }
     }
     let mut red = [0u8; 4096];
     red[..packet.len()].copy_from_slice(packet);
@@ -499,5 +516,6 @@ fn default_producer() -> ortc::ProducerRtp {
         cname: "fuzz".into(),
         codec_parameters: Default::default(),
         nack: false,
+        red_payload_type: None,
     }
 }

@@ -1,6 +1,6 @@
 //! The forwarding hot path makes no heap allocation: 10,000 packets from one producer fanned out
 //! to 10 consumers (decrypt once, rewrite + encrypt per consumer), counted by a global allocator;
-//! with NACK and RED; and across a cascade link (relayed out, received in and fanned out).
+//! with NACK and RED (to listeners, and from a speaker); and across a cascade link (relayed out, received in and fanned out).
 
 #[path = "common/cascade.rs"]
 mod cascade;
@@ -100,8 +100,26 @@ fn ten_thousand_packets_to_ten_consumers_allocate_nothing() {
 /// forwarding and retransmitting allocate nothing either.
 #[test]
 fn nack_on_both_legs_and_red_allocate_nothing() {
+    let c = nack_and_red(false);
+    assert!(c.rtp_retransmitted > 1_500, "{c:?}");
+    assert!(c.nacks_sent > 400, "{c:?}");
+}
+
+/// The same with a speaker that sends RED: each packet unpacked, each lost one recovered from
+/// the next.
+#[test]
+fn a_red_speaker_allocates_nothing() {
+    let c = nack_and_red(true);
+    assert!(c.rtp_retransmitted > 1_500, "{c:?}");
+    assert!(c.rtp_recovered >= 499, "{c:?}");
+}
+
+/// A speaker negotiating NACK (and sending RED with `speaker_red`), 10 listeners: 8 with NACK,
+/// 2 with RED. Every tenth packet is lost on the speaker's leg, and listeners NACK. Asserts no
+/// allocation; returns the counters.
+fn nack_and_red(speaker_red: bool) -> choir::sfu::Counters {
     let mut lb = Loopback::new();
-    let speaker = lb.join_with("room", "speaker", true, true);
+    let speaker = lb.join_codecs("room", "speaker", true, true, speaker_red);
     let listeners: Vec<usize> = (0..10)
         .map(|i| lb.join("room", &format!("l{i}"), false))
         .collect();
@@ -116,6 +134,7 @@ fn nack_on_both_legs_and_red_allocate_nothing() {
     let path = lb.members[speaker].send.path;
     let key = Some(lb.members[speaker].send.key);
     let mut plain = [0u8; 2048];
+    let mut previous = [0u8; 2048];
     let mut datagram = [0u8; 2048];
     let mut nack = [0u8; 2048];
     let mut total = 0;
@@ -123,9 +142,19 @@ fn nack_on_both_legs_and_red_allocate_nothing() {
     for seq in 0..5_000u16 {
         lb.now += std::time::Duration::from_millis(20);
         let now = lb.now;
-        // Every tenth packet is lost on the speaker's leg (choir NACKs it upstream).
+        // Every tenth packet is lost on the speaker's leg (choir NACKs it upstream, or recovers
+        // it from the next one's RED).
         if seq % 10 != 9 {
-            let len = lb.rtp_packet(speaker, seq, &mut plain);
+            let mut len = lb.rtp_packet(speaker, seq, &mut plain);
+            if speaker_red {
+                // A 20 ms Opus frame (TOC 0x78) after the one before it, payload type 63.
+                plain[20] = 0x78;
+                let n = lb.rtp_packet(speaker, seq.wrapping_sub(1), &mut previous);
+                previous[20] = 0x78;
+                let earlier = [(960, &previous[20..n])];
+                len = choir::wire::rtp::red::encode(&mut plain, len, 20, 111, &earlier).unwrap();
+                plain[1] = 63;
+            }
             datagram[..len].copy_from_slice(&plain[..len]);
             let speaker_leg = &mut lb.members[speaker].send.client;
             let n = speaker_leg.protect_rtp(&mut datagram, len).unwrap();
@@ -150,10 +179,11 @@ fn nack_on_both_legs_and_red_allocate_nothing() {
             total += a;
         }
     }
-    let c = lb.sfu.counters();
-    assert!(c.rtp_retransmitted > 1_500, "{c:?}");
-    assert!(c.nacks_sent > 400, "{c:?}");
-    assert_eq!(total, 0, "heap allocations with NACK on both legs");
+    assert_eq!(
+        total, 0,
+        "heap allocations with NACK on both legs (RED speaker: {speaker_red})"
+    );
+    lb.sfu.counters().clone()
 }
 
 /// Counts client datagrams; keeps the last link datagram (in a buffer allocated up front).

@@ -306,3 +306,125 @@ fn a_red_listener_gets_the_two_frames_before_each_packet_and_no_nack() {
     assert!(nack(&mut lb, red, red_ssrc, &[305]).is_empty());
     assert_eq!(drops(&lb, "not_negotiated"), 1);
 }
+
+/// A 20 ms Opus frame of `seq` (TOC 0x78: hybrid fullband, 20 ms, one frame).
+fn opus_frame(seq: u16) -> Vec<u8> {
+    let mut f = vec![0x78];
+    f.extend((0..40u16).map(|i| (i ^ seq) as u8));
+    f
+}
+
+/// The RED packet a Chromium speaker (RED distance 2) sends as `seq`: its header from
+/// `rtp_packet` with payload type 63, the frames of `seq - 2` and `seq - 1`, then its own.
+fn red_packet(lb: &Loopback, speaker: usize, seq: u16, buf: &mut [u8]) -> usize {
+    lb.rtp_packet(speaker, seq, buf);
+    buf[1] = 63;
+    let mut len = 20 + opus_frame(seq).len();
+    buf[20..len].copy_from_slice(&opus_frame(seq));
+    let earlier: Vec<(u32, Vec<u8>)> = [2u16, 1]
+        .iter()
+        .map(|&k| (u32::from(k) * 960, opus_frame(seq - k)))
+        .collect();
+    let earlier: Vec<(u32, &[u8])> = earlier.iter().map(|(o, f)| (*o, &f[..])).collect();
+    len = rtp::red::encode(buf, len, 20, 111, &earlier).unwrap();
+    len
+}
+
+#[test]
+fn a_red_speakers_lost_packets_are_recovered_for_plain_listeners() {
+    let mut lb = Loopback::new();
+    let speaker = lb.join_codecs(CHANNEL, "speaker", true, false, true);
+    let plain = lb.join(CHANNEL, "plain", false);
+    let red = lb.join(CHANNEL, "red", false);
+    lb.consume(CHANNEL, plain, speaker);
+    lb.consume_caps(CHANNEL, red, speaker, false, true);
+    lb.settle();
+    // The speaker's leg loses 105; 110 and 111; 115, 116 and 117 (RED repeats only two back).
+    let lost = [105u16, 110, 111, 115, 116, 117];
+    let mut buf = [0u8; 2048];
+    let mut order = Vec::new();
+    let mut got = BTreeMap::new();
+    for seq in (100..122u16).filter(|s| !lost.contains(s)) {
+        lb.now += Duration::from_millis(20);
+        let len = red_packet(&lb, speaker, seq, &mut buf);
+        let q = lb.send_rtp(speaker, &buf[..len]);
+        for (member, p) in lb.deliver(q) {
+            let h = rtp::parse(&p).unwrap();
+            if member == plain {
+                order.push(h.sequence);
+            }
+            got.insert((member, h.sequence), p);
+        }
+    }
+    // The plain listener: plain Opus, every packet but 115, byte-identical frames, in order of
+    // sequence and with timestamps 960 apart, whether sent or recovered.
+    let packets: Vec<_> = got
+        .iter()
+        .filter(|((m, _), _)| *m == plain)
+        .map(|(_, p)| p)
+        .collect();
+    assert_eq!(packets.len(), 22 - 1, "all but 115");
+    let first = rtp::parse(packets[0]).unwrap();
+    for p in &packets {
+        let h = rtp::parse(p).unwrap();
+        assert_eq!(h.payload_type, 100);
+        let seq = 100 + h.sequence.wrapping_sub(first.sequence);
+        assert_ne!(seq, 115);
+        assert_eq!(
+            &p[h.header_len..h.header_len + h.payload_len],
+            opus_frame(seq),
+            "{seq}"
+        );
+        assert_eq!(
+            h.timestamp.wrapping_sub(first.timestamp),
+            u32::from(seq - 100) * 960,
+            "{seq}"
+        );
+    }
+    let in_order = order.windows(2).all(|w| w[1].wrapping_sub(w[0]) < 0x8000);
+    assert!(in_order, "recovered ones before their carrier: {order:?}");
+    assert_eq!(
+        lb.sfu.counters().rtp_recovered,
+        5,
+        "105, 110, 111, 116, 117"
+    );
+    // The RED listener's packet 112 repeats 110 and 111, recovered.
+    let p = got
+        .iter()
+        .filter(|((m, _), _)| *m == red)
+        .map(|(_, p)| p)
+        .find(|p| {
+            let h = rtp::parse(p).unwrap();
+            rtp::red::blocks(&p[h.header_len..h.header_len + h.payload_len])
+                .unwrap()
+                .last()
+                .unwrap()
+                .data
+                == opus_frame(112)
+        })
+        .unwrap();
+    let h = rtp::parse(p).unwrap();
+    let frames: Vec<_> = rtp::red::blocks(&p[h.header_len..h.header_len + h.payload_len])
+        .unwrap()
+        .map(|b| b.data.to_vec())
+        .collect();
+    assert_eq!(frames, [opus_frame(110), opus_frame(111), opus_frame(112)]);
+    // 110 arriving late (or retransmitted) after its recovery is a duplicate; a truncated RED
+    // payload is dropped; neither reaches anyone.
+    let len = red_packet(&lb, speaker, 110, &mut buf);
+    let q = lb.send_rtp(speaker, &buf[..len]);
+    assert!(lb.deliver(q).is_empty());
+    let len = red_packet(&lb, speaker, 122, &mut buf);
+    // The first block's length runs past the payload.
+    (buf[22], buf[23]) = (buf[22] | 0x03, 0xff);
+    let q = lb.send_rtp(speaker, &buf[..len]);
+    assert!(lb.deliver(q).is_empty());
+    let c = lb.sfu.counters();
+    assert_eq!(
+        (
+            c.dropped("rtp", "red_duplicate"),
+            c.dropped("rtp", "red_truncated")
+        ),
+        (1, 1)
+    );
+}

@@ -288,6 +288,8 @@ export class ChoirClient extends EventTarget {
       rtpParameters: {
         mid: local.mid,
         codecs: [
+          // RED first when the answer gave it: what the browser sends (choir unpacks it).
+          ...(answer.red ? [{ ...OPUS, mimeType: 'audio/red', payloadType: local.redPt, parameters: {}, rtcpFeedback: [] }] : []),
           {
             ...OPUS,
             payloadType: local.pt,

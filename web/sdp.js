@@ -66,9 +66,16 @@ export function parseLocalAudio(sdp) {
     if (m) extensions.push({ id: Number(m[1]), direction: m[2] ?? 'sendrecv', uri: m[3] });
   }
   const ssrcLine = media.map((l) => l.match(/^a=ssrc:(\d+) cname:(.+)$/)).find(Boolean);
+  // RED (RFC 2198) over this Opus, if offered (Chromium: `a=fmtp:63 111/111`).
+  const redPt = media
+    .map((l) => l.match(/^a=rtpmap:(\d+) red\/48000\/2$/i))
+    .filter(Boolean)
+    .map((m) => Number(m[1]))
+    .find((p) => media.includes(`a=fmtp:${p} ${pt}/${pt}`));
   return {
     mid: attr(media, 'mid'),
     pt,
+    redPt,
     fmtp: parseFmtp(media.find((l) => l.startsWith(`a=fmtp:${pt} `))?.slice(`a=fmtp:${pt} `.length)),
     extensions,
     ssrc: ssrcLine ? Number(ssrcLine[1]) : undefined,
@@ -121,12 +128,16 @@ export function hasNack(codec) {
 /**
  * The answer of choir's send transport to the browser's offer. `router` is the router's Opus
  * codec: its parameters (in-band FEC, DTX) go into the answer, which the browser's encoder
- * reads, and its NACK turns on the browser's retransmissions of what choir asks for.
+ * reads, and its NACK turns on the browser's retransmissions of what choir asks for. Where the
+ * browser offered RED over its Opus, the answer puts RED first: the browser then sends each
+ * frame again in the next packet, and choir recovers from it what the speaker's leg lost (see
+ * the README's "Lossy networks").
  */
 export function sendAnswer(options, local, uris, router) {
   const t = transportLines(options);
   const params = { ...local.fmtp, ...(router?.parameters ?? {}) };
   const extensions = local.extensions.filter((e) => uris.has(e.uri) && e.direction !== 'recvonly' && e.direction !== 'inactive');
+  const red = local.redPt !== undefined;
   const lines = [
     'v=0',
     `o=choir ${Date.now()} 1 IN IP4 0.0.0.0`,
@@ -134,18 +145,19 @@ export function sendAnswer(options, local, uris, router) {
     't=0 0',
     ...t.session,
     `a=group:BUNDLE ${local.mid}`,
-    `m=audio 9 UDP/TLS/RTP/SAVPF ${local.pt}`,
+    `m=audio 9 UDP/TLS/RTP/SAVPF ${red ? `${local.redPt} ` : ''}${local.pt}`,
     ...t.media,
     'a=setup:passive',
     `a=mid:${local.mid}`,
     'a=recvonly',
     ...(local.rtcpRsize ? ['a=rtcp-rsize'] : []),
+    ...(red ? [`a=rtpmap:${local.redPt} red/48000/2`, `a=fmtp:${local.redPt} ${local.pt}/${local.pt}`] : []),
     `a=rtpmap:${local.pt} opus/48000/2`,
     ...(hasNack(router) ? [`a=rtcp-fb:${local.pt} nack`] : []),
     ...(Object.keys(params).length ? [`a=fmtp:${local.pt} ${fmtp(params)}`] : []),
     ...extensions.map((e) => `a=extmap:${e.id} ${e.uri}`),
   ];
-  return { sdp: sdp(lines), extensions, nack: hasNack(router) };
+  return { sdp: sdp(lines), extensions, nack: hasNack(router), red };
 }
 
 /** choir's offer on the recv transport: one m-line per consumer, closed ones inactive. */

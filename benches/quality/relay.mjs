@@ -115,7 +115,7 @@ class Bridge {
     this.streams = chain.map((_, s) => [stream(relay.seed, id, s, 0), stream(relay.seed, id, s, 1)]);
     // rtpRepeats: RTP packets whose sequence number this direction carried before (a
     // retransmission), rtpRepeatsDropped: those of them that the legs dropped.
-    this.tap = [0, 1].map(() => ({ datagrams: 0, dropped: 0, rtp: 0, rtpDropped: 0, rtpRepeats: 0, rtpRepeatsDropped: 0, rtpPadded: 0, stun: 0, stunDropped: 0, stunLog: [], streams: {}, delivered: 0, lateMs: 0, maxLateMs: 0, late5ms: 0 }));
+    this.tap = [0, 1].map(() => ({ datagrams: 0, dropped: 0, rtp: 0, rtpBytes: 0, rtpDropped: 0, rtpRepeats: 0, rtpRepeatsDropped: 0, rtpPadded: 0, stun: 0, stunDropped: 0, stunLog: [], streams: {}, delivered: 0, lateMs: 0, maxLateMs: 0, late5ms: 0 }));
     socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
   }
 
@@ -150,6 +150,7 @@ class Bridge {
     let times = 0;
     if (c.kind === 'rtp') {
       tap.rtp++;
+      tap.rtpBytes += msg.length;
       const k = `${c.ssrc}/${c.pt}`;
       tap.streams[k] = (tap.streams[k] ?? 0) + 1;
       if (msg[0] & 0x20) tap.rtpPadded++;

@@ -371,7 +371,7 @@ impl Collector for Snapshot {
         )?;
         // Generic NACK (RFC 4585) on both legs; misses are drops with layer "nack".
         type Field = fn(&crate::sfu::Counters) -> u64;
-        let nack: [(&str, &str, Field); 5] = [
+        let nack: [(&str, &str, Field); 6] = [
             (
                 "choir_nacks_received",
                 "NACKs received from listeners",
@@ -394,6 +394,11 @@ impl Collector for Snapshot {
                 "choir_rtp_repaired",
                 "RTP packets a speaker retransmitted after a NACK from choir",
                 |c| c.rtp_repaired,
+            ),
+            (
+                "choir_rtp_recovered",
+                "RTP packets recovered from a RED speaker's redundancy",
+                |c| c.rtp_recovered,
             ),
         ];
         for (name, help, field) in nack {

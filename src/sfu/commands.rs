@@ -216,6 +216,7 @@ impl Sfu {
             parameters: req.rtp_parameters.clone(),
             ssrc: rtp.ssrc,
             gaps: rtp.nack.then(Box::default),
+            red: Default::default(),
             rtp,
             paused: req.paused,
             stats: None,

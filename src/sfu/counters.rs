@@ -39,6 +39,8 @@ pub struct Counters {
     /// NACKs choir sent to speakers, and the packets that came back after one.
     pub nacks_sent: u64,
     pub rtp_repaired: u64,
+    /// Packets recovered from a RED speaker's redundancy (`crate::sfu::red`).
+    pub rtp_recovered: u64,
     /// Speaking transitions (`speakingChanged` true / false) and dominant speaker changes.
     pub speaking_started: u64,
     pub speaking_stopped: u64,
@@ -115,6 +117,7 @@ impl Counters {
         self.rtp_retransmitted += o.rtp_retransmitted;
         self.nacks_sent += o.nacks_sent;
         self.rtp_repaired += o.rtp_repaired;
+        self.rtp_recovered += o.rtp_recovered;
         self.speaking_started += o.speaking_started;
         self.speaking_stopped += o.speaking_stopped;
         self.dominant_changes += o.dominant_changes;

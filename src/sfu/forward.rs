@@ -99,13 +99,28 @@ impl Sfu {
         let Some(pk) = self.find_producer(key, packet, &header) else {
             return self.counters.drop("rtp", "unknown_ssrc");
         };
-        if !self.accept_rtp(pk, packet, &header, now) {
-            return;
+        if self.producers[pk].rtp.red_payload_type == Some(header.payload_type) {
+            self.forward_red(pk, packet, &header, now, out);
+        } else {
+            self.forward_plain(pk, packet, &header, now, out);
         }
-        // Each local producer's packet goes once to each other node of the room.
-        self.relay(pk, packet, out);
-        self.fan_out(pk, packet, &header, now, out);
         self.nack_upstream(pk, now, out);
+    }
+
+    /// A local producer's plain Opus packet: accepted, relayed once to each other node of the
+    /// room, fanned out.
+    pub(super) fn forward_plain(
+        &mut self,
+        pk: usize,
+        packet: &[u8],
+        header: &rtp::RtpHeader,
+        now: Instant,
+        out: &mut impl Egress,
+    ) {
+        if self.accept_rtp(pk, packet, header, now) {
+            self.relay(pk, packet, out);
+            self.fan_out(pk, packet, header, now, out);
+        }
     }
 
     /// The steps between "which producer" and the fan-out, for a local or a remote producer's

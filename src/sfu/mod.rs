@@ -165,6 +165,8 @@ struct Producer {
     history: Option<Box<history::PacketHistory>>,
     /// Missing packets to ask the speaker for, when the producer negotiated NACK.
     gaps: Option<Box<nack::Gaps>>,
+    /// What choir passed on of a producer that sends RED (see [`red`]).
+    red: red::Received,
 }
 
 struct Consumer {
@@ -207,6 +209,8 @@ pub struct Sfu {
     counters: Counters,
     /// Per-consumer copy of the packet being fanned out.
     scratch: Box<[u8; BUFFER_SIZE]>,
+    /// A RED packet's blocks as plain packets (see [`red`]); taken while one is forwarded.
+    unred: Option<Box<[u8; BUFFER_SIZE]>>,
     next_rtcp: Option<Instant>,
     /// The slice of consumers and transports whose reports are due next (see [`RTCP_SLICES`]).
     rtcp_slice: usize,
@@ -240,6 +244,7 @@ impl Sfu {
             closed: Vec::new(),
             counters: Counters::default(),
             scratch: Box::new([0; BUFFER_SIZE]),
+            unred: Some(Box::new([0; BUFFER_SIZE])),
             next_rtcp: None,
             rtcp_slice: 0,
             epoch: (now, SystemTime::now()),

@@ -220,6 +220,9 @@ pub struct ProducerRtp {
     pub codec_parameters: Map<String, Value>,
     /// The producer negotiated generic NACK: choir asks it to retransmit what it lost.
     pub nack: bool,
+    /// The browser's payload type for RED (RFC 2198), when the producer sends it (choir's
+    /// try-it client in Chromium): choir unpacks it (`crate::sfu::red`).
+    pub red_payload_type: Option<u8>,
 }
 
 /// Validates `produce` input. Errors name the offending field.
@@ -242,6 +245,21 @@ pub fn validate_producer(kind: &str, rtp: &RtpParameters) -> Result<ProducerRtp,
             codec.payload_type
         ));
     }
+    // RED for Opus, when listed (before Opus, as a browser sends it).
+    let red_payload_type = match rtp.codecs.iter().find(|c| {
+        c.mime_type.eq_ignore_ascii_case("audio/red")
+            && c.clock_rate == OPUS_CLOCK_RATE
+            && c.channels == Some(OPUS_CHANNELS)
+    }) {
+        None => None,
+        Some(red) if red.payload_type > 127 || red.payload_type == codec.payload_type => {
+            return Err(format!(
+                "rtpParameters.codecs: audio/red payloadType {} is not 0-127 or is Opus' own",
+                red.payload_type
+            ))
+        }
+        Some(red) => Some(red.payload_type),
+    };
     let mut extensions = Vec::new();
     let mut mid_extension_id = None;
     for (i, ext) in rtp.header_extensions.iter().enumerate() {
@@ -284,6 +302,7 @@ pub fn validate_producer(kind: &str, rtp: &RtpParameters) -> Result<ProducerRtp,
             .unwrap_or_else(|| "choir".into()),
         codec_parameters: codec.parameters.clone(),
         nack: has_nack(&codec.rtcp_feedback),
+        red_payload_type,
     })
 }
 
@@ -436,6 +455,26 @@ mod tests {
         assert_eq!(p.mid_extension_id, Some(4));
         assert_eq!(p.ssrc, Some(4108792723));
         assert_eq!(p.cname, "UvVHyckjW26uo8T8");
+    }
+
+    #[test]
+    fn a_producer_listing_red_has_its_payload_type() {
+        assert_eq!(
+            validate_producer("audio", &chrome_produce())
+                .unwrap()
+                .red_payload_type,
+            None
+        );
+        let mut p = chrome_produce();
+        let mut red = p.codecs[0].clone();
+        (red.mime_type, red.payload_type) = ("audio/red".into(), 63);
+        p.codecs.insert(0, red);
+        let got = validate_producer("audio", &p).unwrap();
+        assert_eq!((got.payload_type, got.red_payload_type), (111, Some(63)));
+        p.codecs[0].payload_type = 111;
+        assert!(validate_producer("audio", &p)
+            .unwrap_err()
+            .contains("audio/red"));
     }
 
     #[test]

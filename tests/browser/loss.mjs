@@ -304,6 +304,65 @@ const redPage = {
   },
 };
 
+/**
+ * Bound on what a plain listener loses of a RED speaker whose leg loses 10 %: choir recovers a
+ * lost packet from the next one's redundancy (and NACKs the rest). Measured (2026-12-08, seed
+ * 1): see the scenario's line in the suite's output and tests/browser/README.md.
+ */
+const MAX_RED_SPEAKER_LOST_PCT = 3;
+
+const redSpeaker = {
+  name: 'loss-red-speaker',
+  description: "choir's try-it page in Chromium speaks RED (its answer puts RED first) over a 10 % lossy uplink; a mediasoup-client listener (plain Opus) gets the lost packets back: choir recovers them from the redundancy of the packets after them",
+  consentTimeout: LOSSY_CONSENT_TIMEOUT,
+  timeoutMs: 90000,
+  async run(t) {
+    const a = await t.user('A');
+    await a.join({ api: t.choir.api, channelId: t.channel, userId: 'A', tone: toneOf(0) });
+    const relay = await startTestRelay(t);
+    try {
+      const ben = await t.pageUser(t.browser, 'ben');
+      await routeThroughRelay(ben.page, relay, 'send', [impairment(leg(LOSS))], 'up');
+      await ben.join(t.channel);
+      await waitHearing(a, ['ben'], 15000);
+      const inbound = async () => (await a.stats()).consumers.find((c) => c.userId === 'ben')?.inbound[0];
+      const snap = async () => ({ s: await inbound(), tap: relay.taps()[0].toTarget, c: (await t.choir.stats()).total });
+      const first = await snap();
+      await sleep(RED_WINDOW_S * 1000);
+      const last = await snap();
+      check(first.s && last.s, "A has no inbound-rtp stats for ben's consumer", last);
+      const sent = last.tap.rtp - first.tap.rtp;
+      const applied = pct(last.tap.rtpDropped - first.tap.rtpDropped, sent);
+      const received = last.s.packetsReceived - first.s.packetsReceived;
+      const lost = last.s.packetsLost - first.s.packetsLost;
+      const recovered = last.c.rtpRecovered - first.c.rtpRecovered;
+      const repaired = last.c.rtpRepaired - first.c.rtpRepaired;
+      const wire = Object.entries(last.tap.streams).map(([k, n]) => `${k}: ${n}`).join(', ');
+      // SRTP packets as the page sent them (headers and tag included).
+      const kbps = (8 * (last.tap.rtpBytes - first.tap.rtpBytes)) / RED_WINDOW_S / 1000;
+      t.measure(
+        t.name,
+        `over ${RED_WINDOW_S} s: the relay dropped ${fmt(applied, 1)} % of the speaker's ${sent} packets (${fmt(kbps, 1)} kbit/s of RTP); choir recovered ${recovered} from RED and ${repaired} by NACK; ` +
+          `A (plain Opus, ${last.s.codec}/${last.s.payloadType}) lost ${fmt(pct(lost, lost + received), 2)} % (bound ${MAX_RED_SPEAKER_LOST_PCT} %), concealed ${fmt(concealedPct(first.s, last.s), 2)} %; ` +
+          `from the page (SSRC/payload type: packets) ${wire}; choir's drops ${JSON.stringify(last.c.drops)}`,
+      );
+      // RED on the wire from the page, plain Opus to A.
+      const pts = Object.keys(last.tap.streams).map((k) => k.split('/')[1]);
+      check(pts.length > 0 && pts.every((pt) => pt === '63'), `payload types from the page to choir: ${wire}, expected 63 (Chromium's RED) only`, last.tap);
+      check(last.s.codec === 'audio/opus' && last.s.payloadType === 100, `A receives ${last.s.codec}/${last.s.payloadType}, expected audio/opus/100`, last.s);
+      check(applied >= LOSS * 100 * 0.5, `the relay dropped only ${fmt(applied, 1)} % of the uplink`, { first, last });
+      check(recovered > 0, `choir recovered no packet from the speaker's RED (rtpRecovered ${recovered})`, last.c);
+      check(pct(lost, lost + received) <= MAX_RED_SPEAKER_LOST_PCT, `A lost ${fmt(pct(lost, lost + received), 2)} % of ben's packets over a ${fmt(applied, 1)} % lossy uplink, bound ${MAX_RED_SPEAKER_LOST_PCT} %`, { first, last });
+      await expectHears(a, { ben: t.options.fakeMicHz }, 1500);
+      await ben.leave();
+      await a.leave();
+    } finally {
+      await relay.close();
+    }
+    await expectEmpty(t);
+  },
+};
+
 const redMediasoupClient = {
   name: 'red-mediasoup-client',
   description: "finding: an unchanged mediasoup-client 3.24 consumer cannot receive RED (a device loaded with the router's capabilities plus audio/red: Chromium refuses RED in its answer, the RED packets are dropped, B hears nothing)",
@@ -350,4 +409,4 @@ const redMediasoupClient = {
   },
 };
 
-export const lossScenarios = [nackFec, redPage, redMediasoupClient, firefoxFec];
+export const lossScenarios = [nackFec, redPage, redSpeaker, redMediasoupClient, firefoxFec];

@@ -178,16 +178,44 @@ impl Loopback {
 
     /// [`Loopback::join`]; with `nack`, the producer negotiates generic NACK.
     pub fn join_with(&mut self, channel: &str, user: &str, produce: bool, nack: bool) -> usize {
+        self.join_codecs(channel, user, produce, nack, false)
+    }
+
+    /// [`Loopback::join_with`]; with `red`, the producer sends RED (payload type 63) over its
+    /// Opus (111), as Chromium does when the answer puts RED first.
+    pub fn join_codecs(
+        &mut self,
+        channel: &str,
+        user: &str,
+        produce: bool,
+        nack: bool,
+        red: bool,
+    ) -> usize {
         self.sfu.open_room(channel);
         let send = self.leg(channel, user, Direction::Send);
         let ssrc = 0x5000_0000 + self.members.len() as u32;
         let feedback = nack_feedback(nack);
+        let mut codecs = vec![
+            json!({"mimeType":"audio/opus","payloadType":111,"clockRate":48000,"channels":2,"rtcpFeedback":feedback}),
+        ];
+        if red {
+            codecs.insert(
+                0,
+                json!({"mimeType":"audio/red","payloadType":63,"clockRate":48000,"channels":2}),
+            );
+        }
         let producer_id = produce.then(|| {
-            let rtp = serde_json::from_value(json!({"mid":"0","codecs":[{"mimeType":"audio/opus","payloadType":111,"clockRate":48000,"channels":2,"rtcpFeedback":feedback}],
+            let rtp = serde_json::from_value(json!({"mid":"0","codecs":codecs,
                 "headerExtensions":[{"uri":"urn:ietf:params:rtp-hdrext:ssrc-audio-level","id":1}],
                 "encodings":[{"ssrc":ssrc}],"rtcp":{"cname":user}}))
             .unwrap();
-            let req = ProduceRequest { channel_id: channel.into(), user_id: user.into(), kind: "audio".into(), rtp_parameters: rtp, paused: false };
+            let req = ProduceRequest {
+                channel_id: channel.into(),
+                user_id: user.into(),
+                kind: "audio".into(),
+                rtp_parameters: rtp,
+                paused: false,
+            };
             self.sfu.produce(&req).unwrap()
         });
         let recv = self.leg(channel, user, Direction::Recv);

@@ -59,8 +59,10 @@ impl Sfu {
                 remote.producer_id
             )));
         }
-        let rtp = ortc::validate_producer("audio", &remote.rtp_parameters)
+        let mut rtp = ortc::validate_producer("audio", &remote.rtp_parameters)
             .map_err(ApiError::bad_request)?;
+        // Its node unpacks RED before relaying: plain Opus comes over the link.
+        rtp.red_payload_type = None;
         let speaker = crate::sfu::speaking::Speaker::new(&rtp, &self.limits.speaking);
         let producer = Producer {
             id: remote.producer_id.clone(),
@@ -72,6 +74,7 @@ impl Sfu {
             ssrc: rtp.ssrc,
             // Its own node asks the speaker for lost packets.
             gaps: None,
+            red: Default::default(),
             rtp,
             paused: remote.paused,
             stats: None,

@@ -11,6 +11,7 @@
 
 pub mod audio_level;
 mod extension;
+pub mod opus;
 pub mod red;
 mod sequence;
 #[cfg(test)]

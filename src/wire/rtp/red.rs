@@ -81,6 +81,39 @@ pub fn encode(
     Some(len + inserted)
 }
 
+/// The RTP fields of a packet [`unpack`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unpacked {
+    pub marker: bool,
+    pub payload_type: u8,
+    pub sequence: u16,
+    pub timestamp: u32,
+}
+
+/// Writes to `out` a plain packet carrying one block's frame (`data`) of the RED packet
+/// `packet`, whose payload starts at `header_len`: the RED packet's header (CSRCs and header
+/// extensions kept, padding flag cleared) with the fields of `fields`, then `data`. Returns its
+/// length; `None` if the header is shorter than 12 bytes or `out` too small.
+pub fn unpack(
+    packet: &[u8],
+    header_len: usize,
+    data: &[u8],
+    fields: Unpacked,
+    out: &mut [u8],
+) -> Option<usize> {
+    let len = header_len + data.len();
+    if header_len < 12 || header_len > packet.len() || len > out.len() {
+        return None;
+    }
+    out[..header_len].copy_from_slice(&packet[..header_len]);
+    out[header_len..len].copy_from_slice(data);
+    out[0] &= !0x20;
+    out[1] = (u8::from(fields.marker) << 7) | (fields.payload_type & 0x7f);
+    out[2..4].copy_from_slice(&fields.sequence.to_be_bytes());
+    out[4..8].copy_from_slice(&fields.timestamp.to_be_bytes());
+    Some(len)
+}
+
 /// The blocks of a RED payload, oldest first, the primary last.
 pub fn blocks(payload: &[u8]) -> Result<Blocks<'_>, RedError> {
     // Validate the headers and lengths once, so that iterating cannot fail.
@@ -217,6 +250,52 @@ mod tests {
             encode(&mut buf[..len + 5], len, 12, 100, &[(960, b"prev")]),
             None
         );
+    }
+
+    #[test]
+    fn a_block_unpacks_to_a_plain_packet_with_the_red_packets_header() {
+        // Version 2, padding, one CSRC; marker, payload type 63; a RED payload; 2 bytes of padding.
+        let mut red = vec![
+            0xa1,
+            0x80 | 63,
+            0x12,
+            0x34,
+            0,
+            0,
+            0x10,
+            0,
+            1,
+            2,
+            3,
+            4,
+            9,
+            9,
+            9,
+            9,
+        ];
+        red.extend_from_slice(&[0x80 | 111, 0x0f, 0x00, 2, 111, 0xaa, 0xbb, 0xcc, 0, 2]);
+        let h = crate::wire::rtp::parse(&red).unwrap();
+        let blocks: Vec<Block> = blocks(&red[h.header_len..h.header_len + h.payload_len])
+            .unwrap()
+            .collect();
+        assert_eq!(blocks[0].data, [0xaa, 0xbb]);
+        let mut out = [0u8; 64];
+        let fields = Unpacked {
+            marker: false,
+            payload_type: 111,
+            sequence: 0x1233,
+            timestamp: 0x1000 - 960,
+        };
+        let n = unpack(&red, h.header_len, blocks[0].data, fields, &mut out).unwrap();
+        let p = crate::wire::rtp::parse(&out[..n]).unwrap();
+        assert_eq!(
+            (p.marker, p.payload_type, p.sequence, p.timestamp, p.ssrc),
+            (false, 111, 0x1233, 0x1000 - 960, h.ssrc)
+        );
+        assert_eq!(&out[p.header_len..n], [0xaa, 0xbb], "no padding left");
+        assert_eq!(out[12..16], [9, 9, 9, 9], "the CSRC kept");
+        assert_eq!(unpack(&red, h.header_len, &[0; 60], fields, &mut out), None);
+        assert_eq!(unpack(&red[..8], 8, &[], fields, &mut out), None);
     }
 
     #[test]
