@@ -52,7 +52,9 @@ export async function runCall({ c, speakerPage, listenerPage, server, choir, rel
     await evaluate(speakerPage, 'p2pAccept', (o) => window.quality.p2pAccept(o), { answer: lis.answer });
   } else {
     const o = { api: choir.api, control, channelId, wavUrl, codecOptions: c.codecOptions };
-    spk = await evaluate(speakerPage, 'choirSpeaker', (x) => window.quality.choirSpeaker(x), o);
+    spk = c.redSpeaker
+      ? await evaluate(speakerPage, 'choirRedSpeaker', (x) => window.quality.choirRedSpeaker(x), o)
+      : await evaluate(speakerPage, 'choirSpeaker', (x) => window.quality.choirSpeaker(x), o);
     lis = await evaluate(listenerPage, 'choirListener', (x) => window.quality.choirListener(x), o);
   }
   const setupMs = Date.now() - t0;

@@ -23,7 +23,8 @@ export const NETWORKS = {
 };
 
 /**
- * The matrix: `systems` is [{ name: 'p2p', p2p: true, nack? } | { name: 'choir-before', bin }]; quick: a few
+ * The matrix: `systems` is [{ name: 'p2p', p2p: true, nack? } | { name: 'choir-before', bin, redSpeaker? }]
+ * (`redSpeaker`: the speaker on choir's try-it client, sending RED, instead of the plan's flow); quick: a few
  * cases only. A P2P call has no uplink/downlink distinction (both legs in series), so it runs
  * one of the two one-leg cases.
  */
@@ -49,6 +50,7 @@ export function makeCase(system, net, listener = 'chromium', extra = {}) {
     p2pNack: system.nack ?? false,
     systemName: system.name,
     bin: system.bin,
+    redSpeaker: system.redSpeaker ?? false,
     net,
     netLabel: n.label,
     up: n.up,

@@ -31,6 +31,7 @@ const root = path.resolve(here, '..', '..');
 const { values: opts } = parseArgs({
   options: {
     choir: { type: 'string', multiple: true, default: [] },
+    'choir-red': { type: 'string', multiple: true, default: [] },
     'no-p2p': { type: 'boolean', default: false },
     // Also P2P with audio NACK negotiated (both SDPs munged): what retransmission alone buys.
     'p2p-nack': { type: 'boolean', default: false },
@@ -58,7 +59,7 @@ const { values: opts } = parseArgs({
 });
 
 if (opts.help) {
-  console.log(`node benches/quality/run.mjs [--choir [NAME=]PATH]... [--no-p2p] [--quick] [--only SUBSTR,...]
+  console.log(`node benches/quality/run.mjs [--choir [NAME=]PATH]... [--choir-red [NAME=]PATH]... [--no-p2p] [--quick] [--only SUBSTR,...]
   [--p2p-nack] [--separate-listener] [--no-firefox] [--no-netns] [--seed N] [--warmup S] [--measure S] [--codec-options JSON]
   [--speech WAV] [--out DIR] [--python PATH] [--no-score] [--list]`);
   process.exit(0);
@@ -70,6 +71,11 @@ const systems = [
   ...opts.choir.map((spec) => {
     const [name, bin] = spec.includes('=') ? spec.split(/=(.*)/s) : ['choir', spec];
     return { name, bin: path.resolve(bin) };
+  }),
+  // The speaker on choir's try-it client (RED) instead of the plan's mediasoup-client flow.
+  ...opts['choir-red'].map((spec) => {
+    const [name, bin] = spec.includes('=') ? spec.split(/=(.*)/s) : ['choir-red', spec];
+    return { name, bin: path.resolve(bin), redSpeaker: true };
   }),
 ];
 let cases = matrix(systems, { quick: opts.quick, firefox: !opts['no-firefox'] });

@@ -3,7 +3,7 @@
 // exact mouth-to-ear delay). The speaker plays the speech file into the call; the listener
 // records what it receives and reads its getStats().
 import { context, frameZeroWallMs, Recorder, RATE, speechTrack } from './audio.js';
-import { choirListener, choirSpeaker, connected, p2pAccept, p2pAnswer, p2pOffer } from './calls.js';
+import { choirListener, choirRedSpeaker, choirSpeaker, connected, p2pAccept, p2pAnswer, p2pOffer } from './calls.js';
 
 const state = { speaker: null, listener: null };
 
@@ -73,6 +73,15 @@ window.quality = {
     const speech = await speechTrack(wavUrl);
     const sfu = await choirSpeaker({ api, control, channelId, track: speech.track, codecOptions, log });
     state.speaker = { kind: 'choir', sfu, sender: sfu.audioProducer.rtpSender, speech };
+    return { startFrame: speech.startFrame, fileFrames: speech.fileFrames, frameZeroWallMs: frameZeroWallMs() };
+  },
+
+  /** Speaker, choir's try-it client (RED where the browser has it): the speech file looped. */
+  async choirRedSpeaker({ api, control, channelId, wavUrl }) {
+    const speech = await speechTrack(wavUrl);
+    const client = await choirRedSpeaker({ api, control, channelId, track: speech.track });
+    const sfu = { cleanup: () => client.leave() };
+    state.speaker = { kind: 'choir', sfu, sender: client.send.transceiver.sender, speech };
     return { startFrame: speech.startFrame, fileFrames: speech.fileFrames, frameZeroWallMs: frameZeroWallMs() };
   },
 

@@ -6,6 +6,7 @@
 //   replaced by one relay bridge to the speaker's host candidate (both legs in series).
 import { createApiClient } from '../../../tests/browser/src/api.js';
 import { SFUService } from '../../../tests/browser/src/sfuService.js';
+import { ChoirClient } from '../../../web/choir-client.js';
 
 /** Asks the driver for a relay bridge to `target` ({ ip, port }) for `leg`; resolves to { ip, port }. */
 export async function bridge(control, target, leg, exclude = []) {
@@ -47,6 +48,26 @@ export async function choirSpeaker({ api, control, channelId, userId = 'speaker'
   await sfu.init(channelId, userId);
   await sfu.produceAudio(track, codecOptions);
   return sfu;
+}
+
+/**
+ * The speaker's side on choir's own try-it client (web/choir-client.js) instead: where the
+ * browser offers RED (Chromium), its send answer puts RED first, so the speaker sends RED. Its
+ * create-transport replies go through the uplink bridge. Resolves to the client.
+ */
+export async function choirRedSpeaker({ api, control, channelId, userId = 'speaker', track }) {
+  const client = new ChoirClient({ api: `${api}/voice` });
+  const post = client.api.post.bind(client.api);
+  client.api.post = async (path, body) => {
+    const reply = await post(path, body);
+    if (path !== '/create-transport') return reply;
+    const udp = reply.iceCandidates.find((c) => c.protocol === 'udp' && !(c.ip ?? c.address).includes(':'));
+    if (!udp) throw new Error(`create-transport: no UDP IPv4 candidate in ${JSON.stringify(reply.iceCandidates)}`);
+    const b = await bridge(control, { ip: udp.ip ?? udp.address, port: udp.port }, 'up');
+    return { ...reply, iceCandidates: [{ ...udp, ip: b.ip, address: b.ip, port: b.port }] };
+  };
+  await client.join(channelId, userId, track);
+  return client;
 }
 
 /** The listener's side: join, consume every producer listed. Resolves to { sfu, consumer }. */
