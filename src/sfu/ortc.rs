@@ -193,10 +193,14 @@ fn router_extension_id(uri: &str) -> Option<u8> {
 
 /// Whether a codec capability is RED (RFC 2198) for Opus' clock and channels.
 fn is_red(c: &RtpCodecCapability) -> bool {
-    c.mime_type.eq_ignore_ascii_case("audio/red")
-        && c.clock_rate == OPUS_CLOCK_RATE
-        && c.channels == Some(OPUS_CHANNELS)
+    is_red_format(&c.mime_type, c.clock_rate, c.channels)
         && c.kind.as_deref().is_none_or(|k| k == "audio")
+}
+
+fn is_red_format(mime_type: &str, clock_rate: u32, channels: Option<u8>) -> bool {
+    mime_type.eq_ignore_ascii_case("audio/red")
+        && clock_rate == OPUS_CLOCK_RATE
+        && channels == Some(OPUS_CHANNELS)
 }
 
 fn is_opus(mime_type: &str, clock_rate: u32, channels: Option<u8>) -> bool {
@@ -246,11 +250,11 @@ pub fn validate_producer(kind: &str, rtp: &RtpParameters) -> Result<ProducerRtp,
         ));
     }
     // RED for Opus, when listed (before Opus, as a browser sends it).
-    let red_payload_type = match rtp.codecs.iter().find(|c| {
-        c.mime_type.eq_ignore_ascii_case("audio/red")
-            && c.clock_rate == OPUS_CLOCK_RATE
-            && c.channels == Some(OPUS_CHANNELS)
-    }) {
+    let red_payload_type = match rtp
+        .codecs
+        .iter()
+        .find(|c| is_red_format(&c.mime_type, c.clock_rate, c.channels))
+    {
         None => None,
         Some(red) if red.payload_type > 127 || red.payload_type == codec.payload_type => {
             return Err(format!(

@@ -19,6 +19,14 @@ export async function bridge(control, target, leg, exclude = []) {
   return res.json();
 }
 
+/** A create-transport reply whose ICE candidates are one: a relay bridge (for `leg`) to choir's UDP one. */
+async function throughRelay(options, control, leg) {
+  const udp = options.iceCandidates.find((c) => c.protocol === 'udp' && !(c.ip ?? c.address).includes(':'));
+  if (!udp) throw new Error(`create-transport: no UDP IPv4 candidate in ${JSON.stringify(options.iceCandidates)}`);
+  const b = await bridge(control, { ip: udp.ip ?? udp.address, port: udp.port }, leg);
+  return { ...options, iceCandidates: [{ ...udp, ip: b.ip, address: b.ip, port: b.port }] };
+}
+
 /**
  * choir's apiClient, but each created transport's ICE candidates are one UDP candidate: a relay
  * bridge to choir's UDP candidate, for leg `legs[direction]`.
@@ -29,12 +37,7 @@ export function relayedApi(api, control, legs) {
     ...inner,
     async post(path, body) {
       const reply = await inner.post(path, body);
-      if (path === '/voice/create-transport') {
-        const udp = reply.data.iceCandidates.find((c) => c.protocol === 'udp' && !(c.ip ?? c.address).includes(':'));
-        if (!udp) throw new Error(`create-transport: no UDP IPv4 candidate in ${JSON.stringify(reply.data.iceCandidates)}`);
-        const b = await bridge(control, { ip: udp.ip ?? udp.address, port: udp.port }, legs[body.direction]);
-        reply.data = { ...reply.data, iceCandidates: [{ ...udp, ip: b.ip, address: b.ip, port: b.port }] };
-      }
+      if (path === '/voice/create-transport') reply.data = await throughRelay(reply.data, control, legs[body.direction]);
       return reply;
     },
   };
@@ -60,11 +63,7 @@ export async function choirRedSpeaker({ api, control, channelId, userId = 'speak
   const post = client.api.post.bind(client.api);
   client.api.post = async (path, body) => {
     const reply = await post(path, body);
-    if (path !== '/create-transport') return reply;
-    const udp = reply.iceCandidates.find((c) => c.protocol === 'udp' && !(c.ip ?? c.address).includes(':'));
-    if (!udp) throw new Error(`create-transport: no UDP IPv4 candidate in ${JSON.stringify(reply.iceCandidates)}`);
-    const b = await bridge(control, { ip: udp.ip ?? udp.address, port: udp.port }, 'up');
-    return { ...reply, iceCandidates: [{ ...udp, ip: b.ip, address: b.ip, port: b.port }] };
+    return path === '/create-transport' ? throughRelay(reply, control, 'up') : reply;
   };
   await client.join(channelId, userId, track);
   return client;
